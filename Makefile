@@ -1,0 +1,68 @@
+# pubip — one entry point. Everything runs as root on Debian 12.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+COLL := collection/ansible_collections/pubip/cluster
+APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump make git
+LAB ?= demo
+NODES ?= 3
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help deps venv demo test test-unit test-integration lint sanity bench bench-plan bench-takeover build clean
+
+help:
+	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | build | clean"
+
+# System packages a fresh Debian 12 lacks (idempotent, quiet when present).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: venv
+	$(BIN)/pubip lab down --name $(LAB)
+	$(BIN)/pubip lab up --name $(LAB) --nodes $(NODES)
+	$(BIN)/pubip demo --name $(LAB)
+
+test: venv
+	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit
+
+test-unit: venv
+	$(BIN)/pytest -q -m "not lab" tests $(COLL)/tests/unit
+
+lint: venv
+	$(BIN)/ruff check watchdog tests $(COLL)/plugins
+	$(BIN)/mypy watchdog/pubip
+	cd $(COLL) && ../../../../$(BIN)/ansible-lint --offline -q . ../../../../playbooks
+	$(MAKE) sanity
+
+# The ansible-test sanity tests that need no download (see STYLE.md).
+sanity: venv
+	cd $(COLL) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --python 3.11 \
+	  --test compile --test shebang --test action-plugin-docs --test empty-init \
+	  --test line-endings --test no-assert --test symlinks
+	for p in $$(cd $(COLL)/plugins/modules && ls *.py | sed 's/\.py$$//'); do \
+	  $(BIN)/ansible-doc -t module pubip.cluster.$$p >/dev/null || exit 1; done
+
+bench: bench-plan
+
+bench-plan: venv
+	$(PY) tests/bench/bench_plan.py
+
+bench-takeover: venv
+	$(PY) tests/bench/bench_takeover.py
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path dist $(COLL)
+
+clean:
+	-[ -x $(BIN)/pubip ] && $(BIN)/pubip lab down --all
+	rm -rf dist .bench

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests import labkit
+
+
+def _can_build_labs() -> str | None:
+    if os.geteuid() != 0:
+        return "labs need root"
+    for tool in ("ip", "/usr/sbin/sshd", "ssh-keygen"):
+        if not shutil.which(tool):
+            return f"labs need {tool} (make deps installs it)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _can_build_labs()
+    if reason:
+        for item in items:
+            if "lab" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Callable[..., labkit.LabHandle]]:
+    """Build labs with unique names; every one is torn down, also on failure."""
+    made: list[str] = []
+
+    def make(*args: str, tag: str = "t") -> labkit.LabHandle:
+        name = labkit.unique_name(tag)
+        made.append(name)
+        return labkit.lab_up(name, *args)
+
+    yield make
+    for name in made:
+        labkit.lab_down(name)
+
+
+@pytest.fixture
+def lab3(lab_factory: Callable[..., labkit.LabHandle]) -> labkit.LabHandle:
+    return lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog")

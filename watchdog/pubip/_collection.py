@@ -1,0 +1,15 @@
+"""Find the pubip.cluster collection of this checkout, so the CLI imports the
+very same module_utils code as the action plugin and the modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTIONS = ROOT / "collection"
+PLAYBOOKS = ROOT / "playbooks"
+ANSIBLE_CFG = ROOT / "ansible.cfg"
+
+if (COLLECTIONS / "ansible_collections").is_dir() and str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))

@@ -1,0 +1,98 @@
+"""The `pubip` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import lab, table
+
+
+def _lab_up(args: argparse.Namespace) -> int:
+    vips = args.vips if args.vips is not None else 2 * args.nodes
+    the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6, eth1=args.eth1,
+                      watchdog=not args.no_watchdog, fast_retake=args.fast_retake)
+    info = the_lab.up(progress=lambda line: print(line, flush=True))
+    print(info["dir"] + "/lab.json")
+    return 0
+
+
+def _lab_down(args: argparse.Namespace) -> int:
+    names = lab.existing_labs() if args.all else [args.name]
+    for name in names:
+        removed = lab.down(name)
+        print(f"lab {name}: removed {len(removed)} namespaces and {lab.lab_dir(name)}")
+    return 0
+
+
+def _lab_status(args: argparse.Namespace) -> int:
+    rows = lab.status(args.name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(table.render(["node", "pnn", "address", "sshd", "public IPs"],
+                       [[r["name"], r["pnn"], r["address"], "up" if r["sshd"] else "DOWN",
+                         " ".join(r["public_ips"]) or "-"] for r in rows]))
+    return 0
+
+
+def _lab_exec(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise lab.LabError("pubip lab exec needs a command after --")
+    return lab.exec_in_controller(args.name, cmd)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from . import plan
+
+    return plan.run(args.input, args.explain)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pubip", description="Floating (public) IP management, CTDB-style.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pl = sub.add_parser("plan", help="compute an assignment from JSON input (CTDB vector schema)")
+    pl.add_argument("--input", required=True, help="JSON file, or - for standard input")
+    pl.add_argument("--explain", action="store_true", help="also print the moves, unassigned IPs and log lines")
+    pl.set_defaults(func=_plan)
+
+    lp = sub.add_parser("lab", help="a local lab of network-namespace hosts with real sshd")
+    lsub = lp.add_subparsers(dest="lab_command", required=True)
+    up = lsub.add_parser("up", help="create a lab; prints the path of lab.json last")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--vips", type=int, default=None, help="number of public IPs (default: 2 per node)")
+    up.add_argument("--name", default="demo")
+    up.add_argument("--ipv6", action="store_true", help="add IPv6 public IPs from 2001:db8:100::/64")
+    up.add_argument("--eth1", action="store_true", help="give every host a second interface on a second bridge")
+    up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
+    up.add_argument("--fast-retake", action="store_true", help="run the watchdogs with the fast path on")
+    up.set_defaults(func=_lab_up)
+    down = lsub.add_parser("down", help="remove a lab: namespaces, processes, keys, files")
+    down.add_argument("--name", default="demo")
+    down.add_argument("--all", action="store_true", help="remove every pubip lab on this machine")
+    down.set_defaults(func=_lab_down)
+    st = lsub.add_parser("status", help="hosts and the public IPs each kernel holds")
+    st.add_argument("--name", default="demo")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_lab_status)
+    ex = lsub.add_parser("exec", help="run a command in the controller namespace, with the lab inventory")
+    ex.add_argument("--name", default="demo")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=_lab_exec)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except lab.LabError as exc:
+        print(f"pubip: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

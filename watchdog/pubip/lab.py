@@ -1,0 +1,374 @@
+"""The local lab: N hosts as network namespaces with their own sshd.
+
+Layout of one lab called NAME (every namespace is prefixed ``pubip-NAME-`` so
+labs of parallel test runs never collide):
+
+* ``pubip-NAME-br``   holds the bridges ``br0`` (and ``br1`` with ``--eth1``);
+* ``pubip-NAME-ctl``  the controller, 192.0.2.254, from which Ansible runs;
+* ``pubip-NAME-nodeK`` host K: ``eth0`` 192.0.2.K/24 (``eth1`` 203.0.113.K/24),
+  ``lo``, and an sshd listening on 192.0.2.K only.
+
+Nothing is configured in the root namespace, and only documentation ranges
+are used. The lab directory holds keys, sshd configs, per-host state
+directories, the inventory and ``lab.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NETNS_PREFIX = "pubip-"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+MAX_NODES = 250
+MAX_VIPS = 250
+HOST_NET = "192.0.2"
+ETH1_NET = "203.0.113"
+VIP_NET = "198.51.100"
+VIP6_NET = "2001:db8:100::"
+CONTROLLER_ADDR = f"{HOST_NET}.254"
+SSHD = "/usr/sbin/sshd"
+
+
+class LabError(Exception):
+    """A lab request that cannot be carried out; the message names the culprit."""
+
+
+def lab_root() -> Path:
+    return Path(os.environ.get("PUBIP_LAB_ROOT", "/run/pubip/labs"))
+
+
+def lab_dir(name: str) -> Path:
+    return lab_root() / name
+
+
+def ns_name(lab: str, part: str) -> str:
+    return f"{NETNS_PREFIX}{lab}-{part}"
+
+
+def validate(name: str, nodes: int, vips: int) -> None:
+    if not NAME_RE.match(name):
+        raise LabError(
+            f"invalid lab name {name!r}: use 1-16 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        )
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"--nodes {nodes} is out of range: a lab has 1 to {MAX_NODES} hosts")
+    if not 0 <= vips <= MAX_VIPS:
+        raise LabError(f"--vips {vips} is out of range: a lab has 0 to {MAX_VIPS} public IPs")
+
+
+def run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, input=input, text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}")
+    return proc
+
+
+def ip_batch(netns: str, lines: list[str]) -> None:
+    run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n")
+
+
+def list_netns() -> list[str]:
+    out = run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    return [entry["name"] for entry in json.loads(out)] if out else []
+
+
+def public_ips(vips: int, ipv6: bool) -> list[str]:
+    ips = [f"{VIP_NET}.{i}/24" for i in range(1, vips + 1)]
+    if ipv6:
+        ips += [f"{VIP6_NET}{i:x}/64" for i in range(1, vips + 1)]
+    return ips
+
+
+@dataclass
+class Lab:
+    name: str
+    nodes: int
+    vips: int = 0
+    ipv6: bool = False
+    eth1: bool = False
+    watchdog: bool = True
+    fast_retake: bool = False
+    dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate(self.name, self.nodes, self.vips)
+        self.dir = lab_dir(self.name)
+
+    # --- naming -----------------------------------------------------------
+    def host_name(self, i: int) -> str:
+        return f"node{i}"
+
+    def host_ns(self, i: int) -> str:
+        return ns_name(self.name, self.host_name(i))
+
+    @property
+    def br_ns(self) -> str:
+        return ns_name(self.name, "br")
+
+    @property
+    def ctl_ns(self) -> str:
+        return ns_name(self.name, "ctl")
+
+    @property
+    def interfaces(self) -> list[str]:
+        return ["eth0", "eth1"] if self.eth1 else ["eth0"]
+
+    # --- building -----------------------------------------------------------
+    def up(self, progress: Any = print) -> dict[str, Any]:
+        if any(ns.startswith(ns_name(self.name, "")) for ns in list_netns()) or self.dir.exists():
+            raise LabError(f"lab {self.name!r} already exists (pubip lab down --name {self.name} removes it)")
+        try:
+            self.dir.mkdir(parents=True)
+            progress(f"lab {self.name}: creating {self.nodes} hosts in {self.dir}")
+            self._keys()
+            self._network()
+            hosts = self._sshds()
+            info = self._describe(hosts)
+            self._write_inventory(info)
+            (self.dir / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
+            progress(f"lab {self.name}: {self.nodes} hosts up, sshd on {HOST_NET}.1-{self.nodes}")
+            return info
+        except BaseException:
+            down(self.name)
+            raise
+
+    def _keys(self) -> None:
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pubip-lab-{self.name}",
+             "-f", str(self.dir / "id_ed25519")])
+        shutil.copy(self.dir / "id_ed25519.pub", self.dir / "authorized_keys")
+        (self.dir / "cp").mkdir(mode=0o700)
+        (self.dir / "sshd_config").write_text(
+            "\n".join([
+                "Port 22",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                "UsePAM no",
+                "StrictModes no",
+                "PrintMotd no",
+                "UseDNS no",
+                "MaxStartups 200:30:400",
+                "MaxSessions 200",
+                "Subsystem sftp internal-sftp",
+                "",
+            ])
+        )
+
+    def _network(self) -> None:
+        run(["ip", "netns", "add", self.br_ns])
+        bridges = ["br0", "br1"] if self.eth1 else ["br0"]
+        lines = ["link set lo up"]
+        for br in bridges:
+            lines += [f"link add {br} type bridge", f"link set {br} up"]
+        ip_batch(self.br_ns, lines)
+        ends = [(self.ctl_ns, "ctl", [(0, CONTROLLER_ADDR)])]
+        for i in range(1, self.nodes + 1):
+            addrs = [(0, f"{HOST_NET}.{i}")] + ([(1, f"{ETH1_NET}.{i}")] if self.eth1 else [])
+            ends.append((self.host_ns(i), f"h{i}", addrs))
+        for netns, tag, addrs in ends:
+            run(["ip", "netns", "add", netns])
+            br_lines, ns_lines = [], ["link set lo up"]
+            for idx, addr in addrs:
+                peer = f"{tag}e{idx}"
+                br_lines += [f"link add {peer} type veth peer name eth{idx} netns {netns}",
+                             f"link set {peer} master br{idx}", f"link set {peer} up"]
+                ns_lines += [f"addr add {addr}/24 dev eth{idx}", f"link set eth{idx} up"]
+            ip_batch(self.br_ns, br_lines)
+            if tag == "ctl":
+                # The controller reaches public IPs on-link, so it sees ARP / NA.
+                ns_lines += [f"route add {VIP_NET}.0/24 dev eth0"]
+                if self.ipv6:
+                    ns_lines += [f"route add {VIP6_NET}/64 dev eth0"]
+            ip_batch(netns, ns_lines)
+
+    def _sshds(self) -> list[dict[str, Any]]:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        hosts = []
+        for i in range(1, self.nodes + 1):
+            hdir = self.dir / "hosts" / self.host_name(i)
+            (hdir / "hooks").mkdir(parents=True)
+            key = hdir / "ssh_host_ed25519_key"
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+            addr = f"{HOST_NET}.{i}"
+            run(["ip", "netns", "exec", self.host_ns(i), SSHD, "-f", str(self.dir / "sshd_config"),
+                 "-o", f"ListenAddress={addr}", "-o", f"HostKey={key}", "-o", f"PidFile={hdir / 'sshd.pid'}",
+                 "-E", str(hdir / "sshd.log")])
+            hosts.append({"name": self.host_name(i), "pnn": i - 1, "netns": self.host_ns(i),
+                          "address": addr, "interfaces": self.interfaces, "dir": str(hdir)})
+        for host in hosts:
+            host["sshd_pid"] = _wait_pidfile(Path(host["dir"]) / "sshd.pid")
+        return hosts
+
+    def _describe(self, hosts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dir": str(self.dir),
+            "inventory": str(self.dir / "inventory.yml"),
+            "controller": {"netns": self.ctl_ns, "address": CONTROLLER_ADDR},
+            "bridge_netns": self.br_ns,
+            "hosts": hosts,
+            "public_ips": public_ips(self.vips, self.ipv6),
+            "ssh_key": str(self.dir / "id_ed25519"),
+            "python": sys.executable,
+            "watchdog": self.watchdog,
+            "fast_retake": self.fast_retake,
+        }
+
+    def _write_inventory(self, info: dict[str, Any]) -> None:
+        (self.dir / "inventory.yml").write_text(render_inventory(info))
+
+
+def render_inventory(info: dict[str, Any]) -> str:
+    """The lab's Ansible inventory, in the contract the takeover run consumes."""
+    d = info["dir"]
+    hosts = {}
+    for h in info["hosts"]:
+        hosts[h["name"]] = {
+            "ansible_host": h["address"],
+            "pubip_pnn": h["pnn"],
+            "pubip_netns": h["netns"],
+            "pubip_record_path": f"{h['dir']}/record.json",
+            "pubip_lock_path": f"{h['dir']}/lock",
+            "pubip_hook_dir": f"{h['dir']}/hooks",
+        }
+    group_vars = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": info["ssh_key"],
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=accept-new",
+        "ansible_control_path_dir": f"{d}/cp",
+        "ansible_python_interpreter": info["python"],
+        "pubip_public_ips": [
+            {"ip": ip, "interfaces": list(info["hosts"][0]["interfaces"]) if info["hosts"] else ["eth0"]}
+            for ip in info["public_ips"]
+        ],
+    }
+    doc = {"all": {"children": {"pubip_nodes": {"hosts": hosts, "vars": group_vars}}}}
+    # JSON is valid YAML; keeps the lab free of a YAML dependency at write time.
+    return "---\n# Generated by `pubip lab up`; removed by `pubip lab down`.\n" + json.dumps(doc, indent=2) + "\n"
+
+
+def _wait_pidfile(path: Path, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(path.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            time.sleep(0.01)
+    raise LabError(f"sshd did not start: no pid in {path} after {timeout}s (see sshd.log beside it)")
+
+
+def load(name: str) -> dict[str, Any]:
+    path = lab_dir(name) / "lab.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"no lab {name!r}: {path} does not exist (pubip lab up --name {name} creates it)") from None
+
+
+def existing_labs() -> list[str]:
+    names = {p.name for p in lab_root().iterdir() if p.is_dir()} if lab_root().is_dir() else set()
+    for ns in list_netns():
+        if ns.startswith(NETNS_PREFIX):
+            rest = ns[len(NETNS_PREFIX):]
+            names.add(rest.rsplit("-", 1)[0])
+    return sorted(names)
+
+
+def down(name: str) -> list[str]:
+    """Remove every namespace, process and file of lab NAME; also after a crashed up."""
+    if not NAME_RE.match(name):
+        raise LabError(f"invalid lab name {name!r}")
+    prefix = ns_name(name, "")
+    mine = [ns for ns in list_netns() if ns.startswith(prefix) and "-" not in ns[len(prefix):]]
+    for ns in mine:
+        _kill_netns_processes(ns)
+    for ns in mine:
+        run(["ip", "netns", "delete", ns], check=False)
+    shutil.rmtree(lab_dir(name), ignore_errors=True)
+    return mine
+
+
+def _kill_netns_processes(netns: str) -> None:
+    pids = [int(p) for p in run(["ip", "netns", "pids", netns], check=False).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            if pids:
+                time.sleep(0.02)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        # A zombie (our own child not yet reaped) counts as gone.
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def controller_env(info: dict[str, Any]) -> dict[str, str]:
+    """Environment for Ansible run from the controller namespace against the lab."""
+    from . import _collection
+
+    env = dict(os.environ)
+    env["ANSIBLE_INVENTORY"] = info["inventory"]
+    env["ANSIBLE_CONFIG"] = str(_collection.ANSIBLE_CFG)
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(_collection.COLLECTIONS)
+    env["PATH"] = f"{Path(info['python']).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def exec_in_controller(name: str, cmd: list[str]) -> int:
+    info = load(name)
+    argv = ["ip", "netns", "exec", info["controller"]["netns"], *cmd]
+    return subprocess.call(argv, env=controller_env(info))
+
+
+def kernel_addresses(netns: str) -> dict[str, list[str]]:
+    """Addresses per interface, read from the namespace's kernel."""
+    out = run(["ip", "-n", netns, "-j", "addr", "show"]).stdout
+    result: dict[str, list[str]] = {}
+    for link in json.loads(out or "[]"):
+        result[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                                  if a.get("scope") != "link" and a["family"] in ("inet", "inet6")]
+    return result
+
+
+def status(name: str) -> list[dict[str, Any]]:
+    info = load(name)
+    public = set(info["public_ips"])
+    rows = []
+    for h in info["hosts"]:
+        try:
+            addrs = kernel_addresses(h["netns"])
+        except LabError:
+            addrs = {}
+        held = sorted(a for ips in addrs.values() for a in ips if a in public)
+        rows.append({"name": h["name"], "pnn": h["pnn"], "netns": h["netns"], "address": h["address"],
+                     "sshd": _alive(h["sshd_pid"]), "public_ips": held})
+    return rows
