@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
-from . import lab, table
 
 
 def _lab_up(args: argparse.Namespace) -> int:
+    from . import lab
+
     vips = args.vips if args.vips is not None else 2 * args.nodes
     the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6, eth1=args.eth1,
                       watchdog=not args.no_watchdog, fast_retake=args.fast_retake)
@@ -19,6 +20,8 @@ def _lab_up(args: argparse.Namespace) -> int:
 
 
 def _lab_down(args: argparse.Namespace) -> int:
+    from . import lab
+
     names = lab.existing_labs() if args.all else [args.name]
     for name in names:
         removed = lab.down(name)
@@ -27,10 +30,14 @@ def _lab_down(args: argparse.Namespace) -> int:
 
 
 def _lab_status(args: argparse.Namespace) -> int:
+    from . import lab
+
     rows = lab.status(args.name)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from . import table
+
     print(table.render(["node", "pnn", "address", "sshd", "public IPs"],
                        [[r["name"], r["pnn"], r["address"], "up" if r["sshd"] else "DOWN",
                          " ".join(r["public_ips"]) or "-"] for r in rows]))
@@ -38,6 +45,8 @@ def _lab_status(args: argparse.Namespace) -> int:
 
 
 def _lab_exec(args: argparse.Namespace) -> int:
+    from . import lab
+
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise lab.LabError("pubip lab exec needs a command after --")
@@ -87,9 +96,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from .errors import PubipError
+
     try:
         return int(args.func(args))
-    except lab.LabError as exc:
+    except PubipError as exc:
         print(f"pubip: {exc}", file=sys.stderr)
         return 2
 

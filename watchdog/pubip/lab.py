@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import PubipError
+
 NETNS_PREFIX = "pubip-"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 MAX_NODES = 250
@@ -39,7 +41,7 @@ CONTROLLER_ADDR = f"{HOST_NET}.254"
 SSHD = "/usr/sbin/sshd"
 
 
-class LabError(Exception):
+class LabError(PubipError):
     """A lab request that cannot be carried out; the message names the culprit."""
 
 

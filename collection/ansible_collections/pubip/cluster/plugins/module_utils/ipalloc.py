@@ -10,17 +10,15 @@ The three algorithms (``lcp2``, ``det``, ``nondet``) follow CTDB's code step by
 step, tie-breaks and unsigned 32-bit metric arithmetic included, so that the
 same input gives the same holders. What is not CTDB's is the bookkeeping: the
 LCP2 distance sums are kept incrementally in a NumPy matrix (one column update
-per move) instead of being recomputed for every candidate on every step.
+per move) instead of being recomputed for every candidate on every step; det and
+nondet need no NumPy at all (it is imported only for lcp2: its import alone costs
+more than a whole nondet run).
 """
 
 from __future__ import annotations
 
 import ipaddress
-
-try:
-    import numpy as np
-except ImportError:  # pragma: no cover - reported by the callers
-    np = None
+import socket
 
 ALGORITHMS = ("lcp2", "det", "nondet")
 OPTIONS = ("no_ip_takeover", "no_ip_failback", "force_rebalance_nodes", "home_nodes", "no_ip_host_on_all_disabled")
@@ -51,6 +49,18 @@ class AllocationInputError(ValueError):
 
 def ip_key(text):
     """CTDB's 128-bit ordering key: IPv4 a.b.c.d sorts as ::a.b.c.d."""
+    bare = text.split("/", 1)[0]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            value = int.from_bytes(socket.inet_pton(family, bare), "big")
+        except (OSError, ValueError):
+            continue
+        if family == socket.AF_INET6 and value >> 32 == 0xFFFF:
+            value &= 0xFFFFFFFF  # IPv4-mapped: CTDB turns it into IPv4
+        if "/" in text:
+            ipaddress.ip_interface(text)  # validates the prefix
+        return value
+    # Not an address: let ipaddress raise its precise ValueError.
     addr = ipaddress.ip_interface(text).ip if "/" in text else ipaddress.ip_address(text)
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
@@ -71,8 +81,6 @@ def allocate(nodes, public_ips, algorithm="lcp2", options=None):
     Returns ``{"assignments": [{"ip", "pnn"}], "unassigned": [ip], "log": [(level, line)]}``,
     assignments in CTDB's processing order (descending address key).
     """
-    if np is None:
-        raise AllocationInputError("the allocation engine needs numpy on the controller")
     state = _State(nodes, public_ips, algorithm, options or {})
     {"lcp2": _lcp2, "det": _det, "nondet": _nondet}[state.algorithm](state)
     return state.result()
@@ -98,7 +106,7 @@ class _State(object):
                 raise AllocationInputError("node pnn %d is duplicated" % pnn)
             seen.add(pnn)
         by_pnn = sorted(nodes, key=lambda n: n["pnn"])
-        hostable = np.array([node_can_host(n) for n in by_pnn], dtype=bool)
+        hostable = [node_can_host(n) for n in by_pnn]
 
         entries = []
         keys = set()
@@ -116,7 +124,6 @@ class _State(object):
                 cur = -1
             if not isinstance(cur, int) or not -1 <= cur < self.n_nodes:
                 raise AllocationInputError("public IP %s: current_pnn %r is not a node (-1 for none)" % (text, cur))
-            allowed = np.zeros(self.n_nodes, dtype=bool)
             for field in ("known_on", "available_on"):
                 for pnn in entry.get(field) or ():
                     if not isinstance(pnn, int) or not 0 <= pnn < self.n_nodes:
@@ -124,18 +131,20 @@ class _State(object):
                                                    % (text, field, pnn))
             listed = entry.get("available_on", entry.get("known_on"))
             if listed is None:
-                allowed[:] = True
+                allowed = list(hostable)
             else:
-                allowed[list(listed)] = True
-            entries.append((key, text, cur, allowed & hostable))
+                allowed = [False] * self.n_nodes
+                for pnn in listed:
+                    allowed[pnn] = hostable[pnn]
+            entries.append((key, text, cur, allowed))
         entries.sort(key=lambda e: -e[0])  # CTDB's list order: descending key
 
         self.keys = [e[0] for e in entries]
         self.ips = [e[1] for e in entries]
         self.owner = [e[2] for e in entries]
-        self.can = np.array([e[3] for e in entries], dtype=bool).reshape(len(entries), self.n_nodes)
+        self.can = [e[3] for e in entries]  # can_host(n, ip): can[ip][n]
         no_takeover = bool(options.get("no_ip_takeover"))
-        self.take = np.zeros_like(self.can) if no_takeover else self.can
+        self.take = [[False] * self.n_nodes for _ in entries] if no_takeover else self.can
         self.no_failback = bool(options.get("no_ip_failback"))
         self._words = None
 
@@ -144,7 +153,7 @@ class _State(object):
         self.log.append((level, line))
 
     def coverage(self):
-        cov = np.zeros(self.n_nodes, dtype=np.int64)
+        cov = [0] * self.n_nodes
         for o in self.owner:
             if o >= 0:
                 cov[o] += 1
@@ -152,16 +161,18 @@ class _State(object):
 
     def unassign_unsuitable(self):
         for i, o in enumerate(self.owner):
-            if o >= 0 and not self.can[i, o]:
+            if o >= 0 and not self.can[i][o]:
                 self.emit(LOG_DEBUG, "Unassign IP: %s from %d" % (self.ips[i], o))
                 self.owner[i] = _NONE
 
     def find_takeover_node(self, i, cov):
-        mask = self.take[i]
-        if not mask.any():
+        node, best = -1, _BIG
+        for n, ok in enumerate(self.take[i]):
+            if ok and cov[n] < best:  # only strictly smaller: lowest pnn wins ties
+                node, best = n, cov[n]
+        if node < 0:
             self.emit(LOG_WARNING, "Could not find node to take over public address '%s'" % self.ips[i])
             return False
-        node = int(np.argmin(np.where(mask, cov, _BIG)))  # first minimum: lowest pnn wins ties
         old = self.owner[i]
         if old >= 0:
             cov[old] -= 1
@@ -175,26 +186,27 @@ class _State(object):
                 self.emit(LOG_WARNING, "Failed to find node to cover ip %s" % self.ips[i])
 
     # --- LCP2 distances ---------------------------------------------------------
-    def words(self):
+    def words(self, np):
         if self._words is None:
             k = self.keys
-            self._words = [np.array([(x >> s) & _M32 for x in k], dtype=np.uint32) for s in (96, 64, 32, 0)]
-            self._ipv4_only = not any(w.any() for w in self._words[:3])
+            words = [np.array([(x >> s) & _M32 for x in k], dtype=np.uint32) for s in (96, 64, 32, 0)]
+            # A word equal across all IPs always contributes 32: skip it.
+            self._words = [None if len(w) and (w == w[0]).all() else w for w in words]
         return self._words
 
-    def dist2_rows(self, rows):
+    def dist2_rows(self, np, rows):
         """distance(ip_r, ip_c)**2 for r in rows (array) and every c: shape (len(rows), n)."""
-        words = self.words()
         total = None
-        for w_idx, w in enumerate(words):
-            if self._ipv4_only and w_idx < 3:
+        for w in self.words(np):
+            if w is None:
                 part = 32
             else:
                 x = w[rows][:, None] ^ w[None, :]
                 # leading zeros of a 32-bit word, 32 when equal: 32 - bit_length
                 part = 32 - np.frexp(x.astype(np.float64))[1]
             total = part if total is None else total + part
-        return (np.asarray(total, dtype=np.int64) ** 2).reshape(len(rows), len(self.ips))
+        total = np.broadcast_to(np.asarray(total, dtype=np.int64), (len(rows), len(self.ips)))
+        return total ** 2
 
     def result(self):
         assignments = [{"ip": ip, "pnn": int(o)} for ip, o in zip(self.ips, self.owner)]
@@ -243,10 +255,10 @@ def _nondet(st):
     groups = []
     ip_group = []
     for i in range(len(st.ips)):
-        row = st.take[i].tobytes()
+        row = tuple(st.take[i])
         if row not in group_of:
             group_of[row] = len(groups)
-            groups.append(np.flatnonzero(st.take[i]))
+            groups.append([n for n, ok in enumerate(row) if ok])
         ip_group.append(group_of[row])
     num_ips = len(st.ips)
     retries = 0
@@ -259,11 +271,15 @@ def _nondet(st):
             g = ip_group[i]
             if g not in verdict:
                 members = groups[g]
-                if len(members) == 0:
+                if not members:
                     verdict[g] = None
                 else:
-                    c = cov[members]
-                    verdict[g] = (int(members[int(np.argmax(c))]), int(c.max()), int(c.min()))
+                    maxnode, maxcov, mincov = members[0], cov[members[0]], cov[members[0]]
+                    for n in members:  # first largest, first smallest (strict comparisons)
+                        if cov[n] > maxcov:
+                            maxnode, maxcov = n, cov[n]
+                        mincov = min(mincov, cov[n])
+                    verdict[g] = (maxnode, maxcov, mincov)
             v = verdict[g]
             if v is None:
                 st.emit(LOG_WARNING, "Could not find maxnode. May not be able to serve ip '%s'" % st.ips[i])
@@ -280,7 +296,10 @@ def _nondet(st):
 
 
 def _lcp2(st):
+    import numpy as np
+
     st.unassign_unsuitable()
+    can_take = np.array(st.take, dtype=bool).reshape(len(st.ips), st.n_nodes)
     n_ip, n_nodes = len(st.ips), st.n_nodes
     owner = np.array(st.owner, dtype=np.int64).reshape(n_ip)
     # D[i, n] = sum of distance(ip_i, u)**2 over u held by n, ip_i itself included.
@@ -291,7 +310,7 @@ def _lcp2(st):
         onehot[np.arange(len(held)), owner[held]] = 1.0
         for start in range(0, n_ip, 512):
             rows = np.arange(start, min(start + 512, n_ip))
-            w = st.dist2_rows(rows)[:, held].astype(np.float64)
+            w = st.dist2_rows(np, rows)[:, held].astype(np.float64)
             dsum[rows] = np.rint(w @ onehot).astype(np.int64)  # exact: sums < 2**53
     imb = [0] * n_nodes
     for i in held:
@@ -299,7 +318,7 @@ def _lcp2(st):
     imb = [(v // 2) & _M32 for v in imb]
 
     def move(i, dst):
-        col = st.dist2_rows(np.array([i]))[0]
+        col = st.dist2_rows(np, np.array([i]))[0]
         if owner[i] >= 0:
             dsum[:, owner[i]] -= col
         dsum[:, dst] += col
@@ -320,7 +339,7 @@ def _lcp2(st):
         unassigned = np.flatnonzero(owner < 0)
         if len(unassigned) == 0:
             break
-        cost = np.where(st.take[unassigned], dsum[unassigned], _BIG)
+        cost = np.where(can_take[unassigned], dsum[unassigned], _BIG)
         flat = int(np.argmin(cost))  # row-major: first in (address, node) order wins ties
         t, d = divmod(flat, n_nodes)
         if cost[t, d] >= _BIG:
@@ -334,12 +353,12 @@ def _lcp2(st):
 
     if not (st.no_failback or not candidates):
         cand = np.array(candidates, dtype=np.int64)
-        while _lcp2_failback_once(st, owner, dsum, imb, cand, move):
+        while _lcp2_failback_once(np, st, can_take, owner, dsum, imb, cand, move):
             pass
     st.owner = [int(o) for o in owner]
 
 
-def _lcp2_failback_once(st, owner, dsum, imb, cand, move):
+def _lcp2_failback_once(np, st, can_take, owner, dsum, imb, cand, move):
     """One walk of the failback loop; True when it moved an IP."""
     order = sorted(range(st.n_nodes), key=lambda n: -imb[n])  # stable: ties keep ascending pnn
     for src in order:
@@ -353,7 +372,7 @@ def _lcp2_failback_once(st, owner, dsum, imb, cand, move):
         dd = dsum[np.ix_(mine, cand)] - np.where(cand == src, _SELF, 0)[None, :]
         imb_c = np.array([imb[c] for c in cand], dtype=np.int64)
         dstimbl = (imb_c[None, :] + dd) & _M32
-        ok = st.take[np.ix_(mine, cand)] & (dstimbl < imb[src]) & (dd < sd[:, None])
+        ok = can_take[np.ix_(mine, cand)] & (dstimbl < imb[src]) & (dd < sd[:, None])
         if not ok.any():
             continue
         score = np.where(ok, (srcimbl[:, None] + dstimbl) & _M32, _BIG)
