@@ -98,3 +98,29 @@ def lab_up(name: str, *args: str) -> LabHandle:
 
 def lab_down(name: str) -> None:
     pubip("lab", "down", "--name", name, check=False)
+
+
+def run_module(handle: LabHandle, host: str, module: str, args: dict[str, Any], *flags: str,
+               timeout: float = 120) -> dict[str, Any]:
+    """Run one module on one lab host over SSH (ad-hoc), return its result."""
+    bin_dir = Path(sys.executable).parent
+    env_extra = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "minimal",
+                 "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        ["ip", "netns", "exec", handle.ctl, str(bin_dir / "ansible"), host, "-m", module, "-a", json.dumps(args),
+         *flags],
+        text=True, capture_output=True, env={**handle.env(), **env_extra},
+        timeout=timeout, cwd=ROOT)
+    # minimal callback: a diff (with --diff), then "HOST | STATUS => {json}"
+    start = proc.stdout.find(f"{host} | ")
+    diff_text, rest = (proc.stdout[:start], proc.stdout[start:]) if start >= 0 else ("", proc.stdout)
+    _head, sep, body = rest.partition(" => ")
+    try:
+        result = json.loads(body) if sep else None
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        raise AssertionError(f"ansible gave no result ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    result.setdefault("failed", proc.returncode != 0 and "UNREACHABLE" not in _head)
+    result["diff_text"] = diff_text
+    return result

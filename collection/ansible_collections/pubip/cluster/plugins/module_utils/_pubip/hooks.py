@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Event hooks, CTDB's event-script convention: every executable file in the
+hook directory, in name order, as ``HOOK EVENT ARGS...``:
+
+* ``takeip IFACE IP MASKBITS``
+* ``releaseip IFACE IP MASKBITS``
+* ``updateip OLDIFACE NEWIFACE IP MASKBITS``
+* ``ipreallocated``
+
+argv only: no shell, no string built from inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+EVENTS = ("takeip", "releaseip", "updateip", "ipreallocated")
+
+
+class HookError(Exception):
+    def __init__(self, hook, event, detail):
+        Exception.__init__(self, "hook %s %s failed: %s" % (hook, event, detail))
+        self.hook = hook
+        self.event = event
+        self.detail = detail
+
+
+def list_hooks(hook_dir):
+    if not hook_dir or not os.path.isdir(hook_dir):
+        return []
+    found = []
+    for name in sorted(os.listdir(hook_dir)):
+        path = os.path.join(hook_dir, name)
+        if name.startswith(".") or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            continue
+        found.append(path)
+    return found
+
+
+def run_hooks(hook_dir, event, args, timeout=30.0):
+    """Run every hook for EVENT; raise HookError naming the first one that fails."""
+    ran = []
+    for path in list_hooks(hook_dir):
+        argv = [path, event] + [str(a) for a in args]
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  timeout=timeout, close_fds=True)
+        except subprocess.TimeoutExpired:
+            raise HookError(path, event, "timed out after %ss" % timeout)
+        except OSError as exc:
+            raise HookError(path, event, "could not run: %s" % exc.strerror)
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode("utf-8", "replace").strip()
+            raise HookError(path, event, "exit %d: %s" % (proc.returncode, stderr or "(no stderr)"))
+        ran.append(os.path.basename(path))
+    return ran

@@ -1,0 +1,73 @@
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The assignment record: what the last takeover run decided, kept on each host.
+
+JSON, written atomically (temporary file, fsync, rename), readable by the
+watchdog without Ansible. ``run_started`` > ``run_finished`` means a takeover
+run is in progress (CTDB's last_recovery_started / last_recovery_finished).
+
+    {"version": 1, "generation": 7, "node": "node1",
+     "public_ips": [{"ip": "198.51.100.1/24", "node": "node2", "interfaces": ["eth0"]}, ...],
+     "this_node": ["198.51.100.3/24"],
+     "nodes": {"node1": {"pnn": 0, "state": "enabled"}, ...},
+     "run_started": 1764085000.12, "run_finished": 1764085001.02}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+VERSION = 1
+
+
+def empty(node=None):
+    return {"version": VERSION, "generation": 0, "node": node, "public_ips": [], "this_node": [], "nodes": {},
+            "run_started": 0.0, "run_finished": 0.0}
+
+
+def read(path):
+    """The record at PATH, or None when there is none yet."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise ValueError("%s is not a pubip assignment record (version %s)" % (path, VERSION))
+    return data
+
+
+def write(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".record.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def assigned_node(record, cidr_or_address):
+    """The node the record assigns an IP to (None: unassigned or unknown)."""
+    if not record:
+        return None
+    address = cidr_or_address.split("/", 1)[0]
+    for entry in record.get("public_ips", []):
+        if entry["ip"].split("/", 1)[0] == address:
+            return entry.get("node")
+    return None
+
+
+def in_progress(record):
+    return bool(record) and float(record.get("run_started") or 0) > float(record.get("run_finished") or 0)

@@ -1,0 +1,382 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: public_ip
+short_description: Take, release, move and report public (floating) IPs on a host
+version_added: 0.1.0
+description:
+  - The host side of a pubip takeover run, after CTDB's TAKEOVER_IP / RELEASE_IP controls and its
+    C(10.interface) event script, made idempotent. Works through netlink (pyroute2).
+  - With O(state=present) each public IP not held is added to the best usable allowed interface (link up,
+    then the fewest public IPs on it; an administratively down link is brought up), announced (gratuitous ARP
+    request and reply for IPv4, unsolicited neighbour advertisement with the override flag for IPv6), then the
+    C(takeip) hooks run. An IP already held on a usable interface is a redundant takeover; one held on an
+    interface whose link is down moves to a usable one (C(updateip) hooks).
+  - With O(state=absent) each public IP held is released - C(releaseip) hooks, TCP connections to it destroyed
+    (as C(ss -K) does), address deleted; one not held is a redundant release.
+  - With O(state=record) the assignment record is written atomically for the watchdog.
+  - O(state=query) reports interfaces, the public IPs held, conflicts with the record and the record itself.
+  - Changes are serialised with the watchdog by an interface lock (O(lock_path)).
+author:
+  - pubip developers
+requirements:
+  - pyroute2 >= 0.9.7 on the managed host
+  - CAP_NET_ADMIN (and CAP_NET_RAW for announcements) to change addresses
+extends_documentation_fragment:
+  - pubip.cluster._attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+options:
+  state:
+    description:
+      - V(query) reports; V(present) takes the listed public IPs; V(absent) releases them;
+        V(record) writes the assignment record given in O(record).
+    type: str
+    choices: [query, present, absent, record]
+    default: query
+  addresses:
+    description:
+      - The public IPs to take or release, or to report on with V(query) (besides those in the record).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      ip:
+        description: Address with prefix, V(198.51.100.7/24) or V(2001:db8:100::7/64).
+        type: str
+        required: true
+      interfaces:
+        description: Interfaces allowed to carry it, in order of preference on ties. Required for O(state=present).
+        type: list
+        elements: str
+        default: []
+  node:
+    description:
+      - This host's node name, as the takeover run calls it; used to spot conflicts with the record
+        (an IP held here that the record gives to another node).
+      - Defaults to the node name stored in the record.
+    type: str
+  adopt:
+    description:
+      - Take over (keep) a public IP found on this host even though the record assigns it to another node.
+        Without it such a conflict fails that IP.
+    type: bool
+    default: false
+  hook_dir:
+    description:
+      - Directory of executable hooks, run in name order as C(HOOK takeip IFACE IP MASKBITS),
+        C(HOOK releaseip IFACE IP MASKBITS), C(HOOK updateip OLDIFACE NEWIFACE IP MASKBITS) and
+        C(HOOK ipreallocated). No hooks when unset or missing.
+    type: path
+  hook_timeout:
+    description: Seconds each hook may run.
+    type: float
+    default: 30.0
+  announce_count:
+    description: Rounds of announcements after a takeover (each round is an ARP request and reply, or one NA).
+    type: int
+    default: 3
+  announce_interval:
+    description: Seconds between announcement rounds.
+    type: float
+    default: 0.05
+  kill_connections:
+    description: Destroy TCP connections to a released IP so that clients reconnect to its new holder at once.
+    type: bool
+    default: true
+  record_path:
+    description: The assignment record (JSON). Every per-host path is configurable, for hosts sharing a filesystem.
+    type: path
+    default: /var/lib/pubip/record.json
+  lock_path:
+    description: The interface lock shared with the watchdog.
+    type: path
+    default: /run/pubip/interfaces.lock
+  lock_timeout:
+    description: Seconds to wait for the interface lock.
+    type: float
+    default: 30.0
+  run_started:
+    description:
+      - With O(state=present) or O(state=absent), mark a takeover run as in progress (the record's
+        C(run_started), epoch seconds) before changing anything, so that the watchdog holds off.
+    type: float
+  record:
+    description:
+      - With O(state=record), the record to write. C(this_node) is derived from O(node).
+    type: dict
+    suboptions:
+      generation:
+        description: Takeover run generation.
+        type: int
+        required: true
+      public_ips:
+        description: Every public IP with its assigned node (V(null) when unassigned) and interfaces.
+        type: list
+        elements: dict
+        required: true
+      nodes:
+        description: Node name to C({pnn, state}).
+        type: dict
+        default: {}
+      run_started:
+        description: Start of the takeover run, epoch seconds.
+        type: float
+        required: true
+      run_finished:
+        description: End of the takeover run, epoch seconds.
+        type: float
+        required: true
+  ipreallocated:
+    description: With O(state=record), run the C(ipreallocated) hooks after writing the record.
+    type: bool
+    default: false
+notes:
+  - IPv6 public IPs are added with C(nodad) so that they are usable at once.
+  - Use M(pubip.cluster.takeover_run) to place public IPs across a cluster; this module works on one host.
+seealso:
+  - module: pubip.cluster.takeover_run
+"""
+
+EXAMPLES = r"""
+- name: Take two public IPs on eth0 or eth1
+  pubip.cluster.public_ip:
+    state: present
+    node: "{{ inventory_hostname }}"
+    addresses:
+      - ip: 198.51.100.7/24
+        interfaces: [eth0, eth1]
+      - ip: 2001:db8:100::7/64
+        interfaces: [eth0]
+
+- name: Release a public IP
+  pubip.cluster.public_ip:
+    state: absent
+    addresses:
+      - ip: 198.51.100.7/24
+
+- name: Report what this host holds
+  pubip.cluster.public_ip:
+    state: query
+  register: pubip_host
+"""
+
+RETURN = r"""
+actions:
+  description: One entry per public IP with what was done (or would be, in check mode) and a CTDB-style message.
+  returned: state is present or absent
+  type: list
+  elements: dict
+  sample:
+    - ip: 198.51.100.7/24
+      action: take
+      interface: eth0
+      message: Takeover of IP 198.51.100.7/24 on interface eth0, announced (6 packets)
+messages:
+  description: The actions' messages, in order.
+  returned: state is present or absent
+  type: list
+  elements: str
+  sample: ["Redundant release of IP 198.51.100.8/24 (ip not held)"]
+interfaces:
+  description: Every interface with its index, link state, MAC and the public IPs on it.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: eth0, index: 2, link: up, admin_up: true, carrier: true, mac: "02:00:00:00:00:01",
+       public_ips: ["198.51.100.7/24"]}
+public_ips:
+  description: Public IPs (those listed and those in the record) held by this host, and where.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{ip: 198.51.100.7/24, interface: eth0, link: up}]
+conflicts:
+  description: Public IPs held here that the record assigns to another node.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{ip: 198.51.100.9/24, interface: eth0, node: node1, assigned: node2}]
+can_host:
+  description: Listed public IPs this host could carry (an allowed interface is up, or down only administratively).
+  returned: always
+  type: list
+  elements: str
+  sample: ["198.51.100.7/24"]
+record:
+  description: The assignment record after the module ran (null when none was written yet).
+  returned: always
+  type: dict
+  sample: {generation: 3, node: node1, this_node: ["198.51.100.7/24"], run_started: 1764085000.1,
+           run_finished: 1764085001.0}
+hooks:
+  description: The ipreallocated hooks that ran.
+  returned: state is record
+  type: list
+  elements: str
+  sample: ["50.services"]
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import host as _host
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import hooks as _hooks
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import netlink as _netlink
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import record as _record
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_specs
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip.locking import InterfaceLock, LockTimeout
+
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", default="query", choices=["query", "present", "absent", "record"]),
+    addresses=dict(type="list", elements="dict", default=[], options=dict(
+        ip=dict(type="str", required=True),
+        interfaces=dict(type="list", elements="str", default=[]),
+    )),
+    node=dict(type="str"),
+    adopt=dict(type="bool", default=False),
+    hook_dir=dict(type="path"),
+    hook_timeout=dict(type="float", default=30.0),
+    announce_count=dict(type="int", default=3),
+    announce_interval=dict(type="float", default=0.05),
+    kill_connections=dict(type="bool", default=True),
+    record_path=dict(type="path", default="/var/lib/pubip/record.json"),
+    lock_path=dict(type="path", default="/run/pubip/interfaces.lock"),
+    lock_timeout=dict(type="float", default=30.0),
+    run_started=dict(type="float"),
+    record=dict(type="dict", options=dict(
+        generation=dict(type="int", required=True),
+        public_ips=dict(type="list", elements="dict", required=True),
+        nodes=dict(type="dict", default={}),
+        run_started=dict(type="float", required=True),
+        run_finished=dict(type="float", required=True),
+    )),
+    ipreallocated=dict(type="bool", default=False),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[("state", "record", ("record",))],
+        supports_check_mode=True,
+    )
+    if not _netlink.HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib("pyroute2"), exception=_netlink.PYROUTE2_IMPORT_ERROR)
+    p = module.params
+    state = p["state"]
+    try:
+        specs = parse_specs(p["addresses"], need_interfaces=(state == "present"))
+        existing = _record.read(p["record_path"])
+    except (SpecError, ValueError) as exc:
+        module.fail_json(msg=str(exc))
+    node = p["node"] or (existing or {}).get("node")
+    settings = _host.Settings(
+        node=node, hook_dir=p["hook_dir"], hook_timeout=p["hook_timeout"], announce_count=p["announce_count"],
+        announce_interval=p["announce_interval"], record_path=p["record_path"], lock_path=p["lock_path"],
+        lock_timeout=p["lock_timeout"], adopt=p["adopt"], kill_connections=p["kill_connections"])
+    with _netlink.Netlink() as nl:
+        ifaces = nl.interfaces()
+        if state == "query":
+            module.exit_json(changed=False, **_host.report(ifaces, specs, existing, settings))
+        if state == "record":
+            _record_state(module, nl, settings, existing)
+        _change_state(module, nl, ifaces, specs, existing, settings)
+
+
+def _public_addresses(specs, record):
+    known = {pip.address for pip in specs}
+    known.update(e["ip"].split("/", 1)[0] for e in (record or {}).get("public_ips", []))
+    return known
+
+
+def _change_state(module, nl, ifaces, specs, existing, settings):
+    p = module.params
+    try:
+        if p["state"] == "present":
+            _host.validate_interfaces(ifaces, specs)
+    except SpecError as exc:
+        module.fail_json(msg=str(exc))
+    public = _public_addresses(specs, existing)
+    if p["state"] == "present":
+        actions = _host.plan_take(ifaces, specs, existing, settings, public)
+    else:
+        actions = _host.plan_release(ifaces, specs)
+    changed = any(a.changes for a in actions)
+    before, after = _host.diff_lists(ifaces, actions, public)
+    if changed and not module.check_mode:
+        if not _netlink.has_cap_net_admin():
+            module.fail_json(msg="changing addresses needs CAP_NET_ADMIN, which this process lacks (run as root)")
+        try:
+            with InterfaceLock(settings.lock_path, settings.lock_timeout):
+                if p["run_started"] is not None:
+                    _mark_run_started(settings, existing, p["run_started"])
+                _host.apply_actions(nl, actions, settings)
+                ifaces = nl.interfaces()
+        except LockTimeout as exc:
+            module.fail_json(msg=str(exc))
+    elif p["run_started"] is not None and not module.check_mode:
+        with InterfaceLock(settings.lock_path, settings.lock_timeout):
+            _mark_run_started(settings, existing, p["run_started"])
+    result = dict(changed=changed, actions=[a.as_dict() for a in actions], messages=[a.message for a in actions])
+    result.update(_host.report(ifaces, specs, _record.read(settings.record_path), settings))
+    if module._diff:
+        result["diff"] = dict(before="".join(x + "\n" for x in before), after="".join(x + "\n" for x in after))
+    failed = [a for a in actions if a.error]
+    if failed:
+        module.fail_json(msg="; ".join(a.message for a in failed), **result)
+    module.exit_json(**result)
+
+
+def _mark_run_started(settings, existing, started):
+    rec = dict(existing or _record.empty(settings.node))
+    rec["run_started"] = started
+    _record.write(settings.record_path, rec)
+
+
+def _record_state(module, nl, settings, existing):
+    given = module.params["record"]
+    new = _record.empty(settings.node)
+    new.update(generation=given["generation"], nodes=given["nodes"], run_started=given["run_started"],
+               run_finished=given["run_finished"])
+    new["public_ips"] = sorted(({"ip": e["ip"], "node": e.get("node"), "interfaces": list(e.get("interfaces") or [])}
+                                for e in given["public_ips"]), key=lambda e: e["ip"])
+    new["this_node"] = sorted(e["ip"] for e in new["public_ips"] if e["node"] == settings.node)
+    changed = new != existing
+    result = dict(changed=changed, hooks=[])
+    if changed and not module.check_mode:
+        try:
+            with InterfaceLock(settings.lock_path, settings.lock_timeout):
+                _record.write(settings.record_path, new)
+        except (LockTimeout, OSError) as exc:
+            module.fail_json(msg="cannot write the assignment record %s: %s" % (settings.record_path, exc))
+    if module.params["ipreallocated"] and not module.check_mode:
+        try:
+            result["hooks"] = _hooks.run_hooks(settings.hook_dir, "ipreallocated", [], settings.hook_timeout)
+        except _hooks.HookError as exc:
+            module.fail_json(msg=str(exc), **result)
+    if module._diff:
+        result["diff"] = dict(before=_dump(existing), after=_dump(new))
+    result.update(_host.report(nl.interfaces(), [], new if not module.check_mode else existing, settings))
+    module.exit_json(**result)
+
+
+def _dump(rec):
+    return json.dumps(rec, indent=1, sort_keys=True) + "\n" if rec else ""
+
+
+if __name__ == "__main__":
+    main()
