@@ -79,15 +79,57 @@ class LabHandle:
         netns = next(h["netns"] for h in self.hosts if h["name"] == host)
         return lab.kernel_addresses(netns)
 
+    def cut(self, host: str) -> None:
+        from pubip import lab
+
+        lab.cut_host(self.info, host)
+
+    def revive(self, host: str) -> None:
+        from pubip import lab
+
+        lab.revive_host(self.info, host)
+
+    def set_host_var(self, host: str, key: str, value: Any) -> None:
+        doc = self.inventory_doc()
+        doc["all"]["children"]["pubip_nodes"]["hosts"][host][key] = value
+        self.write_inventory(doc)
+
+    def set_group_var(self, key: str, value: Any) -> None:
+        doc = self.inventory_doc()
+        doc["all"]["children"]["pubip_nodes"]["vars"][key] = value
+        self.write_inventory(doc)
+
+    def inventory_doc(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load(Path(self.inventory).read_text())
+
+    def write_inventory(self, doc: dict[str, Any]) -> None:
+        Path(self.inventory).write_text("---\n" + json.dumps(doc, indent=2) + "\n")
+
+    def takeover_run(self, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.playbook("playbooks/takeover_run.yml", *extra, timeout=timeout)
+
     def holders(self) -> dict[str, list[str]]:
-        """public IP -> hosts whose kernel holds it."""
+        """public IP -> hosts whose kernel holds it on a link with carrier."""
         result: dict[str, list[str]] = {ip: [] for ip in self.info["public_ips"]}
         for h in self.hosts:
-            for ips in self.addresses(h["name"]).values():
-                for ip in ips:
+            out = subprocess.run(["ip", "-n", h["netns"], "-j", "addr", "show"], text=True, capture_output=True)
+            for link in json.loads(out.stdout or "[]"):
+                if "LOWER_UP" not in link.get("flags", []):
+                    continue
+                for a in link.get("addr_info", []):
+                    ip = f"{a['local']}/{a['prefixlen']}"
                     if ip in result:
                         result[ip].append(h["name"])
         return result
+
+    def count_by_host(self) -> dict[str, int]:
+        counts = {h["name"]: 0 for h in self.hosts}
+        for holders in self.holders().values():
+            for name in holders:
+                counts[name] += 1
+        return counts
 
 
 def lab_up(name: str, *args: str) -> LabHandle:
@@ -105,7 +147,7 @@ def run_module(handle: LabHandle, host: str, module: str, args: dict[str, Any], 
     """Run one module on one lab host over SSH (ad-hoc), return its result."""
     bin_dir = Path(sys.executable).parent
     env_extra = {"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "minimal",
-                 "ANSIBLE_NOCOLOR": "1"}
+                 "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
     proc = subprocess.run(
         ["ip", "netns", "exec", handle.ctl, str(bin_dir / "ansible"), host, "-m", module, "-a", json.dumps(args),
          *flags],
@@ -124,3 +166,52 @@ def run_module(handle: LabHandle, host: str, module: str, args: dict[str, Any], 
     result.setdefault("failed", proc.returncode != 0 and "UNREACHABLE" not in _head)
     result["diff_text"] = diff_text
     return result
+
+
+class Sampler:
+    """Polls every host's kernel every 20 ms (a process per namespace) and finds double holding."""
+
+    def __init__(self, handle: LabHandle, interval: float = 0.02):
+        self.handle = handle
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        for h in handle.hosts:
+            self.procs[h["name"]] = subprocess.Popen(
+                ["ip", "netns", "exec", h["netns"], sys.executable, str(ROOT / "tests/sampler.py"), str(interval),
+                 *handle.info["public_ips"]], stdout=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> dict[str, list[dict[str, Any]]]:
+        if not hasattr(self, "events"):
+            self.events: dict[str, list[dict[str, Any]]] = {}
+            for name, proc in self.procs.items():
+                proc.terminate()
+                out, _ = proc.communicate(timeout=10)
+                self.events[name] = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return self.events
+
+    def intervals(self) -> dict[str, list[tuple[str, float, float]]]:
+        """ip -> [(host, seen_from, seen_until)]."""
+        spans: dict[str, list[tuple[str, float, float]]] = {}
+        for host, events in self.stop().items():
+            for i, ev in enumerate(events):
+                end = events[i + 1]["t"] if i + 1 < len(events) else ev["t"]
+                for ip in ev["held"] or []:
+                    spans.setdefault(ip, []).append((host, ev["t"], end))
+        return spans
+
+    def double_holdings(self) -> list[str]:
+        found = []
+        for ip, spans in self.intervals().items():
+            for i, (h1, a1, b1) in enumerate(spans):
+                for h2, a2, b2 in spans[i + 1:]:
+                    if h1 != h2 and a1 < b2 and a2 < b1:
+                        found.append(f"{ip} on {h1} and {h2} ({max(a1, a2):.3f}-{min(b1, b2):.3f})")
+        return found
+
+    def samples(self) -> int:
+        return sum(ev[-1].get("samples", 0) for ev in self.stop().values() if ev)

@@ -241,3 +241,10 @@ def test_connections_to_other_addresses_survive(lab: labkit.LabHandle) -> None:
 
 def test_socket_family_support() -> None:
     assert socket.has_ipv6
+
+
+def test_releasing_the_first_ip_of_a_subnet_keeps_the_others(lab: labkit.LabHandle) -> None:
+    spec = [{"ip": VIP, "interfaces": ["eth0"]}, {"ip": VIP2, "interfaces": ["eth0"]}]
+    call(lab, state="present", addresses=spec)
+    call(lab, state="absent", addresses=[{"ip": VIP}])  # VIP is the subnet's primary address
+    assert where(lab, "node1", VIP) == [] and where(lab, "node1", VIP2) == ["eth0"]

@@ -333,6 +333,44 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _host(info: dict[str, Any], host: str) -> dict[str, Any]:
+    for h in info["hosts"]:
+        if h["name"] == host:
+            return h
+    raise LabError(f"lab {info['name']} has no host {host!r}")
+
+
+def _bridge_ports(info: dict[str, Any], h: dict[str, Any]) -> list[str]:
+    i = h["pnn"] + 1
+    return [f"h{i}e{idx}" for idx in range(len(h["interfaces"]))]
+
+
+def cut_host(info: dict[str, Any], host: str) -> None:
+    """A host dies: every process in its namespace stops and its links lose carrier."""
+    h = _host(info, host)
+    _kill_netns_processes(h["netns"])
+    ip_batch(info["bridge_netns"], [f"link set {port} down" for port in _bridge_ports(info, h)])
+
+
+def revive_host(info: dict[str, Any], host: str) -> int:
+    """The host boots again: no public IPs, links up, sshd started. Returns sshd's pid."""
+    h = _host(info, host)
+    public = set(info["public_ips"])
+    lines = [f"addr del {ip} dev {ifname}" for ifname, ips in kernel_addresses(h["netns"]).items()
+             for ip in ips if ip in public]
+    if lines:  # -force: deleting a primary may already have taken its secondaries
+        run(["ip", "-force", "-n", h["netns"], "-batch", "-"], input="\n".join(lines) + "\n", check=False)
+    ip_batch(info["bridge_netns"], [f"link set {port} up" for port in _bridge_ports(info, h)])
+    hdir = Path(h["dir"])
+    (hdir / "sshd.pid").unlink(missing_ok=True)
+    run(["ip", "netns", "exec", h["netns"], SSHD, "-f", str(Path(info["dir"]) / "sshd_config"),
+         "-o", f"ListenAddress={h['address']}", "-o", f"HostKey={hdir / 'ssh_host_ed25519_key'}",
+         "-o", f"PidFile={hdir / 'sshd.pid'}", "-E", str(hdir / "sshd.log")])
+    h["sshd_pid"] = _wait_pidfile(hdir / "sshd.pid")
+    (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
+    return int(h["sshd_pid"])
+
+
 def controller_env(info: dict[str, Any]) -> dict[str, str]:
     """Environment for Ansible run from the controller namespace against the lab."""
     from . import _collection

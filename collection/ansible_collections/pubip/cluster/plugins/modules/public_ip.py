@@ -26,7 +26,7 @@ description:
 author:
   - pubip developers
 requirements:
-  - pyroute2 >= 0.9.7 on the managed host
+  - pyroute2 >= 0.9.7 on the managed host (to take and release; reports need only the standard library)
   - CAP_NET_ADMIN (and CAP_NET_RAW for announcements) to change addresses
 extends_documentation_fragment:
   - pubip.cluster._attributes
@@ -274,10 +274,10 @@ def main():
         required_if=[("state", "record", ("record",))],
         supports_check_mode=True,
     )
-    if not _netlink.HAS_PYROUTE2:
-        module.fail_json(msg=missing_required_lib("pyroute2"), exception=_netlink.PYROUTE2_IMPORT_ERROR)
     p = module.params
     state = p["state"]
+    if state in ("present", "absent") and not _netlink.HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib("pyroute2"), exception=_netlink.PYROUTE2_IMPORT_ERROR)
     try:
         specs = parse_specs(p["addresses"], need_interfaces=(state == "present"))
         existing = _record.read(p["record_path"])

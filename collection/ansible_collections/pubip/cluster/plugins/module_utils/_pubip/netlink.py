@@ -1,30 +1,42 @@
 # -*- coding: utf-8 -*-
 # Copyright: pubip developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Netlink work on the local host, through pyroute2: no shelling out to `ip`."""
+"""Netlink work on the local host: no shelling out to `ip`.
+
+Changes go through pyroute2, imported on first use (see rtdump.py: reads need
+only the standard library and are the hot path).
+"""
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import ipaddress
 import socket
 import struct
-import traceback
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-    from pyroute2.netlink.diag import SOCK_DESTROY, SS_ALL, DiagSocket, inet_diag_req
-    from pyroute2.netlink.exceptions import NetlinkError
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import rtdump as _rtdump
 
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported through missing_required_lib
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
+HAS_PYROUTE2 = importlib.util.find_spec("pyroute2") is not None
+PYROUTE2_IMPORT_ERROR = None if HAS_PYROUTE2 else "No module named 'pyroute2'"
 
-    class NetlinkError(Exception):  # type: ignore[no-redef]
-        code = 0
+
+class NetlinkError(Exception):
+    """A failed netlink change: errno in .code."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, "%s (errno %d)" % (message, code))
+        self.code = code
+
+
+def _ipr_errors(fn):
+    """Run FN translating pyroute2's NetlinkError into ours."""
+    from pyroute2.netlink.exceptions import NetlinkError as _Pyroute2Error
+
+    try:
+        return fn()
+    except _Pyroute2Error as exc:
+        raise NetlinkError(exc.code, str(exc))
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -65,13 +77,23 @@ def has_cap_net_admin():
 
 
 class Netlink(object):
-    """A thin wrapper over one IPRoute socket; open it for one piece of work."""
+    """Reads through rtdump; changes through one pyroute2 IPRoute socket, opened on first change."""
 
     def __init__(self):
-        self.ipr = IPRoute()
+        self._ipr = None
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        return self._ipr
 
     def close(self):
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
 
     def __enter__(self):
         return self
@@ -81,35 +103,47 @@ class Netlink(object):
 
     def interfaces(self):
         """{name: Interface} with every address in the kernel (global scope)."""
+        links, addrs = _rtdump.read_links_and_addresses()
         by_index = {}
-        for link in self.ipr.get_links():
-            flags = link["flags"]
-            name = link.get("ifname")
-            by_index[link["index"]] = Interface(
-                name, link["index"], bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP), link.get("address"))
-        for addr in self.ipr.get_addr():
-            iface = by_index.get(addr["index"])
-            address = addr.get("address")
-            if iface is None or address is None or addr.get("scope", 0) >= 253:  # skip link and host scope
+        for index, name, flags, mac in links:
+            by_index[index] = Interface(name, index, bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP), mac)
+        for index, family, address, prefixlen, scope in addrs:
+            iface = by_index.get(index)
+            if iface is None or scope >= 253:  # skip link and host scope
                 continue
-            version = 6 if addr["family"] == socket.AF_INET6 else 4
-            iface.addresses.append((str(ipaddress.ip_address(address)), addr["prefixlen"], version))
+            version = 6 if family == socket.AF_INET6 else 4
+            iface.addresses.append((str(ipaddress.ip_address(address)), prefixlen, version))
         return {i.name: i for i in by_index.values()}
 
+    @staticmethod
+    def promote_secondaries(iface):
+        """Deleting a primary IPv4 address must not take the other public IPs of its subnet along
+        (CTDB's 10.interface sets this too)."""
+        path = "/proc/sys/net/ipv4/conf/%s/promote_secondaries" % iface.name
+        try:
+            with open(path) as f:
+                if f.read().strip() == "1":
+                    return
+            with open(path, "w") as f:
+                f.write("1\n")
+        except OSError as exc:
+            raise NetlinkError(exc.errno or errno.EPERM, "cannot enable %s: %s" % (path, exc.strerror))
+
     def link_up(self, iface):
-        self.ipr.link("set", index=iface.index, state="up")
+        _ipr_errors(lambda: self.ipr.link("set", index=iface.index, state="up"))
 
     def add_address(self, iface, pip):
         """Add with broadcast (IPv4, `brd +`) or nodad (IPv6); EEXIST is success."""
         kwargs = {"index": iface.index, "address": pip.address, "prefixlen": pip.prefixlen}
         if pip.version == 4:
+            self.promote_secondaries(iface)
             net = ipaddress.ip_network(pip.cidr, strict=False)
             if pip.prefixlen < 31:
                 kwargs["broadcast"] = str(net.broadcast_address)
         else:
             kwargs["flags"] = IFA_F_NODAD
         try:
-            self.ipr.addr("add", **kwargs)
+            _ipr_errors(lambda: self.ipr.addr("add", **kwargs))
             return True
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
@@ -118,8 +152,10 @@ class Netlink(object):
 
     def delete_address(self, iface, address, prefixlen):
         """Delete; EADDRNOTAVAIL (already gone) is success."""
+        if ":" not in address:
+            self.promote_secondaries(iface)
         try:
-            self.ipr.addr("del", index=iface.index, address=address, prefixlen=prefixlen)
+            _ipr_errors(lambda: self.ipr.addr("del", index=iface.index, address=address, prefixlen=prefixlen))
             return True
         except NetlinkError as exc:
             if exc.code == errno.EADDRNOTAVAIL:
@@ -139,6 +175,9 @@ def kill_tcp(address, version):
 
     Returns the number of connections destroyed. Needs CONFIG_INET_DIAG_DESTROY.
     """
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+    from pyroute2.netlink.diag import SOCK_DESTROY, SS_ALL, DiagSocket, inet_diag_req
+
     family = socket.AF_INET6 if version == 6 else socket.AF_INET
     killed = 0
     with DiagSocket() as ds:
@@ -157,7 +196,7 @@ def kill_tcp(address, version):
             req["idiag_if"] = msg["idiag_if"]
             req["idiag_cookie"] = msg["idiag_cookie"]
             try:
-                tuple(ds.nlm_request(req, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK))
+                _ipr_errors(lambda: tuple(ds.nlm_request(req, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK)))
                 killed += 1
             except NetlinkError as exc:
                 if exc.code != errno.ENOENT:  # already closed meanwhile

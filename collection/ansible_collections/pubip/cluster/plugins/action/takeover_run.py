@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller side of a takeover run (CTDB's ctdb_takeover_run), one phase per task.
+
+gather (every node: public_ip state=query) -> plan (run_once, on the controller)
+-> release (every node) -> take (every node) -> record (every node).
+Ansible's linear strategy finishes a task on every host before the next task
+starts: that is the barrier that keeps every release before any take.
+Phases with nothing to do for a host return without connecting to it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+# Imported here so that the strategy, which loads this plugin before forking
+# its workers, pays for NumPy once rather than every worker.
+from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc  # noqa: F401
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import takeover as _takeover
+
+try:
+    import numpy  # noqa: F401
+except ImportError:  # pragma: no cover - only lcp2 needs it, and says so
+    pass
+
+display = Display()
+MODULE = "pubip.cluster.public_ip"
+HOST_SETTINGS = {
+    "record_path": "pubip_record_path",
+    "lock_path": "pubip_lock_path",
+    "hook_dir": "pubip_hook_dir",
+    "hook_timeout": "pubip_hook_timeout",
+    "announce_count": "pubip_announce_count",
+    "announce_interval": "pubip_announce_interval",
+}
+
+ARGUMENT_SPEC = dict(
+    phase=dict(type="str", required=True, choices=["gather", "plan", "release", "take", "record"]),
+    group=dict(type="str", default="pubip_nodes"),
+    public_ips=dict(type="list", elements="raw"),
+    algorithm=dict(type="str"),
+    no_ip_failback=dict(type="bool"),
+    no_ip_takeover=dict(type="bool"),
+    gather_var=dict(type="str", default="pubip_gather"),
+    release_var=dict(type="str", default="pubip_release"),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super(ActionModule, self).run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        host = task_vars["inventory_hostname"]
+        try:
+            handler = getattr(self, "_" + args["phase"])
+            result.update(handler(args, host, task_vars))
+        except (_takeover.InventoryError, ipalloc.AllocationInputError) as exc:
+            raise AnsibleActionFail("Takeover run stopped before any host changed: %s" % exc)
+        return result
+
+    # --- helpers --------------------------------------------------------------
+    def _cluster(self, args, task_vars):
+        """The inventory contract, validated: (nodes, ips, options)."""
+        hostvars = task_vars["hostvars"]
+        group = args["group"]
+        hosts = list(task_vars["groups"].get(group) or [])
+        if not hosts:
+            raise _takeover.InventoryError("group %s has no hosts" % group)
+        first = hostvars[hosts[0]]
+
+        def setting(name, default):
+            value = args.get(name)
+            return value if value is not None else first.get("pubip_" + name, default)
+
+        host_vars = {h: {k: hostvars[h][k] for k in ("pubip_pnn", "pubip_state") if k in hostvars[h]} for h in hosts}
+        algorithm = setting("algorithm", "lcp2")
+        nodes, ips = _takeover.validate_inventory(hosts, setting("public_ips", []), algorithm, host_vars)
+        options = {"algorithm": algorithm, "no_ip_failback": bool(setting("no_ip_failback", False)),
+                   "no_ip_takeover": bool(setting("no_ip_takeover", False))}
+        return nodes, ips, options
+
+    def _module_args(self, task_vars, **args):
+        for option, var in HOST_SETTINGS.items():
+            if task_vars.get(var) is not None:
+                args[option] = task_vars[var]
+        args["node"] = task_vars["inventory_hostname"]
+        return args
+
+    def _call(self, task_vars, **args):
+        return self._execute_module(module_name=MODULE, module_args=self._module_args(task_vars, **args),
+                                    task_vars=task_vars)
+
+    @staticmethod
+    def _plan_of(task_vars):
+        plan = task_vars.get("pubip_plan") or (task_vars.get("ansible_facts") or {}).get("pubip_plan")
+        if not plan:
+            raise AnsibleActionFail("no takeover plan: the plan phase must run before release, take and record")
+        return plan
+
+    # --- phases ---------------------------------------------------------------
+    def _gather(self, args, host, task_vars):
+        _nodes, ips, _options = self._cluster(args, task_vars)
+        addresses = [{"ip": ip["ip"], "interfaces": ip["interfaces"]} for ip in ips]
+        res = self._call(task_vars, state="query", addresses=addresses)
+        if res.get("failed"):
+            return res
+        keep = ("interfaces", "public_ips", "can_host", "conflicts", "record", "time")
+        out = {k: res.get(k) for k in keep}
+        out["changed"] = False
+        for c in res.get("conflicts") or []:
+            display.warning("Conflict on %s: IP %s is held on interface %s, the record gives it to %s"
+                            % (host, c["ip"], c["interface"], c["assigned"]))
+        return out
+
+    def _plan(self, args, host, task_vars):
+        nodes, ips, options = self._cluster(args, task_vars)
+        hostvars = task_vars["hostvars"]
+        play_hosts = set(task_vars.get("ansible_play_hosts_all") or [])
+        gathered = {}
+        for node in nodes:
+            name = node["name"]
+            if play_hosts and name not in play_hosts:
+                raise _takeover.InventoryError(
+                    "host %s of group %s is not in this play (--limit?): a takeover run needs every node"
+                    % (name, args["group"]))
+            report = hostvars[name].get(args["gather_var"])
+            if report and not report.get("failed") and not report.get("unreachable") and "can_host" in report:
+                gathered[name] = report
+        plan = _takeover.plan(nodes, ips, gathered, now=time.time(), **options)
+        plan["summary"] = _takeover.summary(plan, nodes)
+        for line in plan["log"]:
+            display.vv("ipalloc: %s" % line)
+        msg = ["%s %s -> %s" % (m["ip"], m["from"] or "-", m["to"] or "-") for m in plan["moves"]]
+        # Reported as a change only to preview it (check or diff mode): the callback shows diffs of changes.
+        preview = bool(self._task.check_mode or self._task.diff) and plan["moving"]
+        out = {"changed": preview, "ansible_facts": {"pubip_plan": plan}, "moves": plan["moves"],
+               "msg": "Planned moves: " + ("; ".join(msg) if msg else "none")}
+        if self._task.diff:
+            before = {}
+            for name, report in gathered.items():
+                for held in report.get("public_ips") or []:
+                    before[held["ip"]] = name
+            out["diff"] = {"before": "".join("%s %s\n" % (ip, before.get(ip, "-")) for ip in plan["assignment"]),
+                           "after": "".join("%s %s\n" % (ip, n or "-") for ip, n in plan["assignment"].items()),
+                           "before_header": "holders now", "after_header": "holders after the run"}
+        return out
+
+    def _release(self, args, host, task_vars):
+        plan = self._plan_of(task_vars)
+        if host not in plan["connected"]:
+            return {"changed": False, "skipped": True, "skip_reason": "%s is disconnected" % host}
+        mine = plan["release"].get(host, [])
+        if not plan["changed"] or self._task.check_mode:
+            return {"changed": bool(mine), "released": mine if self._task.check_mode else [], "failed_ips": []}
+        res = self._call(task_vars, state="absent", addresses=[{"ip": ip} for ip in mine],
+                         run_started=plan["run_started"])
+        failed_ips = sorted(a["ip"] for a in res.get("actions") or [] if a.get("error"))
+        if res.get("failed") and not failed_ips:
+            failed_ips = list(mine)  # the module failed before it could say which
+        return {"changed": bool(res.get("changed")), "released": sorted(set(mine) - set(failed_ips)),
+                "failed_ips": failed_ips, "messages": res.get("messages") or [], "release_msg": res.get("msg")}
+
+    def _take(self, args, host, task_vars):
+        plan = self._plan_of(task_vars)
+        if host not in plan["connected"]:
+            return {"changed": False, "skipped": True, "skip_reason": "%s is disconnected" % host}
+        hostvars = task_vars["hostvars"]
+        stuck = {}  # ip -> host that failed to release it
+        for name in plan["connected"]:
+            rel = hostvars[name].get(args["release_var"]) or {}
+            for ip in rel.get("failed_ips") or []:
+                stuck[ip] = name
+        wanted = [t for t in plan["take"].get(host, []) if t["ip"] not in stuck or stuck[t["ip"]] == host]
+        held_ok = {h["ip"] for h in (hostvars[host].get(args["gather_var"]) or {}).get("public_ips") or []
+                   if h.get("link") == "up"}
+        todo = [t for t in wanted if t["ip"] not in held_ok or t["ip"] in plan["release"].get(host, [])]
+        out = {"changed": False, "taken": [], "messages": []}
+        if todo and self._task.check_mode:
+            out.update(changed=True, taken=[t["ip"] for t in todo])
+        elif todo:
+            res = self._call(task_vars, state="present", addresses=wanted, adopt=True,
+                             run_started=plan["run_started"])
+            out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
+                       taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
+            if res.get("failed"):
+                out.update(failed=True, msg="Takeover on %s failed: %s" % (host, res.get("msg")))
+                return out
+        own = sorted(ip for ip, name in stuck.items() if name == host)
+        if own:
+            rel = hostvars[host].get(args["release_var"]) or {}
+            out.update(failed=True, msg="Release of IP %s on %s failed, so no other node took it: %s"
+                       % (", ".join(own), host, rel.get("release_msg") or "see the release task"))
+        skipped = sorted(ip for ip, name in stuck.items() if name != host and
+                         any(t["ip"] == ip for t in plan["take"].get(host, [])))
+        if skipped:
+            out["not_taken"] = skipped
+            display.warning("%s did not take %s: its holder failed to release it" % (host, ", ".join(skipped)))
+        return out
+
+    def _record(self, args, host, task_vars):
+        plan = self._plan_of(task_vars)
+        out = {"changed": False, "summary": plan["summary"], "moves": plan["moves"], "counts": plan["counts"],
+               "generation": plan["generation"]}
+        if host not in plan["connected"]:
+            out.update(skipped=True, skip_reason="%s is disconnected" % host)
+            return out
+        if not plan["changed"]:
+            return out
+        if self._task.check_mode:
+            out.update(changed=True, summary="Check mode: planned, nothing changed.\n" + plan["summary"])
+            return out
+        record = {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
+                  "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
+        res = self._call(task_vars, state="record", record=record, ipreallocated=True)
+        if res.get("failed"):
+            out.update(failed=True, msg="Recording the assignment on %s failed: %s" % (host, res.get("msg")))
+            return out
+        out.update(changed=True, hooks=res.get("hooks") or [])
+        return out

@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read links and addresses with one rtnetlink dump each, using only the standard library.
+
+Reading is the hot path of every takeover run (one query per node) and of
+every watchdog check; importing pyroute2 alone costs more than the whole read,
+so reads use this and changes use pyroute2 (netlink.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+NETLINK_ROUTE = 0
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+_HDR = struct.Struct("=IHHII")
+
+
+def _attrs(data, offset):
+    attrs = {}
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        attrs.setdefault(kind, data[offset + 4:offset + length])
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def _dump(sock, msg_type, payload, seq):
+    sock.send(_HDR.pack(_HDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload)
+    messages = []
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset + _HDR.size <= len(data):
+            length, kind, _flags, mseq, _pid = _HDR.unpack_from(data, offset)
+            if length < _HDR.size:
+                raise OSError("malformed netlink message")
+            body = data[offset + _HDR.size:offset + length]
+            offset += (length + 3) & ~3
+            if mseq != seq:
+                continue
+            if kind == NLMSG_DONE:
+                return messages
+            if kind == NLMSG_ERROR:
+                code = struct.unpack_from("=i", body)[0]
+                if code:
+                    raise OSError(-code, os.strerror(-code))
+                continue
+            messages.append((kind, body))
+
+
+def read_links_and_addresses():
+    """([(index, name, flags, mac)], [(index, family, address, prefixlen, scope)])."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        links = []
+        for kind, body in _dump(sock, RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0), 1):
+            if kind != RTM_NEWLINK:
+                continue
+            _family, _type, index, flags, _change = struct.unpack_from("=BxHiII", body)
+            attrs = _attrs(body, 16)
+            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode("utf-8", "replace")
+            mac = ":".join("%02x" % b for b in attrs.get(IFLA_ADDRESS, b"")) or None
+            links.append((index, name, flags, mac))
+        addrs = []
+        for kind, body in _dump(sock, RTM_GETADDR, struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0), 2):
+            if kind != RTM_NEWADDR:
+                continue
+            family, prefixlen, _flags, scope, index = struct.unpack_from("=BBBBI", body)
+            attrs = _attrs(body, 8)
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            addrs.append((index, family, socket.inet_ntop(family, raw), prefixlen, scope))
+    return links, addrs

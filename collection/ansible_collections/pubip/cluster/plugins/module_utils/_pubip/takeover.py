@@ -1,0 +1,194 @@
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The takeover run's plan: inventory + what every node reported -> who releases and who takes.
+
+Pure: plain data in, plain data out, no I/O and no Ansible imports; the action
+plugin and the tests call it.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_ip
+
+NODE_STATES = {"enabled": 0, "disabled": ipalloc.NODE_FLAGS["PERMANENTLY_DISABLED"],
+               "stopped": ipalloc.NODE_FLAGS["STOPPED"], "banned": ipalloc.NODE_FLAGS["BANNED"]}
+DISCONNECTED = ipalloc.NODE_FLAGS["DISCONNECTED"]
+
+
+class InventoryError(ValueError):
+    """The inventory cannot describe a cluster; the message names the culprit."""
+
+
+def validate_inventory(hosts, public_ips, algorithm, host_vars):
+    """Check the inventory contract before any host is touched.
+
+    ``hosts``: group members in inventory order; ``host_vars``: host -> {pubip_pnn?, pubip_state?}.
+    Returns (nodes, ips): nodes = [{name, pnn, state}] sorted by pnn; ips = [{ip, address, interfaces, nodes}].
+    """
+    if algorithm not in ipalloc.ALGORITHMS:
+        raise InventoryError("pubip_algorithm %r is unknown: use one of %s" % (algorithm, ", ".join(ipalloc.ALGORITHMS)))
+    if not hosts:
+        raise InventoryError("the node group has no hosts")
+    nodes, pnns = [], {}
+    for pos, host in enumerate(hosts):
+        hv = host_vars.get(host, {})
+        pnn = hv.get("pubip_pnn", pos)
+        if isinstance(pnn, bool) or not isinstance(pnn, int) or pnn < 0:
+            raise InventoryError("host %s: pubip_pnn %r is not a non-negative integer" % (host, pnn))
+        if pnn in pnns:
+            raise InventoryError("host %s: pubip_pnn %d is already host %s's" % (host, pnn, pnns[pnn]))
+        pnns[pnn] = host
+        state = hv.get("pubip_state", "enabled")
+        if state not in NODE_STATES:
+            raise InventoryError("host %s: pubip_state %r is unknown: use one of %s"
+                                 % (host, state, ", ".join(NODE_STATES)))
+        nodes.append({"name": host, "pnn": pnn, "state": state})
+    nodes.sort(key=lambda n: n["pnn"])
+    if not isinstance(public_ips, list):
+        raise InventoryError("pubip_public_ips must be a list of {ip, interfaces, nodes}")
+    seen, ips = {}, []
+    for pos, entry in enumerate(public_ips):
+        if not isinstance(entry, dict) or "ip" not in entry:
+            raise InventoryError("pubip_public_ips[%d] must be a mapping with an ip: %r" % (pos, entry))
+        try:
+            address, prefixlen, _version = parse_ip(str(entry["ip"]))
+        except SpecError as exc:
+            raise InventoryError("pubip_public_ips[%d]: %s" % (pos, exc))
+        if address in seen:
+            raise InventoryError("public IP %s is listed twice (pubip_public_ips[%d] and [%d])"
+                                 % (address, seen[address], pos))
+        seen[address] = pos
+        interfaces = entry.get("interfaces")
+        if not isinstance(interfaces, list) or not interfaces or not all(isinstance(i, str) for i in interfaces):
+            raise InventoryError("public IP %s: interfaces must be a non-empty list of names" % entry["ip"])
+        allowed = entry.get("nodes")
+        if allowed is not None:
+            if not isinstance(allowed, list):
+                raise InventoryError("public IP %s: nodes must be a list of host names" % entry["ip"])
+            for name in allowed:
+                if name not in host_vars and name not in hosts:
+                    raise InventoryError("public IP %s: nodes names %r, which is not a host of the node group"
+                                         % (entry["ip"], name))
+        ips.append({"ip": "%s/%d" % (address, prefixlen), "address": address, "interfaces": list(interfaces),
+                    "nodes": list(allowed) if allowed is not None else None})
+    return nodes, ips
+
+
+def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0):
+    """Compute the takeover run.
+
+    ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record) for every
+    connected node; a node missing from it is DISCONNECTED.
+    """
+    connected = [n["name"] for n in nodes if n["name"] in gathered]
+    _check_interfaces(ips, gathered)
+    index = {n["name"]: i for i, n in enumerate(nodes)}  # engine pnn = rank by pubip_pnn
+    by_address = {ip["address"]: ip for ip in ips}
+
+    holders = {}  # address -> [hosts holding it], in engine pnn order
+    stray = {}  # host -> [cidr] held but no longer public IPs
+    for node in nodes:
+        for held in gathered.get(node["name"], {}).get("public_ips", []):
+            address = held["ip"].split("/", 1)[0]
+            if address in by_address:
+                holders.setdefault(address, []).append(node["name"])
+            else:
+                stray.setdefault(node["name"], []).append(held["ip"])
+
+    engine_nodes = []
+    for node in nodes:
+        flags = NODE_STATES[node["state"]] | (0 if node["name"] in gathered else DISCONNECTED)
+        engine_nodes.append({"pnn": index[node["name"]], "flags": flags, "runstate": ipalloc.RUNSTATE_RUNNING})
+    engine_ips = []
+    for ip in ips:
+        allowed = ip["nodes"] if ip["nodes"] is not None else [n["name"] for n in nodes]
+        able = [index[h] for h in allowed if ip["ip"] in gathered.get(h, {}).get("can_host", [])]
+        current = holders.get(ip["address"], [])
+        # CTDB's merge rule: the highest-numbered node claiming it is the holder.
+        engine_ips.append({"ip": ip["ip"], "current_pnn": index[current[-1]] if current else -1,
+                           "known_on": [index[h] for h in allowed], "available_on": sorted(able)})
+    result = ipalloc.allocate(engine_nodes, engine_ips, algorithm,
+                              {"no_ip_failback": bool(no_ip_failback), "no_ip_takeover": bool(no_ip_takeover)})
+    name_of = {i: n["name"] for n, i in ((n, index[n["name"]]) for n in nodes)}
+    assignment = {a["ip"]: (name_of[a["pnn"]] if a["pnn"] >= 0 else None) for a in result["assignments"]}
+
+    release = {h: sorted(stray.get(h, [])) for h in connected}
+    take = {h: [] for h in connected}
+    moves, kept = [], 0
+    for ip in ips:
+        new = assignment[ip["ip"]]
+        current = holders.get(ip["address"], [])
+        for h in current:
+            if h != new:
+                release[h].append(ip["ip"])
+        if new is not None:
+            take[new].append({"ip": ip["ip"], "interfaces": ip["interfaces"]})
+        was = current[-1] if current else None
+        if current == [new]:
+            kept += 1
+        else:
+            moves.append({"ip": ip["ip"], "from": was, "to": new, "also_held_by": current[:-1]})
+    for h in release:
+        release[h].sort()
+
+    previous = [gathered[h].get("record") or {} for h in connected]
+    last_generation = max([int(r.get("generation") or 0) for r in previous] or [0])
+    public_record = [{"ip": ip["ip"], "node": assignment[ip["ip"]], "interfaces": ip["interfaces"]} for ip in ips]
+    node_record = {n["name"]: {"pnn": n["pnn"], "state": n["state"],
+                               "connected": n["name"] in gathered} for n in nodes}
+    stale = any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != sorted(public_record, key=lambda e: e["ip"])
+                or r.get("nodes") != node_record or int(r.get("generation") or 0) != last_generation
+                or float(r.get("run_started") or 0) > float(r.get("run_finished") or 0)
+                for r in previous)
+    moving = bool(moves) or any(release.values())
+    started = min([float(gathered[h].get("time") or now) for h in connected] or [now])
+    return {
+        "algorithm": algorithm,
+        "connected": connected,
+        "disconnected": [n["name"] for n in nodes if n["name"] not in gathered],
+        "assignment": assignment,
+        "release": release,
+        "take": take,
+        "moves": moves,
+        "counts": {"moved": len([m for m in moves if m["to"] is not None]), "kept": kept,
+                   "unassigned": len([ip for ip in ips if assignment[ip["ip"]] is None])},
+        "changed": moving or stale,
+        "moving": moving,
+        "generation": last_generation + 1 if (moving or stale) else last_generation,
+        "run_started": started,
+        "record": {"public_ips": public_record, "nodes": node_record},
+        "log": [line for _level, line in result["log"]],
+    }
+
+
+def _check_interfaces(ips, gathered):
+    """An IP whose interfaces exist on no connected node is an inventory error."""
+    if not gathered:
+        return
+    present = set()
+    for report in gathered.values():
+        present.update(i["name"] for i in report.get("interfaces", []))
+    for ip in ips:
+        if not any(name in present for name in ip["interfaces"]):
+            raise InventoryError("public IP %s: interface %s exists on no node" % (ip["ip"], ", ".join(ip["interfaces"])))
+
+
+def summary(result, nodes):
+    """A `ctdb ip`-like table and the counts, as printed at the end of every run."""
+    pnn = {n["name"]: n["pnn"] for n in nodes}
+    moved_from = {m["ip"]: m["from"] for m in result["moves"]}
+    rows = [("Public IP", "Node", "PNN", "Was")]
+    for ip, node in sorted(result["assignment"].items(), key=lambda kv: ipalloc.ip_key(kv[0])):
+        was = (moved_from[ip] or "-") if ip in moved_from else ""
+        rows.append((ip, node or "-", str(pnn[node]) if node else "-1", was))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    c = result["counts"]
+    head = "Takeover run generation %d (%s): %d moved, %d kept, %d unassigned" % (
+        result["generation"], result["algorithm"], c["moved"], c["kept"], c["unassigned"])
+    if result["disconnected"]:
+        head += "; disconnected: %s" % ", ".join(result["disconnected"])
+    moves = ["Move %s: %s -> %s" % (m["ip"], m["from"] or "-", m["to"] or "-") for m in result["moves"]]
+    return "\n".join([head] + lines + moves)
