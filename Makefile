@@ -27,10 +27,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: deps $(VENV)/.installed
 
+# The lab comes up and runs the main job (playbooks/takeover_run.yml) once;
+# the demo then shows Ansible reaching every host, runs the main job again
+# (a no-op now), and prints the status read from the hosts' kernels.
 demo: venv
 	$(BIN)/pubip lab down --name $(LAB)
 	$(BIN)/pubip lab up --name $(LAB) --nodes $(NODES)
-	$(BIN)/pubip demo --name $(LAB)
+	$(BIN)/pubip lab exec --name $(LAB) -- ansible pubip_nodes -m ansible.builtin.ping
+	$(BIN)/pubip lab exec --name $(LAB) -- ansible-playbook playbooks/takeover_run.yml
+	$(BIN)/pubip lab status --name $(LAB)
 
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit

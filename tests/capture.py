@@ -29,7 +29,7 @@ def main() -> None:
     while time.monotonic() < deadline:
         try:
             frame = sock.recv(2048)
-        except socket.timeout:
+        except TimeoutError:
             continue
         ethertype = struct.unpack("!H", frame[12:14])[0]
         if ethertype == 0x0806:

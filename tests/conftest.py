@@ -43,4 +43,4 @@ def lab_factory() -> Iterator[Callable[..., labkit.LabHandle]]:
 
 @pytest.fixture
 def lab3(lab_factory: Callable[..., labkit.LabHandle]) -> labkit.LabHandle:
-    return lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog")
+    return lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog", "--no-takeover")

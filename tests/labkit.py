@@ -44,6 +44,19 @@ def live_pids() -> set[int]:
     return pids
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention TEXT (a lab directory, say)."""
+    found = []
+    for pid in live_pids():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmd and pid != os.getpid():
+            found.append(cmd)
+    return found
+
+
 class LabHandle:
     def __init__(self, info: dict[str, Any]):
         self.info = info
@@ -179,7 +192,7 @@ class Sampler:
                 ["ip", "netns", "exec", h["netns"], sys.executable, str(ROOT / "tests/sampler.py"), str(interval),
                  *handle.info["public_ips"]], stdout=subprocess.PIPE, text=True)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self
 
     def __exit__(self, *exc: object) -> None:

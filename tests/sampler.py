@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collection"))
-from ansible_collections.pubip.cluster.plugins.module_utils._pubip import rtdump  # noqa: E402
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import rtdump
 
 running = True
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import report  # noqa: E402
+from _report import report
 
 PUBIP = [sys.executable, "-m", "pubip.cli"]
 SHAPES = [(16, 256), (64, 1024), (128, 4096)]

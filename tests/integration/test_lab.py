@@ -22,10 +22,10 @@ def _ping_all(handle: labkit.LabHandle) -> dict[str, str]:
 
 
 def test_up_down_leaves_no_residue() -> None:
-    before_ns, before_pids = labkit.netns_list(), labkit.live_pids()
+    before_ns = labkit.netns_list()
     name = labkit.unique_name("r")
     try:
-        handle = labkit.lab_up(name, "--nodes", "2", "--vips", "2", "--no-watchdog")
+        handle = labkit.lab_up(name, "--nodes", "2", "--vips", "2", "--no-watchdog", "--no-takeover")
         sshd_pids = {h["sshd_pid"] for h in handle.hosts}
         assert sshd_pids <= labkit.live_pids()
         assert {h["netns"] for h in handle.hosts} <= labkit.netns_list()
@@ -34,6 +34,7 @@ def test_up_down_leaves_no_residue() -> None:
         labkit.lab_down(name)
     assert labkit.netns_list() == before_ns
     assert not (sshd_pids & labkit.live_pids())
+    assert labkit.processes_mentioning(str(handle.dir)) == []
     assert not handle.dir.exists()
     # Running it twice is fine.
     assert labkit.pubip("lab", "down", "--name", name).returncode == 0
@@ -57,7 +58,7 @@ def test_lab_json_contract_and_ansible_reaches_every_host(lab3: labkit.LabHandle
 
 
 def test_every_configured_address_is_in_documentation_ranges(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    handle = lab_factory("--nodes", "2", "--vips", "2", "--ipv6", "--eth1", "--no-watchdog")
+    handle = lab_factory("--nodes", "2", "--vips", "2", "--ipv6", "--eth1", "--no-watchdog", "--no-takeover")
     for ip in handle.info["public_ips"]:
         assert any(ipaddress.ip_interface(ip).ip in net for net in DOC_RANGES), ip
     for h in handle.hosts:
@@ -69,8 +70,8 @@ def test_every_configured_address_is_in_documentation_ranges(lab_factory) -> Non
 
 
 def test_two_labs_coexist(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    first = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog")
-    second = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog")
+    first = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog", "--no-takeover")
+    second = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog", "--no-takeover")
     assert {h["netns"] for h in first.hosts}.isdisjoint({h["netns"] for h in second.hosts})
     assert _ping_all(first) == {"node1": "pong", "node2": "pong"}
     assert _ping_all(second) == {"node1": "pong", "node2": "pong"}
@@ -96,7 +97,7 @@ def test_bad_arguments_create_nothing(args: list[str], culprit: str) -> None:
 def test_down_cleans_up_after_a_crashed_up() -> None:
     name = labkit.unique_name("c")
     try:
-        handle = labkit.lab_up(name, "--nodes", "2", "--vips", "0", "--no-watchdog")
+        handle = labkit.lab_up(name, "--nodes", "2", "--vips", "0", "--no-watchdog", "--no-takeover")
         (handle.dir / "lab.json").unlink()  # what a crash before the end leaves
         sshd = {h["sshd_pid"] for h in handle.hosts}
     finally:
@@ -113,3 +114,10 @@ def test_status_reads_the_kernel(lab3: labkit.LabHandle) -> None:
     assert {r["name"]: r["public_ips"] for r in rows} == {"node1": [], "node2": [ip], "node3": []}
     text = labkit.pubip("lab", "status", "--name", lab3.name).stdout
     assert "node2" in text and ip in text
+
+
+def test_up_runs_the_first_takeover_run(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    handle = lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog")
+    holders = handle.holders()
+    assert sorted(len(h) for h in holders.values()) == [1] * 6
+    assert handle.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}

@@ -23,7 +23,7 @@ VIP6 = "2001:db8:100::1/64"
 
 @pytest.fixture
 def lab(lab_factory) -> labkit.LabHandle:  # type: ignore[no-untyped-def]
-    return lab_factory("--nodes", "2", "--vips", "2", "--ipv6", "--eth1", "--no-watchdog")
+    return lab_factory("--nodes", "2", "--vips", "2", "--ipv6", "--eth1", "--no-watchdog", "--no-takeover")
 
 
 def paths(lab: labkit.LabHandle, host: str = "node1") -> dict[str, Any]:

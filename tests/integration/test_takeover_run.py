@@ -15,7 +15,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture
 def lab(lab_factory) -> Iterator[labkit.LabHandle]:  # type: ignore[no-untyped-def]
-    yield lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog")
+    yield lab_factory("--nodes", "3", "--vips", "6", "--no-watchdog", "--no-takeover")
 
 
 def run_ok(lab: labkit.LabHandle, *extra: str) -> str:
@@ -147,7 +147,7 @@ def test_failed_release_keeps_the_ip_off_every_other_host(lab: labkit.LabHandle)
 
 
 def test_ipv6_lab_works_the_same(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab6 = lab_factory("--nodes", "3", "--vips", "3", "--ipv6", "--no-watchdog")
+    lab6 = lab_factory("--nodes", "3", "--vips", "3", "--ipv6", "--no-watchdog", "--no-takeover")
     with labkit.Sampler(lab6) as sampler:
         run_ok(lab6)
         every_ip_on_one_host(lab6)

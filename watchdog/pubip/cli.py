@@ -7,7 +7,6 @@ import json
 import sys
 
 
-
 def _lab_up(args: argparse.Namespace) -> int:
     from . import lab
 
@@ -15,6 +14,11 @@ def _lab_up(args: argparse.Namespace) -> int:
     the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6, eth1=args.eth1,
                       watchdog=not args.no_watchdog, fast_retake=args.fast_retake)
     info = the_lab.up(progress=lambda line: print(line, flush=True))
+    if not args.no_takeover and info["public_ips"]:
+        print(f"lab {args.name}: first takeover run", flush=True)
+        code = lab.run_playbook(info, "takeover_run.yml")
+        if code != 0:
+            print(f"pubip: the first takeover run failed ({code}); the lab stays up", file=sys.stderr)
     print(info["dir"] + "/lab.json")
     return 0
 
@@ -77,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--ipv6", action="store_true", help="add IPv6 public IPs from 2001:db8:100::/64")
     up.add_argument("--eth1", action="store_true", help="give every host a second interface on a second bridge")
     up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
+    up.add_argument("--no-takeover", action="store_true", help="do not run the first takeover run")
     up.add_argument("--fast-retake", action="store_true", help="run the watchdogs with the fast path on")
     up.set_defaults(func=_lab_up)
     down = lsub.add_parser("down", help="remove a lab: namespaces, processes, keys, files")

@@ -15,6 +15,7 @@ directories, the inventory and ``lab.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -69,7 +70,7 @@ def validate(name: str, nodes: int, vips: int) -> None:
 
 
 def run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, input=input, text=True, capture_output=True)
+    proc = subprocess.run(argv, input=input, text=True, capture_output=True, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}")
     return proc
@@ -210,7 +211,7 @@ class Lab:
             hosts.append({"name": self.host_name(i), "pnn": i - 1, "netns": self.host_ns(i),
                           "address": addr, "interfaces": self.interfaces, "dir": str(hdir)})
         for host in hosts:
-            host["sshd_pid"] = _wait_pidfile(Path(host["dir"]) / "sshd.pid")
+            host["sshd_pid"] = _wait_pidfile(Path(str(host["dir"])) / "sshd.pid")
         return hosts
 
     def _describe(self, hosts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -308,10 +309,8 @@ def _kill_netns_processes(netns: str) -> None:
     pids = [int(p) for p in run(["ip", "netns", "pids", netns], check=False).stdout.split()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 2.0
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if _alive(p)]
@@ -387,6 +386,14 @@ def exec_in_controller(name: str, cmd: list[str]) -> int:
     info = load(name)
     argv = ["ip", "netns", "exec", info["controller"]["netns"], *cmd]
     return subprocess.call(argv, env=controller_env(info))
+
+
+def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:
+    """Run one of the project's playbooks from the controller namespace against the lab."""
+    from . import _collection
+
+    cmd = [str(Path(info["python"]).parent / "ansible-playbook"), str(_collection.PLAYBOOKS / playbook), *extra]
+    return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd], env=controller_env(info))
 
 
 def kernel_addresses(netns: str) -> dict[str, list[str]]:

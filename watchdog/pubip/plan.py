@@ -6,8 +6,9 @@ import json
 import sys
 from typing import Any, TextIO
 
-from . import _collection  # noqa: F401  (puts the checkout's collection on sys.path)
 from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
+
+from . import _collection  # noqa: F401  (puts the checkout's collection on sys.path)
 
 LEVELS = {"ERR": ipalloc.LOG_ERR, "WARNING": ipalloc.LOG_WARNING, "NOTICE": ipalloc.LOG_NOTICE,
           "INFO": ipalloc.LOG_INFO, "DEBUG": ipalloc.LOG_DEBUG}
@@ -39,7 +40,11 @@ def plan_one(doc: Any, where: str, explain: bool) -> dict[str, Any]:
 
 def run(source: str, explain: bool, stdout: TextIO = sys.stdout) -> int:
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
     except OSError as exc:
         print(f"pubip plan: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from ansible.utils.display import Display
 
 # Imported here so that the strategy, which loads this plugin before forking
 # its workers, pays for NumPy once rather than every worker.
-from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc  # noqa: F401
+from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import takeover as _takeover
 
 try:
@@ -46,8 +46,8 @@ ARGUMENT_SPEC = dict(
     algorithm=dict(type="str"),
     no_ip_failback=dict(type="bool"),
     no_ip_takeover=dict(type="bool"),
-    gather_var=dict(type="str", default="pubip_gather"),
-    release_var=dict(type="str", default="pubip_release"),
+    gather_var=dict(type="str", default="takeover_gather"),
+    release_var=dict(type="str", default="takeover_release"),
 )
 
 

@@ -47,7 +47,7 @@ def run_hooks(hook_dir, event, args, timeout=30.0):
         argv = [path, event] + [str(a) for a in args]
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=timeout, close_fds=True)
+                                  timeout=timeout, close_fds=True, check=False)
         except subprocess.TimeoutExpired:
             raise HookError(path, event, "timed out after %ss" % timeout)
         except OSError as exc:

@@ -196,7 +196,7 @@ def kill_tcp(address, version):
             req["idiag_if"] = msg["idiag_if"]
             req["idiag_cookie"] = msg["idiag_cookie"]
             try:
-                _ipr_errors(lambda: tuple(ds.nlm_request(req, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK)))
+                _ipr_errors(lambda r=req: tuple(ds.nlm_request(r, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK)))
                 killed += 1
             except NetlinkError as exc:
                 if exc.code != errno.ENOENT:  # already closed meanwhile

@@ -28,7 +28,8 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars):
     Returns (nodes, ips): nodes = [{name, pnn, state}] sorted by pnn; ips = [{ip, address, interfaces, nodes}].
     """
     if algorithm not in ipalloc.ALGORITHMS:
-        raise InventoryError("pubip_algorithm %r is unknown: use one of %s" % (algorithm, ", ".join(ipalloc.ALGORITHMS)))
+        raise InventoryError("pubip_algorithm %r is unknown: use one of %s"
+                             % (algorithm, ", ".join(ipalloc.ALGORITHMS)))
     if not hosts:
         raise InventoryError("the node group has no hosts")
     nodes, pnns = [], {}
@@ -138,7 +139,8 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     public_record = [{"ip": ip["ip"], "node": assignment[ip["ip"]], "interfaces": ip["interfaces"]} for ip in ips]
     node_record = {n["name"]: {"pnn": n["pnn"], "state": n["state"],
                                "connected": n["name"] in gathered} for n in nodes}
-    stale = any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != sorted(public_record, key=lambda e: e["ip"])
+    wanted = sorted(public_record, key=lambda e: e["ip"])
+    stale = any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != wanted
                 or r.get("nodes") != node_record or int(r.get("generation") or 0) != last_generation
                 or float(r.get("run_started") or 0) > float(r.get("run_finished") or 0)
                 for r in previous)
@@ -172,7 +174,8 @@ def _check_interfaces(ips, gathered):
         present.update(i["name"] for i in report.get("interfaces", []))
     for ip in ips:
         if not any(name in present for name in ip["interfaces"]):
-            raise InventoryError("public IP %s: interface %s exists on no node" % (ip["ip"], ", ".join(ip["interfaces"])))
+            raise InventoryError("public IP %s: interface %s exists on no node"
+                                 % (ip["ip"], ", ".join(ip["interfaces"])))
 
 
 def summary(result, nodes):

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pubip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This file only documents the takeover_run action plugin (plugins/action/takeover_run.py).
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: takeover_run
+short_description: One phase of a pubip takeover run - gather, plan, release, take, record
+version_added: 0.1.0
+description:
+  - The controller side of CTDB's C(ctdb_takeover_run), split in phases that the role
+    M(pubip.cluster.takeover) (and C(playbooks/takeover_run.yml)) runs in order. Each phase finishes on every
+    node before the next starts (linear strategy), so every node releases before any node takes over.
+  - V(gather) queries every node with M(pubip.cluster.public_ip) (C(state=query)); register its result as
+    C(takeover_gather). A node that is unreachable (use C(ignore_unreachable)) or fails is DISCONNECTED.
+  - V(plan) (C(run_once)) validates the inventory and computes the assignment once with the allocation engine
+    (CTDB's lcp2, det or nondet); the plan becomes the fact C(pubip_plan) on every node. Any inventory error stops
+    the run here, before any node changes. In check and diff mode it shows the holders before and after.
+  - V(release) releases on each node what it must no longer hold, and marks the run in progress in the node's
+    assignment record; register it as C(takeover_release). A node that fails to release an IP keeps it and no other
+    node takes it in this run; the run then fails naming the node and the IP.
+  - V(take) takes over on each node what is assigned to it (adopting IPs it already holds).
+  - V(record) writes the assignment record (new generation, run start and end) on every connected node and runs
+    the C(ipreallocated) hooks. Its result carries C(summary), a C(ctdb ip)-like table with the counts moved,
+    kept and unassigned.
+  - A phase with nothing to do for a node returns without connecting to it; a run that changes nothing changes
+    no record either.
+  - "Inventory contract: hosts in one group (O(group)); group vars C(pubip_public_ips) (a list of
+    C({ip: 198.51.100.10/24, interfaces: [eth0, eth1], nodes: [optional host names]})), C(pubip_algorithm)
+    (V(lcp2), V(det), V(nondet)), C(pubip_no_ip_failback), C(pubip_no_ip_takeover); host vars C(pubip_pnn)
+    (else the inventory order), C(pubip_state) (V(enabled), V(disabled), V(stopped), V(banned)), and the per-node
+    paths and knobs C(pubip_record_path), C(pubip_lock_path), C(pubip_hook_dir), C(pubip_hook_timeout),
+    C(pubip_announce_count), C(pubip_announce_interval)."
+author:
+  - pubip developers
+requirements:
+  - numpy on the controller (lcp2)
+  - pyroute2 on the nodes (see M(pubip.cluster.public_ip))
+extends_documentation_fragment:
+  - pubip.cluster._attributes
+attributes:
+  check_mode:
+    support: full
+    details: Gathers and plans; prints the planned moves; changes no node.
+  diff_mode:
+    support: full
+    details: The plan phase shows every public IP's holder before and after the run.
+  platform:
+    platforms: posix
+options:
+  phase:
+    description: The phase to run; see the description.
+    type: str
+    required: true
+    choices: [gather, plan, release, take, record]
+  group:
+    description: The inventory group of the cluster's nodes. Every node must be in the play (no C(--limit)).
+    type: str
+    default: pubip_nodes
+  public_ips:
+    description: The public IPs; defaults to the group var C(pubip_public_ips).
+    type: list
+    elements: raw
+  algorithm:
+    description: Allocation algorithm; defaults to C(pubip_algorithm), else V(lcp2).
+    type: str
+  no_ip_failback:
+    description: Do not move IPs back to nodes that become healthy (CTDB's NoIPFailback); defaults to
+      C(pubip_no_ip_failback).
+    type: bool
+  no_ip_takeover:
+    description: Place and move no IPs (CTDB's NoIPTakeover); defaults to C(pubip_no_ip_takeover).
+    type: bool
+  gather_var:
+    description: Name of the variable the gather phase is registered as.
+    type: str
+    default: takeover_gather
+  release_var:
+    description: Name of the variable the release phase is registered as.
+    type: str
+    default: takeover_release
+notes:
+  - Use the role M(pubip.cluster.takeover) rather than calling the phases by hand.
+seealso:
+  - module: pubip.cluster.public_ip
+"""
+
+EXAMPLES = r"""
+- name: Gather every node's interfaces and public IPs
+  pubip.cluster.takeover_run:
+    phase: gather
+  ignore_unreachable: true
+  register: takeover_gather
+
+- name: Plan the assignment
+  pubip.cluster.takeover_run:
+    phase: plan
+  run_once: true
+
+- name: Release public IPs that must leave a node
+  pubip.cluster.takeover_run:
+    phase: release
+  register: takeover_release
+
+- name: Take over assigned public IPs
+  pubip.cluster.takeover_run:
+    phase: take
+
+- name: Record the assignment and run ipreallocated hooks
+  pubip.cluster.takeover_run:
+    phase: record
+  register: takeover_result
+"""
+
+RETURN = r"""
+moves:
+  description: Public IPs whose holder changes (from V(null) when unheld, to V(null) when left unassigned).
+  returned: phases plan and record
+  type: list
+  elements: dict
+  sample: [{ip: 198.51.100.7/24, from: node1, to: node3, also_held_by: []}]
+summary:
+  description: A C(ctdb ip)-like table of every public IP and its node, with the counts moved, kept and unassigned.
+  returned: phase record
+  type: str
+  sample: "Takeover run generation 4 (lcp2): 2 moved, 4 kept, 0 unassigned"
+counts:
+  description: How many public IPs moved, kept their node, or stayed unassigned.
+  returned: phase record
+  type: dict
+  sample: {moved: 2, kept: 4, unassigned: 0}
+generation:
+  description: The takeover run's generation (unchanged when the run changed nothing).
+  returned: phase record
+  type: int
+  sample: 4
+released:
+  description: Public IPs this node released.
+  returned: phase release
+  type: list
+  elements: str
+  sample: ["198.51.100.7/24"]
+failed_ips:
+  description: Public IPs this node failed to release (no other node takes them in this run).
+  returned: phase release
+  type: list
+  elements: str
+  sample: []
+taken:
+  description: Public IPs this node took over or moved to another interface.
+  returned: phase take
+  type: list
+  elements: str
+  sample: ["198.51.100.8/24"]
+ansible_facts:
+  description: The plan, as the fact C(pubip_plan), for the later phases.
+  returned: phase plan
+  type: dict
+  sample: {pubip_plan: {generation: 4, assignment: {198.51.100.7/24: node3}}}
+"""
