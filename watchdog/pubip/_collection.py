@@ -13,3 +13,8 @@ ANSIBLE_CFG = ROOT / "ansible.cfg"
 
 if (COLLECTIONS / "ansible_collections").is_dir() and str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+# Re-exported from here so that no import sorter can move them above the path set-up.
+from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc  # noqa: E402
+
+__all__ = ["ANSIBLE_CFG", "COLLECTIONS", "PLAYBOOKS", "ROOT", "ipalloc"]

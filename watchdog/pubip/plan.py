@@ -6,9 +6,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
-
-from . import _collection  # noqa: F401  (puts the checkout's collection on sys.path)
+from ._collection import ipalloc
 
 LEVELS = {"ERR": ipalloc.LOG_ERR, "WARNING": ipalloc.LOG_WARNING, "NOTICE": ipalloc.LOG_NOTICE,
           "INFO": ipalloc.LOG_INFO, "DEBUG": ipalloc.LOG_DEBUG}

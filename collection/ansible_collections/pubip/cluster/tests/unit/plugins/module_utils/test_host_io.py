@@ -1,0 +1,66 @@
+"""Hooks, the record and announcement frames: real files and processes, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import announce, hooks, record
+
+
+def test_hooks_run_in_name_order_with_argv(tmp_path):
+    log = tmp_path / "log"
+    for name in ("20.b", "10.a"):
+        script = tmp_path / name
+        script.write_text('#!/bin/sh\necho "%s $*" >> %s\n' % (name, log))
+        script.chmod(0o755)
+    (tmp_path / "30.not-executable").write_text("#!/bin/sh\nexit 1\n")
+    assert hooks.run_hooks(str(tmp_path), "takeip", ["eth0", "198.51.100.1", 24]) == ["10.a", "20.b"]
+    assert log.read_text().splitlines() == ["10.a takeip eth0 198.51.100.1 24", "20.b takeip eth0 198.51.100.1 24"]
+
+
+def test_failing_and_slow_hooks_name_themselves(tmp_path):
+    bad = tmp_path / "10.bad"
+    bad.write_text("#!/bin/sh\necho nope >&2\nexit 4\n")
+    bad.chmod(0o755)
+    with pytest.raises(hooks.HookError) as info:
+        hooks.run_hooks(str(tmp_path), "releaseip", ["eth0", "198.51.100.1", 24])
+    assert info.value.hook == str(bad) and "exit 4: nope" in str(info.value)
+    bad.write_text("#!/bin/sh\nsleep 5\n")
+    with pytest.raises(hooks.HookError, match="timed out"):
+        hooks.run_hooks(str(tmp_path), "ipreallocated", [], timeout=0.2)
+
+
+def test_record_write_is_atomic_and_versioned(tmp_path):
+    path = str(tmp_path / "sub" / "record.json")
+    assert record.read(path) is None
+    data = dict(record.empty("n1"), generation=3, run_started=5.0, run_finished=4.0,
+                public_ips=[{"ip": "198.51.100.1/24", "node": "n2"}])
+    record.write(path, data)
+    assert record.read(path) == json.loads(json.dumps(data))
+    assert record.in_progress(record.read(path))
+    assert record.assigned_node(record.read(path), "198.51.100.1") == "n2"
+    assert os.listdir(tmp_path / "sub") == ["record.json"]
+    (tmp_path / "bad.json").write_text('{"version": 99}')
+    with pytest.raises(ValueError, match="not a pubip assignment record"):
+        record.read(str(tmp_path / "bad.json"))
+
+
+def test_gratuitous_arp_frames():
+    mac = "02:00:00:00:00:01"
+    req = announce.arp_frame(mac, "198.51.100.7", announce.ARP_REQUEST)
+    rep = announce.arp_frame(mac, "198.51.100.7", announce.ARP_REPLY)
+    assert req[:6] == b"\xff" * 6 and req[6:12] == bytes.fromhex("020000000001")
+    assert struct.unpack("!H", req[12:14])[0] == 0x0806
+    assert struct.unpack("!H", req[20:22])[0] == 1 and struct.unpack("!H", rep[20:22])[0] == 2
+    assert req[28:32] == req[38:42] == bytes([198, 51, 100, 7])  # sender IP == target IP
+    assert req[32:38] == b"\0" * 6 and rep[32:38] == bytes.fromhex("020000000001")
+
+
+def test_neighbour_advertisement_has_override_and_lladdr():
+    msg = announce.na_message("02:00:00:00:00:01", "2001:db8:100::7")
+    assert msg[0] == 136 and struct.unpack("!I", msg[4:8])[0] & 0x20000000
+    assert msg[24:26] == b"\x02\x01" and msg[26:32] == bytes.fromhex("020000000001")
