@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT / "collection/ansible_collections/pubip/cluster/tests/unit/plugins/module_utils/fixtures/ctdb-vectors.json"
+COLLECTION = ROOT / "collection/ansible_collections/pubip/cluster"
+VECTORS = COLLECTION / "tests/unit/plugins/module_utils/fixtures/ctdb-vectors.json"
 
 
 def plan(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,5 +16,14 @@ if (COLLECTIONS / "ansible_collections").is_dir() and str(COLLECTIONS) not in sy
 
 # Re-exported from here so that no import sorter can move them above the path set-up.
 from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc  # noqa: E402
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import (  # noqa: E402
+    addresses,
+    host,
+    locking,
+    netlink,
+    record,
+    rtdump,
+)
 
-__all__ = ["ANSIBLE_CFG", "COLLECTIONS", "PLAYBOOKS", "ROOT", "ipalloc"]
+__all__ = ["ANSIBLE_CFG", "COLLECTIONS", "PLAYBOOKS", "ROOT", "addresses", "host", "ipalloc", "locking", "netlink",
+           "record", "rtdump"]

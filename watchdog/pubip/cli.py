@@ -19,6 +19,12 @@ def _lab_up(args: argparse.Namespace) -> int:
         code = lab.run_playbook(info, "takeover_run.yml")
         if code != 0:
             print(f"pubip: the first takeover run failed ({code}); the lab stays up", file=sys.stderr)
+    if not args.no_watchdog:
+        for h in info["hosts"]:
+            lab.start_watchdog(info, h["name"])
+        lab.save(info)
+        print(f"lab {args.name}: watchdogs started ({'fast retake on' if args.fast_retake else 'fast retake off'})",
+              flush=True)
     print(info["dir"] + "/lab.json")
     return 0
 

@@ -39,6 +39,7 @@ ETH1_NET = "203.0.113"
 VIP_NET = "198.51.100"
 VIP6_NET = "2001:db8:100::"
 CONTROLLER_ADDR = f"{HOST_NET}.254"
+LISTENER_PORT = 8750
 SSHD = "/usr/sbin/sshd"
 
 
@@ -126,6 +127,22 @@ class Lab:
     def interfaces(self) -> list[str]:
         return ["eth0", "eth1"] if self.eth1 else ["eth0"]
 
+    # --- watchdogs -------------------------------------------------------------
+    def _write_watchdog_configs(self, info: dict[str, Any]) -> None:
+        secrets = {}
+        for h in info["hosts"]:
+            hdir = Path(h["dir"])
+            secret = os.urandom(24).hex()
+            secrets[h["name"]] = secret
+            fd = os.open(hdir / "secret", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secret + "\n")
+            (hdir / "watchdog.yml").write_text(watchdog_yaml(h, info, self.fast_retake))
+            h["watchdog_config"] = str(hdir / "watchdog.yml")
+        fd = os.open(self.dir / "listener-secrets.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(secrets, f)
+
     # --- building -----------------------------------------------------------
     def up(self, progress: Any = print) -> dict[str, Any]:
         if any(ns.startswith(ns_name(self.name, "")) for ns in list_netns()) or self.dir.exists():
@@ -138,6 +155,7 @@ class Lab:
             hosts = self._sshds()
             info = self._describe(hosts)
             self._write_inventory(info)
+            self._write_watchdog_configs(info)
             (self.dir / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
             progress(f"lab {self.name}: {self.nodes} hosts up, sshd on {HOST_NET}.1-{self.nodes}")
             return info
@@ -231,6 +249,55 @@ class Lab:
 
     def _write_inventory(self, info: dict[str, Any]) -> None:
         (self.dir / "inventory.yml").write_text(render_inventory(info))
+
+
+def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) -> str:
+    d = h["dir"]
+    return "\n".join([
+        "# pubip-watchdog for lab host " + h["name"],
+        f"node: {h['name']}",
+        f"record_path: {d}/record.json",
+        f"lock_path: {d}/lock",
+        "interval: 1.0",
+        f"fast_retake: {'true' if fast_retake else 'false'}",
+        "backend: listener",
+        "listener:",
+        f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}/v1/takeover-run",
+        f"  secret_file: {d}/secret",
+        "retry:",
+        "  initial: 0.2",
+        "  max: 5.0",
+        f"log_file: {d}/watchdog.log",
+        "",
+    ])
+
+
+def start_watchdog(info: dict[str, Any], host: str) -> int:
+    """Start HOST's watchdog as a process inside its namespace (no systemd in the lab)."""
+    h = _host(info, host)
+    log = open(Path(h["dir"]) / "watchdog.out", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.wddaemon",
+                             "--config", h["watchdog_config"]], stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    h["watchdog_pid"] = proc.pid
+    return proc.pid
+
+
+def stop_watchdog(info: dict[str, Any], host: str) -> None:
+    h = _host(info, host)
+    pid = h.get("watchdog_pid")
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        h["watchdog_pid"] = None
+
+
+def save(info: dict[str, Any]) -> None:
+    (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def render_inventory(info: dict[str, Any]) -> str:

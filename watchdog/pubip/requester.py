@@ -1,0 +1,132 @@
+"""Ask the controller for a takeover run: one request in flight per node, retried with backoff.
+
+Backends: the pubip listener (HMAC-signed POST) or an AWX / Automation
+Controller job template (API v2, Bearer token; no launch while a job of the
+template is pending, waiting or running).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from . import auth
+from .wdconfig import AwxBackend, Config, ListenerBackend
+
+log = logging.getLogger("pubip.watchdog")
+
+
+class RequestFailed(Exception):
+    pass
+
+
+def _http(method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float,
+          context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace")
+        raise RequestFailed(f"{method} {url}: HTTP {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RequestFailed(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any]) -> str:
+    body = json.dumps(payload, sort_keys=True).encode()
+    headers = {"Content-Type": "application/json", **auth.sign(backend.secret, node, body)}
+    status, answer = _http("POST", backend.url, body, headers, backend.timeout)
+    return f"listener answered {status}: {answer}"
+
+
+def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
+    api = backend.url + "/" + backend.api_prefix.strip("/") + "/"
+    headers = {"Authorization": f"Bearer {backend.token}", "Content-Type": "application/json"}
+    context = None if backend.verify_tls else ssl._create_unverified_context()
+    jobs = f"{api}job_templates/{backend.job_template}/jobs/?status__in=pending,waiting,running&page_size=1"
+    _status, answer = _http("GET", jobs, None, headers, backend.timeout, context)
+    if answer and answer.get("count", 0) > 0:
+        job = answer["results"][0] if answer.get("results") else {}
+        return f"job {job.get('id', '?')} of template {backend.job_template} is already {job.get('status', 'queued')}"
+    body = json.dumps({"extra_vars": {"pubip_requested_by": node, "pubip_reason": payload.get("reason", "")}})
+    _status, answer = _http("POST", f"{api}job_templates/{backend.job_template}/launch/", body.encode(), headers,
+                            backend.timeout, context)
+    return f"launched job {(answer or {}).get('job', (answer or {}).get('id', '?'))}"
+
+
+class Requester:
+    """Coalesces requests: at most one in flight; findings during it fold into one follow-up."""
+
+    def __init__(self, cfg: Config, on_result: Callable[[bool], None] | None = None):
+        self.cfg = cfg
+        self.on_result = on_result or (lambda ok: None)
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] | None = None
+        self._busy = False
+        self._stop = threading.Event()
+        self.sent = 0
+        self.failed = 0
+        self.in_flight_max = 0
+
+    def send_once(self, payload: dict[str, Any]) -> str:
+        if self.cfg.backend == "listener" and self.cfg.listener:
+            return listener_send(self.cfg.listener, self.cfg.node, payload)
+        if self.cfg.backend == "awx" and self.cfg.awx:
+            return awx_send(self.cfg.awx, self.cfg.node, payload)
+        return "backend none: nothing sent"
+
+    def request(self, payload: dict[str, Any]) -> bool:
+        """Queue a request; False when one is already in flight (it is folded in)."""
+        with self._lock:
+            self._pending = payload
+            if self._busy:
+                return False
+            self._busy = True
+        threading.Thread(target=self._run, name="pubip-request", daemon=True).start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _run(self) -> None:
+        delay = self.cfg.retry_initial
+        while not self._stop.is_set():
+            with self._lock:
+                payload = self._pending
+                self._pending = None
+                if payload is None:
+                    self._busy = False
+                    return
+            while not self._stop.is_set():
+                try:
+                    answer = self.send_once(payload)
+                    self.sent += 1
+                    log.info("Takeover run requested (%s): %s", payload.get("reason"), answer)
+                    self.on_result(True)
+                    delay = self.cfg.retry_initial
+                    break
+                except RequestFailed as exc:
+                    self.failed += 1
+                    self.on_result(False)
+                    wait = min(delay, self.cfg.retry_max) * (1 + random.uniform(-1, 1) * self.cfg.retry_jitter)
+                    log.warning("Takeover run request failed: %s; retrying in %.2fs", exc, wait)
+                    self._stop.wait(max(wait, 0.0))
+                    delay = min(delay * 2, self.cfg.retry_max)
+                    with self._lock:  # a newer finding replaces what we retry
+                        if self._pending is not None:
+                            payload, self._pending = self._pending, None
+        with self._lock:
+            self._busy = False

@@ -1,0 +1,208 @@
+"""The watchdog's configuration: one YAML file, validated whole before anything starts.
+
+Every error names the key and its line; secrets may live in separate files that
+must not be readable by group or others.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+from .errors import PubipError
+
+DEFAULT_PATH = "/etc/pubip/watchdog.yml"
+
+
+class ConfigError(PubipError):
+    pass
+
+
+@dataclass
+class ListenerBackend:
+    url: str
+    secret: str
+    timeout: float = 2.0
+
+
+@dataclass
+class AwxBackend:
+    url: str
+    job_template: int
+    token: str
+    api_prefix: str = "/api/v2/"
+    timeout: float = 5.0
+    verify_tls: bool = True
+
+
+@dataclass
+class Config:
+    node: str
+    record_path: str = "/var/lib/pubip/record.json"
+    lock_path: str = "/run/pubip/interfaces.lock"
+    interval: float = 1.0
+    netlink: bool = True
+    debounce: float = 0.005
+    fast_retake: bool = False
+    announce_count: int = 3
+    announce_interval: float = 0.05
+    backend: str = "listener"
+    listener: ListenerBackend | None = None
+    awx: AwxBackend | None = None
+    retry_initial: float = 0.2
+    retry_max: float = 30.0
+    retry_jitter: float = 0.2
+    heartbeat_interval: float = 0.5
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    log_level: str = "info"
+    log_file: str | None = None
+
+
+# key: (type, required)
+TOP = {
+    "node": (str, True), "record_path": (str, False), "lock_path": (str, False), "interval": (float, False),
+    "netlink": (bool, False), "debounce": (float, False), "fast_retake": (bool, False),
+    "announce_count": (int, False), "announce_interval": (float, False), "backend": (str, False),
+    "listener": (dict, False), "awx": (dict, False), "retry": (dict, False), "heartbeat_interval": (float, False),
+    "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False),
+}
+LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False)}
+AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
+       "api_prefix": (str, False), "timeout": (float, False), "verify_tls": (bool, False)}
+RETRY = {"initial": (float, False), "max": (float, False), "jitter": (float, False)}
+METRICS = {"port": (int, False), "address": (str, False)}
+BACKENDS = ("listener", "awx", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _line(node: Any, key: str) -> str:
+    try:
+        return f" (line {node.lc.key(key)[0] + 1})"
+    except (AttributeError, KeyError, TypeError):
+        return ""
+
+
+def _check(section: str, data: Any, schema: Mapping[str, tuple[type, bool]], where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {section or 'the file'} must be a mapping")
+    for key in data:
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"{where}: unknown key '{section}{key}'{_line(data, key)}; known keys: {known}")
+    out: dict[str, Any] = {}
+    for key, (kind, required) in schema.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{where}: missing key '{section}{key}'")
+            continue
+        value = data[key]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind is float else (
+            isinstance(value, int) and not isinstance(value, bool)) if kind is int else isinstance(value, kind)
+        if not ok:
+            raise ConfigError(f"{where}: '{section}{key}'{_line(data, key)} must be {kind.__name__}, "
+                              f"got {value!r}")
+        out[key] = float(value) if kind is float else (dict(value) if kind is dict else value)
+    return out
+
+
+def read_secret(path: str, what: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what} file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                          f"chmod 600 it")
+    value = Path(path).read_text().strip()
+    if not value:
+        raise ConfigError(f"{what} file {path} is empty")
+    return value
+
+
+def _positive(where: str, name: str, value: float, minimum: float = 0.0) -> None:
+    if value <= minimum:
+        raise ConfigError(f"{where}: '{name}' must be greater than {minimum}, got {value}")
+
+
+def load(path: str = DEFAULT_PATH) -> Config:
+    where = path
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the watchdog configuration {path}: {exc.strerror}") from None
+    try:
+        data = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if data is None:
+        data = CommentedMap()
+    top = _check("", data, TOP, where)
+    cfg = Config(node=top["node"])
+    for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "announce_count",
+                "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend"):
+        if key in top:
+            setattr(cfg, key, top[key])
+    _positive(where, "interval", cfg.interval)
+    _positive(where, "heartbeat_interval", cfg.heartbeat_interval)
+    if cfg.debounce < 0:
+        raise ConfigError(f"{where}: 'debounce' must not be negative")
+    if cfg.announce_count < 1:
+        raise ConfigError(f"{where}: 'announce_count' must be at least 1")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"{where}: 'log_level'{_line(data, 'log_level')} must be one of {', '.join(LOG_LEVELS)}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"{where}: 'backend'{_line(data, 'backend')} must be one of {', '.join(BACKENDS)}")
+    if cfg.backend == "listener":
+        if "listener" not in top:
+            raise ConfigError(f"{where}: backend listener needs a 'listener' section (url, secret_file)")
+        lst = _check("listener.", data["listener"], LISTENER, where)
+        cfg.listener = ListenerBackend(url=lst["url"], secret=_secret(lst, "secret", where),
+                                       timeout=lst.get("timeout", 2.0))
+        _url(where, "listener.url", cfg.listener.url)
+    if cfg.backend == "awx":
+        if "awx" not in top:
+            raise ConfigError(f"{where}: backend awx needs an 'awx' section (url, job_template, token_file)")
+        awx = _check("awx.", data["awx"], AWX, where)
+        cfg.awx = AwxBackend(url=awx["url"].rstrip("/"), job_template=awx["job_template"],
+                             token=_secret(awx, "token", where), api_prefix=awx.get("api_prefix", "/api/v2/"),
+                             timeout=awx.get("timeout", 5.0), verify_tls=awx.get("verify_tls", True))
+        _url(where, "awx.url", cfg.awx.url)
+    if "retry" in top:
+        retry = _check("retry.", data["retry"], RETRY, where)
+        cfg.retry_initial = retry.get("initial", cfg.retry_initial)
+        cfg.retry_max = retry.get("max", cfg.retry_max)
+        cfg.retry_jitter = retry.get("jitter", cfg.retry_jitter)
+        _positive(where, "retry.initial", cfg.retry_initial)
+        if cfg.retry_max < cfg.retry_initial:
+            raise ConfigError(f"{where}: 'retry.max' must be at least 'retry.initial'")
+    if "metrics" in top:
+        metrics = _check("metrics.", data["metrics"], METRICS, where)
+        cfg.metrics_port = metrics.get("port", 0)
+        cfg.metrics_address = metrics.get("address", cfg.metrics_address)
+        if not 0 <= cfg.metrics_port <= 65535:
+            raise ConfigError(f"{where}: 'metrics.port' must be 0 (off) to 65535")
+    return cfg
+
+
+def _secret(section: dict[str, Any], name: str, where: str) -> str:
+    if name in section and f"{name}_file" in section:
+        raise ConfigError(f"{where}: give either '{name}' or '{name}_file', not both")
+    if f"{name}_file" in section:
+        return read_secret(section[f"{name}_file"], name)
+    if section.get(name):
+        return str(section[name])
+    raise ConfigError(f"{where}: missing '{name}_file' (or '{name}')")
+
+
+def _url(where: str, name: str, url: str) -> None:
+    if not (url.startswith("http://") or url.startswith("https://")):
+        raise ConfigError(f"{where}: '{name}' must be an http:// or https:// URL, got {url!r}")

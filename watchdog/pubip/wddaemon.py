@@ -1,0 +1,239 @@
+"""pubip-watchdog: CTDB's recovery-daemon check on each host, every interval and on netlink events.
+
+An APScheduler job runs the check every `interval` seconds; a netlink
+subscription (its own thread) only moves that job's next run to now, so a
+vanished address is seen within milliseconds. On a finding the watchdog asks
+the controller for a takeover run; with `fast_retake` it first re-adds an IP
+that the current record assigns here (see README: the safety argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from . import wdcheck
+from ._collection import addresses as _addresses
+from ._collection import host as _host
+from ._collection import locking as _locking
+from ._collection import netlink as _netlink
+from ._collection import record as _record
+from .requester import Requester
+from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
+
+log = logging.getLogger("pubip.watchdog")
+EXIT_CLEAN, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+
+
+class Metrics:
+    def __init__(self, port: int, address: str):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.checks = Counter("pubip_watchdog_checks", "Checks run", ["trigger"], registry=self.registry)
+        self.findings = Counter("pubip_watchdog_findings", "Findings by rule", ["rule"], registry=self.registry)
+        self.skips = Counter("pubip_watchdog_skips", "Checks skipped", ["reason"], registry=self.registry)
+        self.requests = Counter("pubip_watchdog_requests", "Takeover run requests", ["outcome"],
+                                registry=self.registry)
+        self.fast_retakes = Counter("pubip_watchdog_fast_retakes", "IPs re-added by the fast path",
+                                    registry=self.registry)
+        self.duration = Gauge("pubip_watchdog_last_check_seconds", "Duration of the last check",
+                              registry=self.registry)
+        if port:
+            start_http_server(port, addr=address, registry=self.registry)
+
+
+class Watchdog:
+    def __init__(self, cfg: Config, metrics: Metrics | None = None):
+        self.cfg = cfg
+        self.metrics = metrics or Metrics(0, "")
+        self.requester = Requester(cfg, on_result=self._request_result)
+        self.links: dict[str, bool] | None = None
+        self.last_skip: str | None = None
+        self.last_findings: set[str] = set()
+        self.last_request: tuple[Any, ...] | None = None
+        self.last_request_at = 0.0
+        self.trigger = "interval"
+        self.nl = _netlink.Netlink()
+
+    def _request_result(self, ok: bool) -> None:
+        self.metrics.requests.labels("sent" if ok else "failed").inc()
+
+    # --- the check ------------------------------------------------------------
+    def check(self) -> wdcheck.Result:
+        started = time.monotonic()
+        trigger, self.trigger = self.trigger, "interval"
+        self.metrics.checks.labels(trigger).inc()
+        try:
+            first = _record.read(self.cfg.record_path)
+            ifaces = self.nl.interfaces()
+            again = _record.read(self.cfg.record_path)
+        except (OSError, ValueError) as exc:
+            log.error("Cannot check: %s", exc)
+            raise
+        result = wdcheck.check(first, again, ifaces, self.cfg.node, self.links)
+        if result.skipped:
+            self.metrics.skips.labels(result.skipped).inc()
+            if result.skipped != self.last_skip:
+                log.info("Check skipped: %s", result.skipped)
+            self.last_skip = result.skipped
+        else:
+            self.last_skip = None
+            self.links = result.links
+        seen = set()
+        for f in result.findings:
+            self.metrics.findings.labels(f.rule).inc()
+            seen.add(f.message)
+            # A finding is logged when it appears; while it lasts, only at debug level.
+            log.log(logging.DEBUG if f.message in self.last_findings else logging.WARNING, "%s", f.message)
+        self.last_findings = seen
+        if result.findings:
+            if self.cfg.fast_retake and result.fast_retake and first is not None:
+                self._fast_retake(first, result.fast_retake)
+            self._ask(first, result, trigger)
+        self.metrics.duration.set(time.monotonic() - started)
+        return result
+
+    def _ask(self, record: dict[str, Any] | None, result: wdcheck.Result, trigger: str) -> None:
+        key = ((record or {}).get("generation"), tuple(sorted((f.rule, f.ip) for f in result.findings)))
+        # The same findings under the same generation are asked for again only after retry_max.
+        if key == self.last_request and time.monotonic() - self.last_request_at < self.cfg.retry_max:
+            return
+        self.last_request, self.last_request_at = key, time.monotonic()
+        payload = {"node": self.cfg.node, "generation": key[0], "trigger": trigger,
+                   "reason": "; ".join(f.message for f in result.findings)[:1000],
+                   "findings": [{"rule": f.rule, "ip": f.ip} for f in result.findings]}
+        self.requester.request(payload)
+
+    def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> None:
+        """Re-add IPs the current record assigns here, on the interface the record allows, under the lock.
+
+        Safe because the record is the last completed takeover run's decision and no run is in progress
+        (checked again under the interface lock): no other node is entitled to these IPs until a new run
+        starts, and a run's release phase takes the same lock on this node.
+        """
+        try:
+            with _locking.InterfaceLock(self.cfg.lock_path, timeout=0.5):
+                current = _record.read(self.cfg.record_path)
+                if wdcheck.record_key(current) != wdcheck.record_key(record) or _record.in_progress(current):
+                    log.info("Fast retake skipped: the assignment record changed")
+                    return
+                by_ip = {e["ip"]: e for e in record["public_ips"]}
+                specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in wanted])
+                settings = _host.Settings(node=self.cfg.node, announce_count=self.cfg.announce_count,
+                                          announce_interval=self.cfg.announce_interval,
+                                          record_path=self.cfg.record_path, lock_path=self.cfg.lock_path)
+                ifaces = self.nl.interfaces()
+                public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
+                actions = _host.plan_take(ifaces, specs, record, settings, public)
+                for act in _host.apply_actions(self.nl, actions, settings):
+                    if act.kind == "take" and not act.error:
+                        self.metrics.fast_retakes.inc()
+                        log.warning("Fast retake: %s", act.message)
+                    elif act.error:
+                        log.error("Fast retake failed: %s", act.message)
+        except _locking.LockTimeout:
+            log.info("Fast retake skipped: interface lock busy (a takeover run is changing this node)")
+
+    # --- running ----------------------------------------------------------------
+    def wake(self, scheduler: Any) -> None:
+        """Run the check now (debounced): the netlink thread's only action."""
+        self.trigger = "netlink"
+        when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.cfg.debounce)
+        try:
+            scheduler.modify_job("check", next_run_time=when)
+        except Exception as exc:  # the scheduler is shutting down
+            log.debug("wake ignored: %s", exc)
+
+    def monitor(self, scheduler: Any) -> None:
+        from pyroute2 import IPRoute
+
+        # Created and read in this thread, never select()ed (pyroute2 0.9 loses events otherwise).
+        ipr = IPRoute()
+        ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        while True:
+            for msg in ipr.get():
+                if msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWLINK", "RTM_DELLINK"):
+                    self.wake(scheduler)
+                    break
+
+    def run_forever(self) -> None:
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        scheduler = BlockingScheduler(timezone=datetime.UTC)
+        scheduler.add_job(self._safe_check, "interval", seconds=self.cfg.interval, id="check", coalesce=True,
+                          max_instances=1, misfire_grace_time=None,
+                          next_run_time=datetime.datetime.now(datetime.UTC))
+
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("Watchdog stopping (signal %d)", signum)
+            self.requester.stop()
+            scheduler.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if self.cfg.netlink:
+            threading.Thread(target=self.monitor, args=(scheduler,), name="pubip-netlink", daemon=True).start()
+        log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s",
+                 self.cfg.node, self.cfg.interval, "on" if self.cfg.netlink else "off",
+                 "on" if self.cfg.fast_retake else "off", self.cfg.backend)
+        scheduler.start()
+
+    def _safe_check(self) -> None:
+        try:
+            self.check()
+        except Exception:
+            log.exception("Check failed")
+
+
+def _logging(cfg: Config, verbose: bool = False) -> None:
+    handler: logging.Handler = logging.FileHandler(cfg.log_file) if cfg.log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s pubip-watchdog[%(process)d]: %(levelname)s %(message)s"))
+    root = logging.getLogger("pubip")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else getattr(logging, cfg.log_level.upper()))
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pubip-watchdog", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=DEFAULT_PATH)
+    ap.add_argument("--once", action="store_true",
+                    help="run one check and exit: 0 clean (or skipped), 1 finding (a run was requested), 2 error")
+    ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"pubip-watchdog: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.check_config:
+        print(f"{args.config}: valid")
+        return EXIT_CLEAN
+    _logging(cfg, args.verbose)
+    if args.once:
+        dog = Watchdog(cfg)
+        try:
+            result = dog.check()
+        except (OSError, ValueError):
+            return EXIT_ERROR
+        if not result.findings:
+            return EXIT_CLEAN
+        deadline = time.monotonic() + cfg.retry_max
+        while dog.requester.busy and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return EXIT_FINDING if dog.requester.sent else EXIT_ERROR
+    Watchdog(cfg, Metrics(cfg.metrics_port, cfg.metrics_address)).run_forever()
+    return EXIT_CLEAN
+
+
+if __name__ == "__main__":
+    sys.exit(main())
