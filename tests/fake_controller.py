@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "watchdog"))
-from pubip import auth  # noqa: E402
+from pubip import auth
 
 ARGS = argparse.Namespace()
 JOBS: list[dict] = []
@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         t = time.monotonic()
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if ARGS.mode == "listener":
@@ -62,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
         JOBS.append(job)
         return self.answer(201, {"job": job["id"], "id": job["id"], "status": "pending"})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if ARGS.mode != "awx" or not self._authorized():
             return None
         record({"t": time.monotonic(), "path": self.path})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -89,7 +90,7 @@ def test_network_restart_is_detected_and_a_signed_request_reaches_the_listener(l
     assert first["node"] == "node1" and first["verified"] is True
     assert sorted(f["ip"] for f in first["body"]["findings"] if f["rule"] == "missing") == lost
     assert first["t"] - flushed < 0.5  # netlink: well before the next 1 s tick
-    assert "Public address '%s' is missing and we should serve this ip" % lost[0] in log_of(lab, "node1")
+    assert f"Public address '{lost[0]}' is missing and we should serve this ip" in log_of(lab, "node1")
 
 
 def test_foreign_ip_added_by_hand_is_detected(lab, controller) -> None:  # type: ignore[no-untyped-def]
@@ -136,7 +137,7 @@ def test_controller_unreachable_backs_off_one_request_in_flight(lab) -> None:  #
                                             log_of(lab, "node1"))]
     assert len(delays) >= 3
     # exponential: each wait about twice the last (jitter 20 %)
-    assert all(b > a * 1.2 for a, b in zip(delays, delays[1:], strict=False))
+    assert all(b > a * 1.2 for a, b in itertools.pairwise(delays))
     assert len(delays) <= 6  # one request at a time: no pile-up across 4 checks
     assert mine(lab, "node2") == held_elsewhere  # nothing else dropped
 

@@ -267,6 +267,7 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
         "retry:",
         "  initial: 0.2",
         "  max: 5.0",
+        f"hook_dir: {d}/hooks",
         f"log_file: {d}/watchdog.log",
         "",
     ])

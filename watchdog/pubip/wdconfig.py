@@ -65,6 +65,7 @@ class Config:
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     log_file: str | None = None
+    hook_dir: str | None = None
 
 
 # key: (type, required)
@@ -73,7 +74,7 @@ TOP = {
     "netlink": (bool, False), "debounce": (float, False), "fast_retake": (bool, False),
     "announce_count": (int, False), "announce_interval": (float, False), "backend": (str, False),
     "listener": (dict, False), "awx": (dict, False), "retry": (dict, False), "heartbeat_interval": (float, False),
-    "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False),
+    "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
 }
 LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False)}
 AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
@@ -148,7 +149,7 @@ def load(path: str = DEFAULT_PATH) -> Config:
     top = _check("", data, TOP, where)
     cfg = Config(node=top["node"])
     for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "announce_count",
-                "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend"):
+                "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)

@@ -127,7 +127,8 @@ class Watchdog:
                     return
                 by_ip = {e["ip"]: e for e in record["public_ips"]}
                 specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in wanted])
-                settings = _host.Settings(node=self.cfg.node, announce_count=self.cfg.announce_count,
+                settings = _host.Settings(node=self.cfg.node, hook_dir=self.cfg.hook_dir,
+                                          announce_count=self.cfg.announce_count,
                                           announce_interval=self.cfg.announce_interval,
                                           record_path=self.cfg.record_path, lock_path=self.cfg.lock_path)
                 ifaces = self.nl.interfaces()
