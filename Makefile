@@ -9,10 +9,10 @@ LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo test test-unit test-integration lint sanity bench bench-plan bench-takeover build clean
+.PHONY: help deps venv demo test test-unit lint sanity bench bench-plan bench-takeover bench-watchdog build clean
 
 help:
-	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | build | clean"
+	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | bench-watchdog | build | clean"
 
 # System packages a fresh Debian 12 lacks (idempotent, quiet when present).
 deps:
@@ -57,13 +57,16 @@ sanity: venv
 	for p in $$(cd $(COLL)/plugins/modules && ls *.py | sed 's/\.py$$//'); do \
 	  $(BIN)/ansible-doc -t module pubip.cluster.$$p >/dev/null || exit 1; done
 
-bench: bench-plan
+bench: bench-plan bench-takeover bench-watchdog
 
 bench-plan: venv
 	$(PY) tests/bench/bench_plan.py
 
 bench-takeover: venv
 	$(PY) tests/bench/bench_takeover.py
+
+bench-watchdog: venv
+	$(PY) tests/bench/bench_watchdog.py
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path dist $(COLL)

@@ -83,3 +83,20 @@ def test_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path, capsys: pytest.
     code = wddaemon.main(["--config", write(tmp_path, "node: n1\nbogus: 1\n")])
     assert code == wddaemon.EXIT_ERROR
     assert "unknown key 'bogus' (line 2)" in capsys.readouterr().err
+
+
+def test_metrics_exporter_serves_the_counters() -> None:
+    import socket
+    import urllib.request
+
+    from pubip import wddaemon
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics = wddaemon.Metrics(port, "127.0.0.1")
+    metrics.checks.labels("netlink").inc()
+    metrics.findings.labels("missing").inc(2)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'pubip_watchdog_checks_total{trigger="netlink"} 1.0' in text
+    assert 'pubip_watchdog_findings_total{rule="missing"} 2.0' in text

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
 
 from . import auth
 from .wdconfig import AwxBackend, Config, ListenerBackend
@@ -29,6 +29,10 @@ class RequestFailed(Exception):
 
 def _http(method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float,
           context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    # Imported on the first request: an idle watchdog never pays for urllib and OpenSSL.
+    import urllib.error
+    import urllib.request
+
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
@@ -51,7 +55,11 @@ def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any]) 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
     api = backend.url + "/" + backend.api_prefix.strip("/") + "/"
     headers = {"Authorization": f"Bearer {backend.token}", "Content-Type": "application/json"}
-    context = None if backend.verify_tls else ssl._create_unverified_context()
+    context = None
+    if not backend.verify_tls:
+        import ssl
+
+        context = ssl._create_unverified_context()
     jobs = f"{api}job_templates/{backend.job_template}/jobs/?status__in=pending,waiting,running&page_size=1"
     _status, answer = _http("GET", jobs, None, headers, backend.timeout, context)
     if answer and answer.get("count", 0) > 0:

@@ -24,16 +24,44 @@ from ._collection import host as _host
 from ._collection import locking as _locking
 from ._collection import netlink as _netlink
 from ._collection import record as _record
+from ._collection import rtdump as _rtdump
 from .requester import Requester
 from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
 
 log = logging.getLogger("pubip.watchdog")
 EXIT_CLEAN, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+
+
+class _Value:
+    """Stands in for a prometheus_client metric when the exporter is off (it is not even imported)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.children: dict[str, _Value] = {}
+
+    def labels(self, *values: str) -> _Value:
+        return self.children.setdefault("/".join(values), _Value())
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
 
 
 class Metrics:
+    checks: Any
+    findings: Any
+    skips: Any
+    requests: Any
+    fast_retakes: Any
+    duration: Any
+
     def __init__(self, port: int, address: str):
+        if not port:
+            self.checks, self.findings, self.skips, self.requests = _Value(), _Value(), _Value(), _Value()
+            self.fast_retakes, self.duration = _Value(), _Value()
+            return
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         self.registry = CollectorRegistry()
@@ -94,6 +122,8 @@ class Watchdog:
             # A finding is logged when it appears; while it lasts, only at debug level.
             log.log(logging.DEBUG if f.message in self.last_findings else logging.WARNING, "%s", f.message)
         self.last_findings = seen
+        if not result.findings and not result.skipped:
+            self.last_request = None  # clean again: the next finding is asked for at once
         if result.findings:
             if self.cfg.fast_retake and result.fast_retake and first is not None:
                 self._fast_retake(first, result.fast_retake)
@@ -154,16 +184,12 @@ class Watchdog:
             log.debug("wake ignored: %s", exc)
 
     def monitor(self, scheduler: Any) -> None:
-        from pyroute2 import IPRoute
-
-        # Created and read in this thread, never select()ed (pyroute2 0.9 loses events otherwise).
-        ipr = IPRoute()
-        ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        # A plain rtnetlink subscription (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR): the
+        # same groups pyroute2 binds, without its 16 MB of imports in a daemon that must stay small.
+        sock = _rtdump.subscribe()
         while True:
-            for msg in ipr.get():
-                if msg.get("event") in ("RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWLINK", "RTM_DELLINK"):
-                    self.wake(scheduler)
-                    break
+            if _rtdump.wait_event(sock):
+                self.wake(scheduler)
 
     def run_forever(self) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler

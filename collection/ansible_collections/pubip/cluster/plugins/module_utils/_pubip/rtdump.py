@@ -21,6 +21,9 @@ NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+RTM_DELLINK, RTM_DELADDR = 17, 21
+EVENTS = (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR)
 _HDR = struct.Struct("=IHHII")
 
 
@@ -83,3 +86,34 @@ def read_links_and_addresses():
                 continue
             addrs.append((index, family, socket.inet_ntop(family, raw), prefixlen, scope))
     return links, addrs
+
+
+def subscribe():
+    """A netlink socket that receives link and address events (IPv4 and IPv6)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+    return sock
+
+
+def wait_event(sock):
+    """Block until a datagram with a link or address event arrives; its event types.
+
+    An overflow (ENOBUFS: events were dropped) counts as an event too: something changed.
+    """
+    try:
+        data = sock.recv(1 << 16)
+    except OSError as exc:
+        if exc.errno == 105:  # ENOBUFS
+            return [RTM_NEWLINK]
+        raise
+    kinds = []
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, kind = _HDR.unpack_from(data, offset)[:2]
+        if length < _HDR.size:
+            break
+        if kind in EVENTS:
+            kinds.append(kind)
+        offset += (length + 3) & ~3
+    return kinds
