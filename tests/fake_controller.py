@@ -48,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
         if ARGS.mode == "listener":
             secrets = json.loads(Path(ARGS.secrets).read_text())
             node = self.headers.get(auth.NODE_HEADER, "")
-            ok = node in secrets and auth.verify(secrets[node], dict(self.headers.items()), body)
+            ok = node in secrets and auth.verify(secrets[node], dict(self.headers.items()), body, self.path)
             record({"t": t, "path": self.path, "node": node, "verified": ok, "body": json.loads(body or b"{}")})
             if not ok:
                 return self.answer(401, {"error": "bad signature"})

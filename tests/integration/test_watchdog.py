@@ -51,7 +51,7 @@ class Controller:
 
 @pytest.fixture
 def lab(lab_factory) -> Iterator[labkit.LabHandle]:  # type: ignore[no-untyped-def]
-    yield lab_factory("--nodes", "2", "--vips", "4")
+    yield lab_factory("--nodes", "2", "--vips", "4", "--no-listener")
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_controller_unreachable_backs_off_one_request_in_flight(lab) -> None:  #
 
 
 def test_fast_retake_puts_the_ip_back_at_once(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    handle = lab_factory("--nodes", "2", "--vips", "4", "--fast-retake")
+    handle = lab_factory("--nodes", "2", "--vips", "4", "--fast-retake", "--no-listener")
     ctl = Controller(handle)
     try:
         lost = mine(handle, "node1")

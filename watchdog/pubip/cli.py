@@ -20,6 +20,9 @@ def _lab_up(args: argparse.Namespace) -> int:
         if code != 0:
             print(f"pubip: the first takeover run failed ({code}); the lab stays up", file=sys.stderr)
     if not args.no_watchdog:
+        if not args.no_listener:
+            lab.start_listener(info)
+            print(f"lab {args.name}: listener on {lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}", flush=True)
         for h in info["hosts"]:
             lab.start_watchdog(info, h["name"])
         lab.save(info)
@@ -63,6 +66,18 @@ def _lab_exec(args: argparse.Namespace) -> int:
     return lab.exec_in_controller(args.name, cmd)
 
 
+def _listen(args: argparse.Namespace) -> int:
+    from . import listener
+
+    return listener.main(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import status
+
+    return status.main(args)
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import plan
 
@@ -78,6 +93,23 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--explain", action="store_true", help="also print the moves, unassigned IPs and log lines")
     pl.set_defaults(func=_plan)
 
+    ls = sub.add_parser("listen", help="the listener: coalesced takeover runs on request, node liveness")
+    ls.add_argument("--inventory", required=True)
+    ls.add_argument("--secrets", required=True, help="JSON file: node name -> secret (mode 0600)")
+    ls.add_argument("--state-dir", default="/var/lib/pubip/listener")
+    ls.add_argument("--bind", default="0.0.0.0")
+    ls.add_argument("--port", type=int, default=8750)
+    ls.add_argument("--dead-after", type=float, default=1.5, help="seconds without heartbeat before a node is dead")
+    ls.add_argument("--log-file")
+    ls.set_defaults(func=_listen)
+
+    stp = sub.add_parser("status", help="public IPs and holders, nodes and liveness, the last takeover runs")
+    where = stp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
+    where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")
+    stp.add_argument("--json", action="store_true")
+    stp.set_defaults(func=_status)
+
     lp = sub.add_parser("lab", help="a local lab of network-namespace hosts with real sshd")
     lsub = lp.add_subparsers(dest="lab_command", required=True)
     up = lsub.add_parser("up", help="create a lab; prints the path of lab.json last")
@@ -88,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--eth1", action="store_true", help="give every host a second interface on a second bridge")
     up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
     up.add_argument("--no-takeover", action="store_true", help="do not run the first takeover run")
+    up.add_argument("--no-listener", action="store_true", help="start the watchdogs but not the listener")
     up.add_argument("--fast-retake", action="store_true", help="run the watchdogs with the fast path on")
     up.set_defaults(func=_lab_up)
     down = lsub.add_parser("down", help="remove a lab: namespaces, processes, keys, files")

@@ -285,6 +285,39 @@ def start_watchdog(info: dict[str, Any], host: str) -> int:
     return proc.pid
 
 
+def start_listener(info: dict[str, Any]) -> int:
+    """Start the listener in the controller namespace, on the lab's inventory and secrets."""
+    d = Path(info["dir"])
+    log = open(d / "listener.out", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-m", "pubip.cli",
+                             "listen", "--inventory", info["inventory"], "--secrets", str(d / "listener-secrets.json"),
+                             "--state-dir", str(d / "listener"), "--bind", CONTROLLER_ADDR,
+                             "--port", str(LISTENER_PORT), "--log-file", str(d / "listener.log")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    info["listener_pid"] = proc.pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # ready when the port answers
+        probe = subprocess.run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
+                                f"import socket; socket.create_connection(('{CONTROLLER_ADDR}', {LISTENER_PORT}), 1)"],
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            return proc.pid
+        time.sleep(0.1)
+    raise LabError(f"the listener did not start: see {d / 'listener.out'}")
+
+
+def stop_listener(info: dict[str, Any]) -> None:
+    pid = info.get("listener_pid")
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 3
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        info["listener_pid"] = None
+
+
 def stop_watchdog(info: dict[str, Any], host: str) -> None:
     h = _host(info, host)
     pid = h.get("watchdog_pid")

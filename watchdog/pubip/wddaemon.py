@@ -90,6 +90,7 @@ class Watchdog:
         self.last_request_at = 0.0
         self.trigger = "interval"
         self.nl = _netlink.Netlink()
+        self.stopped = threading.Event()
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
@@ -191,6 +192,24 @@ class Watchdog:
             if _rtdump.wait_event(sock):
                 self.wake(scheduler)
 
+    def heartbeats(self) -> None:
+        """Tell the listener this node is alive, every heartbeat_interval (its own thread)."""
+        from .requester import RequestFailed, listener_send
+
+        assert self.cfg.listener is not None
+        failing = False
+        while not self.stopped.is_set():
+            try:
+                listener_send(self.cfg.listener, self.cfg.node, {"node": self.cfg.node}, "/v1/heartbeat")
+                if failing:
+                    log.info("Heartbeats reach the listener again")
+                failing = False
+            except RequestFailed as exc:
+                if not failing:
+                    log.warning("Heartbeat failed: %s", exc)
+                failing = True
+            self.stopped.wait(self.cfg.heartbeat_interval)
+
     def run_forever(self) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -201,6 +220,7 @@ class Watchdog:
 
         def stop(signum: int, _frame: Any) -> None:
             log.info("Watchdog stopping (signal %d)", signum)
+            self.stopped.set()
             self.requester.stop()
             scheduler.shutdown(wait=False)
 
@@ -208,6 +228,8 @@ class Watchdog:
         signal.signal(signal.SIGINT, stop)
         if self.cfg.netlink:
             threading.Thread(target=self.monitor, args=(scheduler,), name="pubip-netlink", daemon=True).start()
+        if self.cfg.backend == "listener" and self.cfg.listener is not None:
+            threading.Thread(target=self.heartbeats, name="pubip-heartbeat", daemon=True).start()
         log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s",
                  self.cfg.node, self.cfg.interval, "on" if self.cfg.netlink else "off",
                  "on" if self.cfg.fast_retake else "off", self.cfg.backend)

@@ -109,6 +109,9 @@ class ActionModule(ActionBase):
     # --- phases ---------------------------------------------------------------
     def _gather(self, args, host, task_vars):
         _nodes, ips, _options = self._cluster(args, task_vars)
+        if host in (task_vars.get("pubip_dead_nodes") or []):
+            # The listener saw this node's heartbeats stop: do not wait on SSH to a dead host.
+            return {"changed": False, "skipped": True, "skip_reason": "%s is dead (no heartbeats)" % host}
         addresses = [{"ip": ip["ip"], "interfaces": ip["interfaces"]} for ip in ips]
         res = self._call(task_vars, state="query", addresses=addresses)
         if res.get("failed"):

@@ -17,7 +17,8 @@ description:
     M(pubip.cluster.takeover) (and C(playbooks/takeover_run.yml)) runs in order. Each phase finishes on every
     node before the next starts (linear strategy), so every node releases before any node takes over.
   - V(gather) queries every node with M(pubip.cluster.public_ip) (C(state=query)); register its result as
-    C(takeover_gather). A node that is unreachable (use C(ignore_unreachable)) or fails is DISCONNECTED.
+    C(takeover_gather). A node that is unreachable (use C(ignore_unreachable)) or fails is DISCONNECTED, and so
+    is a node named in the extra var C(pubip_dead_nodes) (the listener's liveness), which is not even contacted.
   - V(plan) (C(run_once)) validates the inventory and computes the assignment once with the allocation engine
     (CTDB's lcp2, det or nondet); the plan becomes the fact C(pubip_plan) on every node. Any inventory error stops
     the run here, before any node changes. In check and diff mode it shows the holders before and after.

@@ -1,0 +1,150 @@
+"""The whole loop in a lab: watchdogs -> listener -> ansible-runner takeover runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubip import lab as labmod
+from tests import labkit
+
+pytestmark = pytest.mark.lab
+CLIENT = str(labkit.ROOT / "tests/listener_client.py")
+URL = f"http://{labmod.CONTROLLER_ADDR}:{labmod.LISTENER_PORT}/v1/takeover-run"
+
+
+@pytest.fixture
+def lab(lab_factory) -> Iterator[labkit.LabHandle]:  # type: ignore[no-untyped-def]
+    yield lab_factory("--nodes", "3", "--vips", "6")
+
+
+def status(lab: labkit.LabHandle) -> dict[str, Any]:
+    out = lab.in_controller(sys.executable, "-c", "import urllib.request,sys; sys.stdout.write(urllib.request."
+                            f"urlopen('http://{labmod.CONTROLLER_ADDR}:{labmod.LISTENER_PORT}/v1/status', "
+                            "timeout=5).read().decode())", check=True)
+    return json.loads(out.stdout)
+
+
+def client(lab: labkit.LabHandle, mode: str, n: int) -> list[dict[str, Any]]:
+    out = lab.in_controller(sys.executable, CLIENT, URL, str(lab.dir / "listener-secrets.json"), mode, str(n),
+                            check=True, timeout=300)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def wait_idle(lab: labkit.LabHandle, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status(lab)
+        if st["pending_requests"] == 0 and st["running"] is None:
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"listener still busy: {status(lab)}")
+
+
+def wait_until(predicate: Any, timeout: float, lab: labkit.LabHandle | None = None) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    log = (lab.dir / "listener.log").read_text()[-3000:] if lab else ""
+    raise AssertionError(f"condition not met in time\n{log}")
+
+
+def test_seed_scenario_network_restart_and_the_ip_comes_back(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    mine = sorted(ip for ip, hs in lab.holders().items() if hs == ["node1"])
+    with labkit.Sampler(lab) as sampler:
+        h = lab.hosts[0]
+        subprocess.run(["ip", "-n", h["netns"], "addr", "flush", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", h["netns"], "addr", "add", f"{h['address']}/24", "dev", "eth0"], check=True)
+        took = wait_until(lambda: sorted(ip for ip, hs in lab.holders().items() if hs == ["node1"]) == mine, 60)
+        st = wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert st["runs"][0]["success"] is True
+    log = (lab.dir / "listener.log").read_text()
+    assert "Takeover run requested by node1" in log
+    assert re.search(r"Takeover run \d+: Release public IPs", log)
+    print(f"restored in {took:.2f}s")
+
+
+def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    with labkit.Sampler(lab) as sampler:
+        lab.cut("node3")  # its watchdog dies with it: heartbeats stop
+        took = wait_until(lambda: lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}, 60, lab)
+        st = wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert st["nodes"]["node3"]["alive"] is False
+    assert st["runs"][0]["dead"] == ["node3"] and st["runs"][0]["success"] is True
+    assert "Node node3 is dead (no heartbeat for" in (lab.dir / "listener.log").read_text()
+    print(f"moved in {took:.2f}s")
+
+
+def test_a_hundred_requests_make_at_most_two_runs_and_forgeries_none(lab: labkit.LabHandle) -> None:
+    before = len(wait_idle(lab)["runs"])
+    codes = client(lab, "burst", 100)[0]["codes"]
+    assert codes == [202] * 100
+    after_burst = wait_idle(lab)
+    assert 1 <= len(after_burst["runs"]) - before <= 2
+    first, *rest = client(lab, "forged", 100)
+    assert first == {"original": 200}
+    base = len(wait_idle(lab)["runs"])
+    time.sleep(1.5)
+    forged = rest[0]["codes"]
+    assert all(code in (401, 403, 413) for code in forged) and len(forged) == 100
+    assert len(wait_idle(lab)["runs"]) == base  # not one more run
+    log = (lab.dir / "listener.log").read_text()
+    for reason in ("bad signature", "unknown node 'intruder'", "replayed nonce", "clock skew", "exceeds"):
+        assert reason in log
+
+
+def test_listener_killed_mid_run_redoes_the_run(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    lab.set_host_var("node2", "pubip_state", "disabled")  # a run that moves IPs
+    with labkit.Sampler(lab) as sampler:
+        body = client  # keep the helper referenced
+        del body
+        proc = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, CLIENT, URL,
+                                 str(lab.dir / "listener-secrets.json"), "burst", "1"], env=lab.env(),
+                                stdout=subprocess.PIPE, text=True)
+        proc.wait(timeout=30)
+        wait_until(lambda: status(lab)["running"] is not None, 30)
+        time.sleep(0.3)
+        labmod.stop_listener(lab.info)  # SIGKILL mid-run
+        labmod.start_listener(lab.info)
+        wait_until(lambda: lab.count_by_host()["node2"] == 0, 90)
+        st = wait_idle(lab, 90)
+    assert sampler.double_holdings() == []
+    assert any(r["success"] is False and "listener stopped" in r["detail"] for r in st["runs"])
+    assert st["runs"][0]["success"] is True
+    assert "was cut short by a listener restart: redoing it" in (lab.dir / "listener.log").read_text()
+
+
+def test_status_command(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    out = labkit.pubip("status", "--lab", lab.name).stdout
+    assert "node1" in out and "198.51.100.1/24" in out and "alive" in out
+    data = json.loads(labkit.pubip("status", "--lab", lab.name, "--json").stdout)
+    assert sorted(data["nodes"]) == ["node1", "node2", "node3"]
+    assert sum(1 for ip in data["public_ips"] if ip["node"]) == 6
+
+
+def test_watchdog_sigterm_shuts_down_cleanly(lab: labkit.LabHandle) -> None:
+    pid = lab.info["hosts"][0]["watchdog_pid"]
+    log = Path(lab.hosts[0]["dir"]) / "watchdog.log"
+    wait_until(lambda: log.exists() and "Watchdog started" in log.read_text(), 30)
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+               .split(") ")[1][:1], 10)
+    assert f"Watchdog stopping (signal {signal.SIGTERM.value})" in (
+        Path(lab.hosts[0]["dir"]) / "watchdog.log").read_text()

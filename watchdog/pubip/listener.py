@@ -1,0 +1,343 @@
+"""`pubip listen`: the controller side of CTDB's recovery master.
+
+Watchdogs ask for takeover runs (authenticated: per-node secret, HMAC over
+node, timestamp, nonce and body); requests are queued and coalesced - however
+many arrive during a run, at most one more run follows - and each caller can
+learn the result of the run that covered its request. One takeover run at a
+time, through ansible-runner; a failed run is retried with backoff until one
+succeeds (CTDB's need_takeover_run). Heartbeats give node liveness: a node
+silent for `dead_after` is dead, and a run treats it as DISCONNECTED.
+State (requests, runs, liveness) lives in sqlite and survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from . import _collection, auth
+from .store import Store
+
+log = logging.getLogger("pubip.listener")
+
+
+class Rejected(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Listener:
+    def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, dead_after: float = 1.5,
+                 window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 30.0,
+                 playbook: str | None = None, ssh_timeout: int = 2):
+        self.inventory = inventory
+        self.secrets = secrets
+        self.state_dir = Path(state_dir)
+        (self.state_dir / "runner").mkdir(parents=True, exist_ok=True)
+        self.store = Store(str(self.state_dir / "listener.sqlite"))
+        self.dead_after = dead_after
+        self.window = window
+        self.max_body = max_body
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.playbook = playbook or str(_collection.PLAYBOOKS / "takeover_run.yml")
+        self.ssh_timeout = ssh_timeout
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.running_run: int | None = None
+        self.rejections: dict[str, int] = {}
+        self.accepted = 0
+        self.last_seen: dict[str, float] = {}
+        try:
+            self.assignment: dict[str, Any] = json.loads((self.state_dir / "assignment.json").read_text())
+        except (OSError, ValueError):
+            self.assignment = {}
+        self.alive: dict[str, bool] = {n: v["alive"] for n, v in self.store.nodes().items() if n in secrets}
+        for run_id in self.store.unfinished_runs():
+            log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
+            self.store.abandon(run_id)
+            self.store.add_request("listener", f"redo of run {run_id}")
+        # Like a new CTDB recovery master: start with a takeover run, to know (and enforce) the assignment.
+        self.store.add_request("listener", "listener started")
+
+    # --- authentication -----------------------------------------------------------
+    def authenticate(self, headers: dict[str, str], body: bytes, path: str) -> str:
+        node = headers.get(auth.NODE_HEADER, "")
+        if node not in self.secrets:
+            raise Rejected(403, f"unknown node {node!r}")
+        try:
+            stamp = float(headers.get(auth.TIME_HEADER, ""))
+        except ValueError:
+            raise Rejected(401, "missing or malformed timestamp") from None
+        if abs(time.time() - stamp) > self.window:
+            raise Rejected(401, f"clock skew {time.time() - stamp:+.1f}s beyond the {self.window:.0f}s window")
+        if not auth.verify(self.secrets[node], headers, body, path):
+            raise Rejected(401, f"bad signature for node {node}")
+        if not self.store.use_nonce(headers.get(auth.NONCE_HEADER, ""), self.window):
+            raise Rejected(401, f"replayed nonce from node {node}")
+        return node
+
+    def reject(self, peer: str, exc: Rejected) -> None:
+        self.rejections[exc.reason.split(" ")[0]] = self.rejections.get(exc.reason.split(" ")[0], 0) + 1
+        log.warning("Rejected request from %s: %s", peer, exc.reason)
+
+    # --- requests ---------------------------------------------------------------------
+    def takeover_request(self, node: str, payload: dict[str, Any]) -> int:
+        reason = str(payload.get("reason", ""))[:500]
+        request_id = self.store.add_request(node, reason)
+        self.accepted += 1
+        log.info("Takeover run requested by %s (request %d): %s", node, request_id, reason or "no reason given")
+        self.wake.set()
+        return request_id
+
+    def heartbeat(self, node: str) -> None:
+        self.last_seen[node] = time.monotonic()
+        self.store.heartbeat(node)
+        if not self.alive.get(node, True):
+            self.alive[node] = True
+            self.store.set_alive(node, True)
+            log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
+            self.store.add_request("listener", f"node {node} is back")
+            self.wake.set()
+        self.alive.setdefault(node, True)
+
+    def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.store.request(request_id) or {}
+            if state.get("done") or time.monotonic() >= deadline:
+                return state
+            time.sleep(0.05)
+
+    # --- liveness -------------------------------------------------------------------------
+    def watch_liveness(self) -> None:
+        # Watchdogs get a grace period after the listener starts to send their first heartbeat.
+        start = time.monotonic() + max(5.0, self.dead_after) - self.dead_after
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            for node in self.secrets:
+                seen = self.last_seen.get(node, start)
+                if self.alive.get(node, True) and now - seen > self.dead_after:
+                    self.alive[node] = False
+                    self.store.set_alive(node, False)
+                    log.warning("Node %s is dead (no heartbeat for %.1fs): takeover run without it", node, now - seen)
+                    self.store.add_request("listener", f"node {node} is dead")
+                    self.wake.set()
+            self.stopping.wait(0.05)
+
+    def dead_nodes(self) -> list[str]:
+        return sorted(n for n, ok in self.alive.items() if not ok)
+
+    # --- runs ---------------------------------------------------------------------------------
+    def work(self) -> None:
+        delay = self.retry_initial
+        while not self.stopping.is_set():
+            pending = self.store.pending()
+            if not pending:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            dead = self.dead_nodes()
+            run_id = self.store.start_run(dead)
+            self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
+            self.running_run = run_id
+            try:
+                ok, generation, detail = self.run_playbook(run_id, dead)
+            except Exception as exc:  # a broken run must not stop the queue
+                log.exception("Takeover run %d could not run", run_id)
+                ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
+            self.running_run = None
+            self.store.finish_run(run_id, ok, generation, detail)
+            if ok:
+                delay = self.retry_initial
+                continue
+            self.store.uncover(run_id)
+            log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    def run_playbook(self, run_id: int, dead: list[str]) -> tuple[bool, int | None, str]:
+        import ansible_runner
+
+        started = time.monotonic()
+        found: dict[str, Any] = {"generation": None, "failures": []}
+
+        def on_event(event: dict[str, Any]) -> bool:
+            data = event.get("event_data") or {}
+            kind = event.get("event")
+            if kind == "playbook_on_task_start":
+                task = data.get("task", "").split(" : ")[-1]
+                if task != found.get("task"):  # one progress line per phase
+                    log.info("Takeover run %d: %s", run_id, task)
+                found["task"] = task
+            elif kind == "runner_on_ok":
+                res = data.get("res") or {}
+                if "generation" in res:
+                    found["generation"] = res["generation"]
+                plan = (res.get("ansible_facts") or {}).get("pubip_plan")
+                if plan:
+                    if found["generation"] is None:
+                        found["generation"] = plan.get("generation")
+                    found["plan"] = plan
+            elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+                res = data.get("res") or {}
+                found["failures"].append(f"{data.get('host')}: {res.get('msg', kind)}")
+            return True
+
+        log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
+        bin_dir = str(Path(sys.executable).parent)
+        envvars = {
+            "ANSIBLE_CONFIG": str(_collection.ANSIBLE_CFG),
+            "ANSIBLE_COLLECTIONS_PATH": str(_collection.COLLECTIONS),
+            "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        runner = ansible_runner.run(
+            private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
+            extravars={"pubip_dead_nodes": dead}, envvars=envvars, quiet=True, event_handler=on_event,
+            cancel_callback=lambda: self.stopping.is_set(), ident=f"run{run_id}-{int(time.time())}",
+            rotate_artifacts=10)
+        ok = runner.status == "successful" and runner.rc == 0
+        if ok and found.get("plan"):
+            plan = found["plan"]
+            self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
+                               "nodes": (plan.get("record") or {}).get("nodes")}
+            (self.state_dir / "assignment.json").write_text(json.dumps(self.assignment))
+        took = time.monotonic() - started
+        detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
+        log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED", took,
+                 found["generation"])
+        return ok, found["generation"], detail if not ok else ""
+
+    # --- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        nodes = {}
+        known = self.assignment.get("nodes") or {}
+        for node in sorted(self.secrets):
+            seen = self.last_seen.get(node)
+            nodes[node] = {"alive": self.alive.get(node, True), "pnn": (known.get(node) or {}).get("pnn"),
+                           "state": (known.get(node) or {}).get("state"),
+                           "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None}
+        public = [{"ip": ip, "node": node} for ip, node in (self.assignment.get("assignment") or {}).items()]
+        return {"nodes": nodes, "generation": self.assignment.get("generation"), "public_ips": public, "pending_requests": len(self.store.pending()), "running": self.running_run,
+                "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections}
+
+    def metrics(self) -> str:
+        st = self.status()
+        lines = [
+            "# TYPE pubip_listener_requests_accepted_total counter",
+            f"pubip_listener_requests_accepted_total {self.accepted}",
+            "# TYPE pubip_listener_rejections_total counter",
+            *[f'pubip_listener_rejections_total{{reason="{k}"}} {v}' for k, v in sorted(self.rejections.items())],
+            "# TYPE pubip_listener_runs_total counter",
+            f"pubip_listener_runs_total {self.store.count_runs()}",
+            "# TYPE pubip_listener_nodes_alive gauge",
+            f"pubip_listener_nodes_alive {sum(1 for n in st['nodes'].values() if n['alive'])}",
+            "# TYPE pubip_listener_pending_requests gauge",
+            f"pubip_listener_pending_requests {st['pending_requests']}",
+        ]
+        last = next((r for r in st["runs"] if r["duration"] is not None), None)
+        if last:
+            lines += ["# TYPE pubip_listener_last_run_seconds gauge",
+                      f"pubip_listener_last_run_seconds {last['duration']:.3f}"]
+        return "\n".join(lines) + "\n"
+
+    # --- serving ---------------------------------------------------------------------------
+    def serve(self, bind: str, port: int) -> None:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def send(self, code: int, body: Any, ctype: str = "application/json") -> None:
+                raw = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                path = urlparse(self.path).path
+                if path == "/v1/status":
+                    return self.send(200, listener.status())
+                if path == "/metrics":
+                    return self.send(200, listener.metrics(), "text/plain; version=0.0.4")
+                return self.send(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                url = urlparse(self.path)
+                peer = self.client_address[0]
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if length > listener.max_body:
+                        raise Rejected(413, f"body of {length} bytes exceeds {listener.max_body}")
+                    body = self.rfile.read(length)
+                    if url.path not in ("/v1/takeover-run", "/v1/heartbeat"):
+                        return self.send(404, {"error": "not found"})
+                    node = listener.authenticate(dict(self.headers.items()), body, url.path)
+                    payload = json.loads(body or b"{}")
+                    if not isinstance(payload, dict):
+                        raise Rejected(400, "body is not a JSON object")
+                except Rejected as exc:
+                    listener.reject(peer, exc)
+                    return self.send(exc.code, {"error": exc.reason})
+                except (ValueError, json.JSONDecodeError):
+                    listener.reject(peer, Rejected(400, "malformed request"))
+                    return self.send(400, {"error": "malformed request"})
+                if url.path == "/v1/heartbeat":
+                    listener.heartbeat(node)
+                    return self.send(200, {"ok": True})
+                listener.heartbeat(node)
+                request_id = listener.takeover_request(node, payload)
+                wait = float((parse_qs(url.query).get("wait") or ["0"])[0])
+                if wait > 0:
+                    return self.send(200, listener.wait_for(request_id, min(wait, 600.0)))
+                return self.send(202, {"request": request_id, "queued": True})
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256  # a whole cluster's watchdogs may call at once
+
+        server = Server((bind, port), Handler)
+        threading.Thread(target=self.work, name="pubip-runs", daemon=True).start()
+        threading.Thread(target=self.watch_liveness, name="pubip-liveness", daemon=True).start()
+        log.info("Listener on %s:%d for %d nodes; inventory %s", bind, port, len(self.secrets), self.inventory)
+        try:
+            server.serve_forever(poll_interval=0.2)
+        finally:
+            self.stopping.set()
+            server.server_close()
+
+
+def main(args: Any) -> int:
+    import signal
+
+    handler: logging.Handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s pubip-listener[%(process)d]: %(levelname)s %(message)s"))
+    logging.getLogger("pubip").addHandler(handler)
+    logging.getLogger("pubip").setLevel(logging.INFO)
+    secrets = json.loads(Path(args.secrets).read_text())
+    listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        listener.serve(args.bind, args.port)
+    except KeyboardInterrupt:
+        log.info("Listener stopping")
+    return 0

@@ -1,0 +1,64 @@
+"""`pubip status`: CTDB's `ctdb ip`, `ctdb status` and `ctdb uptime` in one view, from the listener."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from .errors import PubipError
+from .table import render
+
+
+def fetch(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+    except OSError as exc:
+        raise PubipError(f"cannot reach the listener at {url}: {exc}") from None
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def render_status(st: dict[str, Any]) -> str:
+    out = [render(["Node", "PNN", "State", "Liveness", "Last heartbeat"],
+                  [[n, v.get("pnn") if v.get("pnn") is not None else "-", v.get("state") or "-",
+                    "alive" if v["alive"] else "DEAD",
+                    f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never"]
+                   for n, v in st["nodes"].items()]), ""]
+    out.append(render(["Public IP", "Node"], [[e["ip"], e["node"] or "-1 (unassigned)"]
+                                              for e in st.get("public_ips") or []]))
+    out.append("")
+    runs = st.get("runs") or []
+    out.append(f"Generation {st.get('generation')}; pending requests {st['pending_requests']}; "
+               f"{'run ' + str(st['running']) + ' in progress' if st.get('running') else 'no run in progress'}")
+    if runs:
+        out.append(render(["Run", "Started", "Finished", "Duration", "Result", "Dead nodes"],
+                          [[r["run"], _when(r["started"]), _when(r["finished"]),
+                            f"{r['duration']:.2f}s" if r["duration"] is not None else "-",
+                            "ok" if r["success"] else ("running" if r["success"] is None else "FAILED"),
+                            ", ".join(r["dead"]) or "-"] for r in runs]))
+    return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.lab:
+        from . import lab
+
+        info = lab.load(args.lab)
+        url = f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}"
+        cmd = [info["python"], "-m", "pubip.cli", "status", "--listener", url] + (["--json"] if args.json else [])
+        return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd])
+    st = fetch(args.listener)
+    if args.json:
+        json.dump(st, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_status(st))
+    return 0
