@@ -9,7 +9,7 @@ LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo test test-unit lint sanity bench bench-plan bench-takeover bench-watchdog build clean
+.PHONY: help deps venv demo test test-unit lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
 
 help:
 	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | bench-watchdog | build | clean"
@@ -27,14 +27,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: deps $(VENV)/.installed
 
-# The lab comes up and runs the main job (playbooks/takeover_run.yml) once;
-# the demo then shows Ansible reaching every host, runs the main job again
-# (a no-op now), and prints the status read from the hosts' kernels.
+# The seed story: the lab comes up and runs the main job (playbooks/takeover_run.yml);
+# Ansible reaches every host; the main job again is a no-op; then node1's network
+# is restarted, its watchdog asks the listener for a takeover run, and the IPs
+# come back - timed; last, the status from the listener and from the kernels.
 demo: venv
 	$(BIN)/pubip lab down --name $(LAB)
 	$(BIN)/pubip lab up --name $(LAB) --nodes $(NODES)
 	$(BIN)/pubip lab exec --name $(LAB) -- ansible pubip_nodes -m ansible.builtin.ping
 	$(BIN)/pubip lab exec --name $(LAB) -- ansible-playbook playbooks/takeover_run.yml
+	$(BIN)/pubip lab restart-network --name $(LAB) --host node1
+	$(BIN)/pubip status --lab $(LAB)
 	$(BIN)/pubip lab status --name $(LAB)
 
 test: venv
@@ -57,13 +60,16 @@ sanity: venv
 	for p in $$(cd $(COLL)/plugins/modules && ls *.py | sed 's/\.py$$//'); do \
 	  $(BIN)/ansible-doc -t module pubip.cluster.$$p >/dev/null || exit 1; done
 
-bench: bench-plan bench-takeover bench-watchdog
+bench: bench-plan bench-takeover bench-watchdog bench-failover
 
 bench-plan: venv
 	$(PY) tests/bench/bench_plan.py
 
 bench-takeover: venv
 	$(PY) tests/bench/bench_takeover.py
+
+bench-failover: venv
+	$(PY) tests/bench/bench_failover.py
 
 bench-watchdog: venv
 	$(PY) tests/bench/bench_watchdog.py

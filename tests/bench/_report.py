@@ -15,6 +15,11 @@ from pubip.table import render
 OUT = Path(__file__).resolve().parents[2] / ".bench"
 
 
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
 def report(name: str, headers: list[str], rows: list[list[Any]], records: list[dict[str, Any]]) -> Path:
     print(render(headers, rows))
     OUT.mkdir(exist_ok=True)

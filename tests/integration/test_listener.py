@@ -145,6 +145,6 @@ def test_watchdog_sigterm_shuts_down_cleanly(lab: labkit.LabHandle) -> None:
     wait_until(lambda: log.exists() and "Watchdog started" in log.read_text(), 30)
     subprocess.run(["kill", "-TERM", str(pid)], check=True)
     wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
-               .split(") ")[1][:1], 10)
+               .split(") ")[1][:1], 30)
     assert f"Watchdog stopping (signal {signal.SIGTERM.value})" in (
         Path(lab.hosts[0]["dir"]) / "watchdog.log").read_text()

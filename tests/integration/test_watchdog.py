@@ -33,7 +33,13 @@ class Controller:
         assert self.proc.stderr is not None and self.proc.stderr.readline().strip() == "ready"
 
     def requests(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+        """Takeover-run requests (and AWX calls); heartbeats left out."""
+        return [r for r in (json.loads(line) for line in self.out.read_text().splitlines() if line.strip())
+                if r.get("path") != "/v1/heartbeat"]
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        return [r for r in (json.loads(line) for line in self.out.read_text().splitlines() if line.strip())
+                if r.get("path") == "/v1/heartbeat"]
 
     def wait(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -83,6 +89,8 @@ def test_network_restart_is_detected_and_a_signed_request_reaches_the_listener(l
     assert len(lost) == 2
     time.sleep(1.2)  # the watchdogs' first checks have run: a clean state asks nothing
     assert controller.requests() == []
+    beats = controller.heartbeats()
+    assert {b["node"] for b in beats} == {"node1", "node2"} and all(b["verified"] for b in beats)
     flushed = network_restart(lab, "node1")
     got = controller.wait(1)
     assert len(got) >= 1, log_of(lab, "node1")
@@ -161,16 +169,22 @@ def test_fast_retake_puts_the_ip_back_at_once(lab_factory) -> None:  # type: ign
         ctl.stop()
 
 
-def test_awx_backend_launches_once_and_coalesces(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    handle = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog")
-    h = handle.hosts[0]
+def awx_config(h: dict[str, Any], token_value: str, extra: list[str]) -> Path:
+    """The lab host's watchdog configuration, with the AWX backend instead of the listener."""
     token = Path(h["dir"]) / "awx-token"
-    token.write_text("s3cret-token\n")
+    token.write_text(token_value + "\n")
     token.chmod(0o600)
     cfg = Path(h["dir"]) / "watchdog-awx.yml"
     cfg.write_text(Path(h["watchdog_config"]).read_text().split("backend:")[0] + "\n".join([
-        "backend: awx", "awx:", "  url: http://192.0.2.254:8052", "  job_template: 7",
-        f"  token_file: {token}", f"log_file: {h['dir']}/watchdog-awx.log", ""]))
+        "backend: awx", "awx:", "  url: http://192.0.2.254:8052", "  job_template: 7", f"  token_file: {token}",
+        *extra, ""]))
+    return cfg
+
+
+def test_awx_backend_launches_once_and_coalesces(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    handle = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog")
+    h = handle.hosts[0]
+    cfg = awx_config(h, "s3cret-token", [f"log_file: {h['dir']}/watchdog-awx.log"])
     awx = Controller(handle, "awx", "--token", "s3cret-token", port=8052)
     try:
         network_restart(handle, "node1")
@@ -194,13 +208,7 @@ def test_awx_backend_launches_once_and_coalesces(lab_factory) -> None:  # type: 
 def test_awx_errors_are_retried_not_fatal(lab_factory) -> None:  # type: ignore[no-untyped-def]
     handle = lab_factory("--nodes", "1", "--vips", "1", "--no-watchdog")
     h = handle.hosts[0]
-    token = Path(h["dir"]) / "awx-token"
-    token.write_text("wrong\n")
-    token.chmod(0o600)
-    cfg = Path(h["dir"]) / "watchdog-awx.yml"
-    cfg.write_text(Path(h["watchdog_config"]).read_text().split("backend:")[0] + "\n".join([
-        "backend: awx", "awx:", "  url: http://192.0.2.254:8052", "  job_template: 7",
-        f"  token_file: {token}", "retry:", "  initial: 0.1", "  max: 0.3", f"log_file: {h['dir']}/wd.log", ""]))
+    cfg = awx_config(h, "wrong", ["retry:", "  initial: 0.1", "  max: 0.3", f"log_file: {h['dir']}/wd.log"])
     awx = Controller(handle, "awx", "--token", "right", port=8052)
     try:
         network_restart(handle, "node1")

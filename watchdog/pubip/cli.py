@@ -78,6 +78,16 @@ def _status(args: argparse.Namespace) -> int:
     return status.main(args)
 
 
+def _lab_restart_network(args: argparse.Namespace) -> int:
+    from . import lab
+
+    info = lab.load(args.name)
+    print(f"{args.host}: networking restart (flush eth0, re-add {args.host}'s own address)", flush=True)
+    ips, took = lab.restart_network(info, args.host, args.timeout)
+    print(f"{args.host}: public IPs {' '.join(ips)} back after {took:.3f}s")
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import plan
 
@@ -131,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--name", default="demo")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_lab_status)
+    rn = lsub.add_parser("restart-network", help="the seed scenario: flush a host's eth0, time until its IPs return")
+    rn.add_argument("--name", default="demo")
+    rn.add_argument("--host", default="node1")
+    rn.add_argument("--timeout", type=float, default=60.0)
+    rn.set_defaults(func=_lab_restart_network)
     ex = lsub.add_parser("exec", help="run a command in the controller namespace, with the lab inventory")
     ex.add_argument("--name", default="demo")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)

@@ -307,27 +307,25 @@ def start_listener(info: dict[str, Any]) -> int:
     raise LabError(f"the listener did not start: see {d / 'listener.out'}")
 
 
-def stop_listener(info: dict[str, Any]) -> None:
-    pid = info.get("listener_pid")
+def _stop(owner: dict[str, Any], key: str, sig: int) -> None:
+    """Signal the process whose pid OWNER[KEY] holds and wait (3 s at most) until it is gone."""
+    pid = owner.get(key)
     if pid:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         deadline = time.monotonic() + 3
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        info["listener_pid"] = None
+        owner[key] = None
+
+
+def stop_listener(info: dict[str, Any]) -> None:
+    """SIGKILL: the listener dies as a crash would (tests check that it recovers)."""
+    _stop(info, "listener_pid", signal.SIGKILL)
 
 
 def stop_watchdog(info: dict[str, Any], host: str) -> None:
-    h = _host(info, host)
-    pid = h.get("watchdog_pid")
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        h["watchdog_pid"] = None
+    _stop(_host(info, host), "watchdog_pid", signal.SIGTERM)
 
 
 def save(info: dict[str, Any]) -> None:
@@ -469,6 +467,32 @@ def revive_host(info: dict[str, Any], host: str) -> int:
     h["sshd_pid"] = _wait_pidfile(hdir / "sshd.pid")
     (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
     return int(h["sshd_pid"])
+
+
+def public_held(info: dict[str, Any], host: str) -> list[str]:
+    """Public IPs HOST holds on a link with carrier, read from its kernel."""
+    h = _host(info, host)
+    out = run(["ip", "-n", h["netns"], "-j", "addr", "show"]).stdout
+    public = set(info["public_ips"])
+    return sorted(f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]")
+                  if "LOWER_UP" in link.get("flags", []) for a in link.get("addr_info", [])
+                  if f"{a['local']}/{a['prefixlen']}" in public)
+
+
+def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
+    """The seed's `networking restart` on HOST: flush eth0, put the host's own address back; then wait
+    until its public IPs are back. Returns (the IPs, seconds from the flush until all were back)."""
+    h = _host(info, host)
+    before = public_held(info, host)
+    if not before:
+        raise LabError(f"{host} holds no public IP: nothing to lose")
+    t0 = time.monotonic()
+    ip_batch(h["netns"], ["addr flush dev eth0", f"addr add {h['address']}/24 dev eth0"])
+    while time.monotonic() - t0 < timeout:
+        if public_held(info, host) == before:
+            return before, time.monotonic() - t0
+        time.sleep(0.005)
+    raise LabError(f"{host}'s public IPs {', '.join(before)} were not back within {timeout:.0f}s")
 
 
 def controller_env(info: dict[str, Any]) -> dict[str, str]:

@@ -230,7 +230,8 @@ class Listener:
                            "state": (known.get(node) or {}).get("state"),
                            "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None}
         public = [{"ip": ip, "node": node} for ip, node in (self.assignment.get("assignment") or {}).items()]
-        return {"nodes": nodes, "generation": self.assignment.get("generation"), "public_ips": public, "pending_requests": len(self.store.pending()), "running": self.running_run,
+        return {"nodes": nodes, "generation": self.assignment.get("generation"), "public_ips": public,
+                "pending_requests": len(self.store.pending()), "running": self.running_run,
                 "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections}
 
     def metrics(self) -> str:

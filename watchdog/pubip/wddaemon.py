@@ -226,6 +226,8 @@ class Watchdog:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.cfg.fast_retake:
+            _ = self.nl.ipr  # pyroute2 loaded now, not in the middle of the first fast retake
         if self.cfg.netlink:
             threading.Thread(target=self.monitor, args=(scheduler,), name="pubip-netlink", daemon=True).start()
         if self.cfg.backend == "listener" and self.cfg.listener is not None:

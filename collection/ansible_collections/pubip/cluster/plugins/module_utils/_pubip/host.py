@@ -171,25 +171,36 @@ def plan_release(ifaces, specs):
 
 
 def apply_actions(nl, actions, settings):
-    """Carry out planned actions; one IP's failure does not stop the others."""
+    """Carry out planned actions; one IP's failure does not stop the others.
+
+    Releases first; then every taken IP is added before any is announced, and the
+    announcement rounds go over all of them, so the last IP is not held back by
+    the first one's repeats; hooks run last.
+    """
     for act in actions:
-        if not act.changes:
-            continue
-        try:
-            if act.kind == "release":
-                _release(nl, act, settings)
-            else:
-                _take(nl, act, settings)
-        except _hooks.HookError as exc:
-            act.error = "hook failed"
-            act.message = "%s: %s (hook %s, stderr: %s)" % (act.message, exc, exc.hook, exc.detail)
-        except (_netlink.NetlinkError, OSError) as exc:
-            act.error = "netlink error"
-            act.message = "%s: failed: %s" % (act.message, exc)
+        if act.changes and act.kind == "release":
+            _guard(act, _release, nl, settings)
+    placed = [act for act in actions if act.changes and act.kind != "release" and _guard(act, _place, nl, settings)]
+    _announce_all(placed, settings)
+    for act in placed:
+        _guard(act, _take_hooks, nl, settings)
     return actions
 
 
-def _take(nl, act, settings):
+def _guard(act, step, nl, settings):
+    try:
+        step(nl, act, settings)
+        return True
+    except _hooks.HookError as exc:
+        act.error = "hook failed"
+        act.message = "%s: %s (hook %s, stderr: %s)" % (act.message, exc, exc.hook, exc.detail)
+    except (_netlink.NetlinkError, OSError) as exc:
+        act.error = "netlink error"
+        act.message = "%s: failed: %s" % (act.message, exc)
+    return False
+
+
+def _place(nl, act, settings):
     pip, iface = act.pip, act.iface
     if act.bring_up:
         nl.link_up(iface)
@@ -197,9 +208,25 @@ def _take(nl, act, settings):
     nl.add_address(iface, pip)
     if act.old_iface is not None:
         nl.delete_address(act.old_iface, pip.address, pip.prefixlen)
-    sent = _announce.announce(iface.name, iface.index, iface.mac, pip.address, pip.version,
-                              settings.announce_count, settings.announce_interval)
-    act.message += ", announced (%d packets)" % sent
+
+
+def _announce_all(placed, settings):
+    sent = dict((id(act), 0) for act in placed)
+    for round_ in range(settings.announce_count):
+        if round_:
+            time.sleep(settings.announce_interval)
+        for act in placed:
+            try:
+                sent[id(act)] += _announce.announce(act.iface.name, act.iface.index, act.iface.mac,
+                                                    act.pip.address, act.pip.version, 1, 0)
+            except OSError as exc:  # the IP is held; a lost announcement is reported, not fatal
+                act.message += " (announcement failed: %s)" % exc
+    for act in placed:
+        act.message += ", announced (%d packets)" % sent[id(act)]
+
+
+def _take_hooks(nl, act, settings):
+    pip, iface = act.pip, act.iface
     try:
         if act.old_iface is not None:
             _hooks.run_hooks(settings.hook_dir, "updateip",
