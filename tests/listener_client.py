@@ -35,7 +35,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 def main() -> None:
     url, secrets_file, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     secrets = json.loads(Path(secrets_file).read_text())
-    nodes = sorted(secrets)
+    nodes = sorted(n for n in secrets if not n.startswith("_"))
     codes: list[int] = []
     lock = threading.Lock()
 

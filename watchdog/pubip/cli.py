@@ -88,6 +88,12 @@ def _lab_restart_network(args: argparse.Namespace) -> int:
     return 0
 
 
+def _op(args: argparse.Namespace) -> int:
+    from . import ops
+
+    return ops.main(args)
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import plan
 
@@ -119,6 +125,10 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")
     stp.add_argument("--json", action="store_true")
     stp.set_defaults(func=_status)
+
+    from .ops import add_parsers
+
+    add_parsers(sub, _op)
 
     lp = sub.add_parser("lab", help="a local lab of network-namespace hosts with real sshd")
     lsub = lp.add_subparsers(dest="lab_command", required=True)

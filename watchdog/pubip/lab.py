@@ -139,6 +139,7 @@ class Lab:
                 f.write(secret + "\n")
             (hdir / "watchdog.yml").write_text(watchdog_yaml(h, info, self.fast_retake))
             h["watchdog_config"] = str(hdir / "watchdog.yml")
+        secrets["_admin"] = os.urandom(24).hex()  # pubip disable / enable / moveip / reloadips
         fd = os.open(self.dir / "listener-secrets.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(secrets, f)

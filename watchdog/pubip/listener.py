@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ from . import _collection, auth
 from .store import Store
 
 log = logging.getLogger("pubip.listener")
+ADMIN = "_admin"  # the secrets file's key for operations (pubip disable / enable / moveip / reloadips)
+OPS = ("disable", "enable", "moveip", "reloadips")
 
 
 class Rejected(Exception):
@@ -41,7 +44,8 @@ class Listener:
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 30.0,
                  playbook: str | None = None, ssh_timeout: int = 2):
         self.inventory = inventory
-        self.secrets = secrets
+        self.admin_secret = secrets.get(ADMIN)
+        self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
         self.state_dir = Path(state_dir)
         (self.state_dir / "runner").mkdir(parents=True, exist_ok=True)
         self.store = Store(str(self.state_dir / "listener.sqlite"))
@@ -53,9 +57,11 @@ class Listener:
         self.playbook = playbook or str(_collection.PLAYBOOKS / "takeover_run.yml")
         self.ssh_timeout = ssh_timeout
         self.wake = threading.Event()
+        self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
         self.running_run: int | None = None
         self.rejections: dict[str, int] = {}
+        self.last_found: dict[str, Any] = {}
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
         try:
@@ -73,7 +79,9 @@ class Listener:
     # --- authentication -----------------------------------------------------------
     def authenticate(self, headers: dict[str, str], body: bytes, path: str) -> str:
         node = headers.get(auth.NODE_HEADER, "")
-        if node not in self.secrets:
+        secrets = self.secrets if not path.startswith("/v1/admin") else (
+            {ADMIN: self.admin_secret} if self.admin_secret else {})
+        if node not in secrets:
             raise Rejected(403, f"unknown node {node!r}")
         try:
             stamp = float(headers.get(auth.TIME_HEADER, ""))
@@ -81,7 +89,7 @@ class Listener:
             raise Rejected(401, "missing or malformed timestamp") from None
         if abs(time.time() - stamp) > self.window:
             raise Rejected(401, f"clock skew {time.time() - stamp:+.1f}s beyond the {self.window:.0f}s window")
-        if not auth.verify(self.secrets[node], headers, body, path):
+        if not auth.verify(secrets[node], headers, body, path):
             raise Rejected(401, f"bad signature for node {node}")
         if not self.store.use_nonce(headers.get(auth.NONCE_HEADER, ""), self.window):
             raise Rejected(401, f"replayed nonce from node {node}")
@@ -151,8 +159,12 @@ class Listener:
             run_id = self.store.start_run(dead)
             self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
             self.running_run = run_id
+            moves = self.store.overrides("moveip")
             try:
-                ok, generation, detail = self.run_playbook(run_id, dead)
+                with self.run_lock:
+                    ok, generation, detail = self.run_playbook(run_id, dead, self.extravars(dead, moves))
+                if ok and moves:
+                    self.store.clear_overrides("moveip", list(moves))  # one-shot, like CTDB's moveip
             except Exception as exc:  # a broken run must not stop the queue
                 log.exception("Takeover run %d could not run", run_id)
                 ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
@@ -166,7 +178,13 @@ class Listener:
             self.stopping.wait(delay)
             delay = min(delay * 2, self.retry_max)
 
-    def run_playbook(self, run_id: int, dead: list[str]) -> tuple[bool, int | None, str]:
+    def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+        return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
+                "pubip_state_overrides": self.store.overrides("state") if states is None else states}
+
+    def run_playbook(self, run_id: int, dead: list[str], extravars: dict[str, Any],
+                     check: bool = False) -> tuple[bool, int | None, str]:
         import ansible_runner
 
         started = time.monotonic()
@@ -202,13 +220,18 @@ class Listener:
             "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
+        # ansible-runner keeps env/ files (cmdline, extravars) between runs: a check run's --check would
+        # stick to the next real run. Every run starts from a clean env/.
+        shutil.rmtree(self.state_dir / "runner" / "env", ignore_errors=True)
         runner = ansible_runner.run(
             private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
-            extravars={"pubip_dead_nodes": dead}, envvars=envvars, quiet=True, event_handler=on_event,
+            extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
+            cmdline="--check --diff" if check else None,
             cancel_callback=lambda: self.stopping.is_set(), ident=f"run{run_id}-{int(time.time())}",
             rotate_artifacts=10)
         ok = runner.status == "successful" and runner.rc == 0
-        if ok and found.get("plan"):
+        self.last_found = found
+        if ok and found.get("plan") and not check:
             plan = found["plan"]
             self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
                                "nodes": (plan.get("record") or {}).get("nodes")}
@@ -218,6 +241,46 @@ class Listener:
         log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED", took,
                  found["generation"])
         return ok, found["generation"], detail if not ok else ""
+
+    # --- operations ----------------------------------------------------------------------
+    def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """pubip disable / enable / moveip / reloadips: a takeover run under the hood; with check, a preview."""
+        op = payload.get("op")
+        if op not in OPS:
+            raise Rejected(400, f"unknown operation {op!r}: use one of {', '.join(OPS)}")
+        node, ip = str(payload.get("node") or ""), str(payload.get("ip") or "")
+        if op in ("disable", "enable", "moveip") and node not in self.secrets:
+            raise Rejected(400, f"{op}: {node!r} is not a node of this cluster")
+        if op == "moveip" and not ip:
+            raise Rejected(400, "moveip needs an ip")
+        states = dict(self.store.overrides("state"))
+        moves = dict(self.store.overrides("moveip"))
+        if op == "disable":
+            states[node] = "disabled"
+        elif op == "enable":
+            states.pop(node, None)
+        elif op == "moveip":
+            moves[ip] = node
+        if payload.get("check"):
+            with self.run_lock:
+                ok, _gen, detail = self.run_playbook(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves,
+                                                                                          states), check=True)
+            plan = self.last_found.get("plan") or {}
+            return {"op": op, "check": True, "success": ok, "moves": plan.get("moves", []),
+                    "summary": plan.get("summary", ""), "detail": detail}
+        if op == "disable":
+            self.store.set_override("state", node, "disabled")
+        elif op == "enable":
+            self.store.set_override("state", node, None)
+        elif op == "moveip":
+            self.store.set_override("moveip", ip, node)
+        log.info("Operation %s%s%s: takeover run", op, f" {ip}" if ip else "", f" {node}" if node else "")
+        request_id = self.store.add_request(ADMIN, f"pubip {op}")
+        self.wake.set()
+        result = self.wait_for(request_id, 600)
+        plan = self.last_found.get("plan") or {}
+        return {"op": op, "check": False, **result, "moves": plan.get("moves", []),
+                "summary": plan.get("summary", "")}
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -286,7 +349,7 @@ class Listener:
                     if length > listener.max_body:
                         raise Rejected(413, f"body of {length} bytes exceeds {listener.max_body}")
                     body = self.rfile.read(length)
-                    if url.path not in ("/v1/takeover-run", "/v1/heartbeat"):
+                    if url.path not in ("/v1/takeover-run", "/v1/heartbeat", "/v1/admin"):
                         return self.send(404, {"error": "not found"})
                     node = listener.authenticate(dict(self.headers.items()), body, url.path)
                     payload = json.loads(body or b"{}")
@@ -301,6 +364,12 @@ class Listener:
                 if url.path == "/v1/heartbeat":
                     listener.heartbeat(node)
                     return self.send(200, {"ok": True})
+                if url.path == "/v1/admin":
+                    try:
+                        return self.send(200, listener.operation(payload))
+                    except Rejected as exc:
+                        listener.reject(peer, exc)
+                        return self.send(exc.code, {"error": exc.reason})
                 listener.heartbeat(node)
                 request_id = listener.takeover_request(node, payload)
                 wait = float((parse_qs(url.query).get("wait") or ["0"])[0])

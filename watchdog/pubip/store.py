@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_seen REAL,
     alive INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS overrides (
+    kind TEXT NOT NULL,         -- state (node -> enabled/disabled) or moveip (ip -> node, one-shot)
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 CREATE TABLE IF NOT EXISTS nonces (
     nonce TEXT PRIMARY KEY,
     seen REAL NOT NULL
@@ -120,6 +126,22 @@ class Store:
     def nodes(self) -> dict[str, dict[str, Any]]:
         return {r[0]: {"last_seen": r[1], "alive": bool(r[2])} for r in
                 self._q("SELECT name, last_seen, alive FROM nodes ORDER BY name")}
+
+    # --- operations (pubip disable / enable / moveip) ---------------------------------
+    def overrides(self, kind: str) -> dict[str, str]:
+        return {k: v for k, v in self._q("SELECT key, value FROM overrides WHERE kind = ?", (kind,))}
+
+    def set_override(self, kind: str, key: str, value: str | None) -> None:
+        with self.lock:
+            if value is None:
+                self.db.execute("DELETE FROM overrides WHERE kind = ? AND key = ?", (kind, key))
+            else:
+                self.db.execute("INSERT INTO overrides (kind, key, value) VALUES (?, ?, ?) ON CONFLICT(kind, key) "
+                                "DO UPDATE SET value = excluded.value", (kind, key, value))
+
+    def clear_overrides(self, kind: str, keys: list[str]) -> None:
+        with self.lock:
+            self.db.executemany("DELETE FROM overrides WHERE kind = ? AND key = ?", [(kind, k) for k in keys])
 
     # --- replay protection ------------------------------------------------------------
     def use_nonce(self, nonce: str, window: float) -> bool:

@@ -82,6 +82,12 @@ class ActionModule(ActionBase):
             return value if value is not None else first.get("pubip_" + name, default)
 
         host_vars = {h: {k: hostvars[h][k] for k in ("pubip_pnn", "pubip_state") if k in hostvars[h]} for h in hosts}
+        # Runtime node states from the listener (pubip disable / enable) win over the inventory.
+        for h, state in (task_vars.get("pubip_state_overrides") or {}).items():
+            if h not in host_vars:
+                raise _takeover.InventoryError("pubip_state_overrides names %r, which is not a host of group %s"
+                                               % (h, group))
+            host_vars[h]["pubip_state"] = state
         algorithm = setting("algorithm", "lcp2")
         nodes, ips = _takeover.validate_inventory(hosts, setting("public_ips", []), algorithm, host_vars)
         options = {"algorithm": algorithm, "no_ip_failback": bool(setting("no_ip_failback", False)),
@@ -138,7 +144,8 @@ class ActionModule(ActionBase):
             report = hostvars[name].get(args["gather_var"])
             if report and not report.get("failed") and not report.get("unreachable") and "can_host" in report:
                 gathered[name] = report
-        plan = _takeover.plan(nodes, ips, gathered, now=time.time(), **options)
+        plan = _takeover.plan(nodes, ips, gathered, now=time.time(),
+                              move_requests=task_vars.get("pubip_moveip") or {}, **options)
         plan["summary"] = _takeover.summary(plan, nodes)
         for line in plan["log"]:
             display.vv("ipalloc: %s" % line)

@@ -19,6 +19,9 @@ description:
   - V(gather) queries every node with M(pubip.cluster.public_ip) (C(state=query)); register its result as
     C(takeover_gather). A node that is unreachable (use C(ignore_unreachable)) or fails is DISCONNECTED, and so
     is a node named in the extra var C(pubip_dead_nodes) (the listener's liveness), which is not even contacted.
+  - The extra var C(pubip_state_overrides) (node to state, from C(pubip disable) and C(pubip enable)) wins over
+    C(pubip_state); C(pubip_moveip) (IP to node, from C(pubip moveip)) makes the plan start as if that node held
+    the IP, so it stays there when the node can host it.
   - V(plan) (C(run_once)) validates the inventory and computes the assignment once with the allocation engine
     (CTDB's lcp2, det or nondet); the plan becomes the fact C(pubip_plan) on every node. Any inventory error stops
     the run here, before any node changes. In check and diff mode it shows the holders before and after.

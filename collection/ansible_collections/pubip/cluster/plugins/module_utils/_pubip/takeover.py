@@ -77,11 +77,13 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars):
     return nodes, ips
 
 
-def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0):
+def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
+         move_requests=None):
     """Compute the takeover run.
 
     ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record) for every
-    connected node; a node missing from it is DISCONNECTED.
+    connected node; a node missing from it is DISCONNECTED. ``move_requests``: ip -> node, CTDB's
+    moveip: the engine starts as if that node held the IP, so it stays there when the node can host it.
     """
     connected = [n["name"] for n in nodes if n["name"] in gathered]
     _check_interfaces(ips, gathered)
@@ -102,11 +104,21 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     for node in nodes:
         flags = NODE_STATES[node["state"]] | (0 if node["name"] in gathered else DISCONNECTED)
         engine_nodes.append({"pnn": index[node["name"]], "flags": flags, "runstate": ipalloc.RUNSTATE_RUNNING})
+    wanted_moves = {}
+    for ip_text, node in (move_requests or {}).items():
+        address = ip_text.split("/", 1)[0]
+        if address not in by_address:
+            raise InventoryError("moveip: %s is not a public IP" % ip_text)
+        if node not in index:
+            raise InventoryError("moveip: %s is not a node" % node)
+        wanted_moves[address] = node
     engine_ips = []
     for ip in ips:
         allowed = ip["nodes"] if ip["nodes"] is not None else [n["name"] for n in nodes]
         able = [index[h] for h in allowed if ip["ip"] in gathered.get(h, {}).get("can_host", [])]
         current = holders.get(ip["address"], [])
+        if ip["address"] in wanted_moves:
+            current = [wanted_moves[ip["address"]]]
         # CTDB's merge rule: the highest-numbered node claiming it is the holder.
         engine_ips.append({"ip": ip["ip"], "current_pnn": index[current[-1]] if current else -1,
                            "known_on": [index[h] for h in allowed], "available_on": sorted(able)})

@@ -1,0 +1,97 @@
+"""`pubip disable|enable HOST`, `pubip moveip IP HOST`, `pubip reloadips`: operations through the listener.
+
+Each is a takeover run under the hood (CTDB's `ctdb disable`, `ctdb moveip`, `ctdb reloadips`);
+`--check` previews the moves with a check-mode run and changes nothing. Requests are signed with
+the secrets file's `_admin` secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import auth
+from .errors import PubipError
+
+ADMIN = "_admin"
+
+
+def call(listener: str, secrets_file: str, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        secret = json.loads(Path(secrets_file).read_text())[ADMIN]
+    except (OSError, ValueError, KeyError):
+        raise PubipError(f"{secrets_file} has no '{ADMIN}' secret for operations") from None
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(listener.rstrip("/") + "/v1/admin", data=body, method="POST", headers={
+        "Content-Type": "application/json", **auth.sign(secret, ADMIN, body, "/v1/admin")})
+    try:
+        with urllib.request.urlopen(req, timeout=900) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        raise PubipError(f"the listener refused {payload['op']}: HTTP {exc.code} {detail}") from None
+    except OSError as exc:
+        raise PubipError(f"cannot reach the listener at {listener}: {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    payload = {"op": args.op, "check": bool(args.check)}
+    if getattr(args, "host", None):
+        payload["node"] = args.host
+    if getattr(args, "ip", None):
+        payload["ip"] = args.ip
+    if args.lab:
+        from . import lab
+
+        info = lab.load(args.lab)
+        cmd = [info["python"], "-m", "pubip.cli", args.op, *([args.ip] if getattr(args, "ip", None) else []),
+               *([args.host] if getattr(args, "host", None) else []), *(["--check"] if args.check else []),
+               *(["--json"] if args.json else []), "--listener", f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}",
+               "--secrets", str(Path(info["dir"]) / "listener-secrets.json")]
+        return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd])
+    if not args.listener or not args.secrets:
+        raise PubipError(f"pubip {args.op} needs --listener and --secrets (or --lab)")
+    result = call(args.listener, args.secrets, payload)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        what = "Planned (check mode, nothing changed)" if result.get("check") else "Done"
+        ok = result.get("success")
+        print(f"{what}: pubip {args.op} - takeover run {'succeeded' if ok else 'FAILED'}")
+        for m in result.get("moves") or []:
+            print(f"  move {m['ip']}: {m['from'] or '-'} -> {m['to'] or '-'}")
+        if result.get("summary"):
+            print(result["summary"])
+    return 0 if result.get("success") else 1
+
+
+def add_parsers(sub: Any, func: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--check", action="store_true", help="preview the moves; change nothing")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
+        p.add_argument("--secrets", help="the listener's secrets file (holds the _admin secret)")
+        p.add_argument("--lab", help="a local lab's name instead of --listener/--secrets")
+        p.set_defaults(func=func)
+
+    for op, helptext in (("disable", "disable a node: its public IPs move away"),
+                         ("enable", "enable a node again: it takes its share back per the policy")):
+        p = sub.add_parser(op, help=helptext)
+        p.add_argument("host")
+        p.set_defaults(op=op)
+        common(p)
+    p = sub.add_parser("moveip", help="move one public IP to a node")
+    p.add_argument("ip")
+    p.add_argument("host")
+    p.set_defaults(op="moveip")
+    common(p)
+    p = sub.add_parser("reloadips", help="apply public IPs added to or removed from the inventory")
+    p.set_defaults(op="reloadips")
+    common(p)
