@@ -222,7 +222,9 @@ class Watchdog:
             log.info("Watchdog stopping (signal %d)", signum)
             self.stopped.set()
             self.requester.stop()
-            scheduler.shutdown(wait=False)
+            # Not from the handler itself: the signal may have interrupted the main thread inside the
+            # scheduler's executor, holding a lock that shutdown() needs. A thread waits for it instead.
+            threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="pubip-stop").start()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
