@@ -19,15 +19,16 @@ import time
 from typing import Any
 
 from . import wdcheck
-from ._collection import addresses as _addresses
-from ._collection import host as _host
-from ._collection import locking as _locking
-from ._collection import netlink as _netlink
-from ._collection import record as _record
-from ._collection import rtdump as _rtdump
+from ._collection import module_utils
 from .requester import Requester
 from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
 
+_addresses = module_utils("addresses")
+_host = module_utils("host")
+_locking = module_utils("locking")
+_netlink = module_utils("netlink")
+_record = module_utils("record")
+_rtdump = module_utils("rtdump")
 log = logging.getLogger("pubip.watchdog")
 EXIT_CLEAN, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
 
