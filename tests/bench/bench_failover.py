@@ -81,7 +81,7 @@ def death_trials(trials: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--death-trials", type=int, default=5)
+    ap.add_argument("--death-trials", type=int, default=10)
     args = ap.parse_args()
     rows, records = [], []
     for label, times, target in (

@@ -86,8 +86,45 @@ def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> Non
     assert sampler.double_holdings() == []
     assert st["nodes"]["node3"]["alive"] is False
     assert st["runs"][0]["dead"] == ["node3"] and st["runs"][0]["success"] is True
-    assert "Node node3 is dead (no heartbeat for" in (lab.dir / "listener.log").read_text()
+    log = (lab.dir / "listener.log").read_text()
+    assert "Node node3 is dead (no heartbeat for" in log
+    # The survivors took node3's IPs on the listener's orders, before the verifying run started.
+    assert re.search(r"Fast takeover order \d+ done by node[12]: took 198\.51\.100\.", log)
+    assert log.index("Fast takeover order") < log.rindex("started (dead: node3)")
+    assert any(o["result"] and o["result"]["taken"] for o in st["fast_takeover_orders"])
     print(f"moved in {took:.2f}s")
+
+
+def test_a_silent_watchdog_on_a_live_host_is_not_a_dead_node(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    before = lab.holders()
+    labmod.stop_watchdog(lab.info, "node3")  # heartbeats stop, but the host and its IPs are fine
+    log_path = lab.dir / "listener.log"
+    wait_until(lambda: "Node node3 sent no heartbeat" in log_path.read_text(), 30, lab)
+    time.sleep(1.0)
+    st = wait_idle(lab)
+    assert st["nodes"]["node3"]["alive"] is True
+    assert lab.holders() == before  # nothing moved, nothing on two hosts
+    assert "Node node3 is dead" not in log_path.read_text()
+    labmod.start_watchdog(lab.info, "node3")
+    wait_until(lambda: "Node node3 sends heartbeats again" in log_path.read_text(), 30, lab)
+
+
+def test_a_host_cut_off_releases_its_ips_and_gets_them_back_without_double_holding(
+        lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    node3_ips = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    with labkit.Sampler(lab) as sampler:
+        labmod.set_host_links(lab.info, "node3", up=False)  # processes keep running, links lose carrier
+        wait_until(lambda: not set(node3_ips) & {ip for ips in lab.addresses("node3").values() for ip in ips},
+                   10, lab)  # its own watchdog dropped them from the dead link
+        wait_until(lambda: lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}, 30, lab)
+        labmod.set_host_links(lab.info, "node3", up=True)
+        wait_until(lambda: lab.count_by_host()["node3"] == 2, 60, lab)
+        wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert all(len(hs) == 1 for hs in lab.holders().values())
+    assert "Link loss: Release of IP" in (Path(lab.hosts[2]["dir"]) / "watchdog.log").read_text()
 
 
 def test_a_hundred_requests_make_at_most_two_runs_and_forgeries_none(lab: labkit.LabHandle) -> None:

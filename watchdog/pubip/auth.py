@@ -38,3 +38,14 @@ def verify(secret: str, headers: dict[str, str], body: bytes, path: str = "/v1/t
     except KeyError:
         return False
     return hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, ""))
+
+
+def answer_signature(secret: str, request_headers: dict[str, str], path: str, body: bytes) -> str:
+    """The listener's signature on its answer to one request: bound to that request's node, timestamp and
+    nonce, so an answer cannot be forged, replayed, or handed to another node."""
+    return signature(secret, request_headers[NODE_HEADER], path + "#answer", request_headers[TIME_HEADER],
+                     request_headers[NONCE_HEADER], body)
+
+
+def verify_answer(secret: str, request_headers: dict[str, str], path: str, body: bytes, sig: str) -> bool:
+    return hmac.compare_digest(answer_signature(secret, request_headers, path, body), sig)

@@ -116,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", default="0.0.0.0")
     ls.add_argument("--port", type=int, default=8750)
     ls.add_argument("--dead-after", type=float, default=1.5, help="seconds without heartbeat before a node is dead")
+    ls.add_argument("--probe-port", type=int, default=22,
+                    help="TCP port knocked on before a silent node is declared dead (any answer: alive)")
+    ls.add_argument("--no-fast-takeover", action="store_true",
+                    help="a dead node's IPs wait for the takeover run instead of being ordered to survivors")
     ls.add_argument("--log-file")
     ls.set_defaults(func=_listen)
 

@@ -448,7 +448,13 @@ def cut_host(info: dict[str, Any], host: str) -> None:
     """A host dies: every process in its namespace stops and its links lose carrier."""
     h = _host(info, host)
     _kill_netns_processes(h["netns"])
-    ip_batch(info["bridge_netns"], [f"link set {port} down" for port in _bridge_ports(info, h)])
+    set_host_links(info, host, up=False)
+
+
+def set_host_links(info: dict[str, Any], host: str, up: bool) -> None:
+    """Cut a host off (its links lose carrier, its processes keep running) or plug it back in."""
+    ip_batch(info["bridge_netns"], [f"link set {port} {'up' if up else 'down'}"
+                                    for port in _bridge_ports(info, _host(info, host))])
 
 
 def revive_host(info: dict[str, Any], host: str) -> int:
@@ -459,7 +465,7 @@ def revive_host(info: dict[str, Any], host: str) -> int:
              for ip in ips if ip in public]
     if lines:  # -force: deleting a primary may already have taken its secondaries
         run(["ip", "-force", "-n", h["netns"], "-batch", "-"], input="\n".join(lines) + "\n", check=False)
-    ip_batch(info["bridge_netns"], [f"link set {port} up" for port in _bridge_ports(info, h)])
+    set_host_links(info, host, up=True)
     hdir = Path(h["dir"])
     (hdir / "sshd.pid").unlink(missing_ok=True)
     run(["ip", "netns", "exec", h["netns"], SSHD, "-f", str(Path(info["dir"]) / "sshd_config"),

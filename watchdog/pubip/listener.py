@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from . import _collection, auth
+from . import _collection, auth, fasttakeover, liveness
+from .orders import Orders
 from .store import Store
 
 log = logging.getLogger("pubip.listener")
@@ -42,7 +43,8 @@ class Rejected(Exception):
 class Listener:
     def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, dead_after: float = 1.5,
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 30.0,
-                 playbook: str | None = None, ssh_timeout: int = 2):
+                 playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
+                 probe_timeout: float = 0.25, fast_takeover: bool = True):
         self.inventory = inventory
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
@@ -56,6 +58,12 @@ class Listener:
         self.retry_max = retry_max
         self.playbook = playbook or str(_collection.PLAYBOOKS / "takeover_run.yml")
         self.ssh_timeout = ssh_timeout
+        self.probe_port = probe_port
+        self.probe_timeout = probe_timeout
+        self.fast_takeover = fast_takeover
+        self.orders = Orders()
+        self.order_lock = threading.Lock()  # orders are issued only while no run is running, and vice versa
+        self.silent: set[str] = set()  # nodes without heartbeats whose host still answers the probe
         self.wake = threading.Event()
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
@@ -68,7 +76,12 @@ class Listener:
             self.assignment: dict[str, Any] = json.loads((self.state_dir / "assignment.json").read_text())
         except (OSError, ValueError):
             self.assignment = {}
-        self.alive: dict[str, bool] = {n: v["alive"] for n, v in self.store.nodes().items() if n in secrets}
+        self.orders.issued_for = self.assignment.get("orders_issued_for")
+        known = self.store.nodes()
+        self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
+        self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
+        if fast_takeover:
+            fasttakeover.preload()  # the planner imported now, not when the first node dies
         for run_id in self.store.unfinished_runs():
             log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             self.store.abandon(run_id)
@@ -108,9 +121,24 @@ class Listener:
         self.wake.set()
         return request_id
 
-    def heartbeat(self, node: str) -> None:
+    def heartbeat(self, node: str, peer: str | None = None, payload: dict[str, Any] | None = None
+                  ) -> list[dict[str, Any]]:
+        """A sign of life; returns the fast takeover orders for NODE (see orders.py)."""
         self.last_seen[node] = time.monotonic()
-        self.store.heartbeat(node)
+        if peer:
+            self.peers[node] = peer
+        self.store.heartbeat(node, peer)
+        if node in self.silent:
+            self.silent.discard(node)
+            log.info("Node %s sends heartbeats again", node)
+        for order in self.orders.acknowledge(node, list((payload or {}).get("done") or [])):
+            res = order.result or {}
+            if res.get("refused"):
+                log.warning("Fast takeover order %d refused by %s: %s", order.id, node, res["refused"])
+            else:
+                log.info("Fast takeover order %d done by %s: took %s%s", order.id, node,
+                         ", ".join(res.get("taken") or []) or "nothing",
+                         f"; errors: {'; '.join(res['errors'])}" if res.get("errors") else "")
         if not self.alive.get(node, True):
             self.alive[node] = True
             self.store.set_alive(node, True)
@@ -118,6 +146,9 @@ class Listener:
             self.store.add_request("listener", f"node {node} is back")
             self.wake.set()
         self.alive.setdefault(node, True)
+        if not self.alive[node]:
+            return []
+        return [o.wire() for o in self.orders.deliver(node)]
 
     def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -131,17 +162,63 @@ class Listener:
     def watch_liveness(self) -> None:
         # Watchdogs get a grace period after the listener starts to send their first heartbeat.
         start = time.monotonic() + max(5.0, self.dead_after) - self.dead_after
+        probed: dict[str, float] = {}
         while not self.stopping.is_set():
             now = time.monotonic()
             for node in self.secrets:
                 seen = self.last_seen.get(node, start)
-                if self.alive.get(node, True) and now - seen > self.dead_after:
-                    self.alive[node] = False
-                    self.store.set_alive(node, False)
-                    log.warning("Node %s is dead (no heartbeat for %.1fs): takeover run without it", node, now - seen)
-                    self.store.add_request("listener", f"node {node} is dead")
-                    self.wake.set()
+                if not self.alive.get(node, True) or now - seen <= self.dead_after:
+                    continue
+                if now - probed.get(node, 0.0) < self.dead_after:
+                    continue  # its host answered the probe lately: wait before knocking again
+                peer = self.peers.get(node)
+                if peer and liveness.probe(peer, self.probe_port, self.probe_timeout) == liveness.ALIVE:
+                    probed[node] = time.monotonic()
+                    if node not in self.silent:
+                        self.silent.add(node)
+                        log.warning("Node %s sent no heartbeat for %.1fs but its host %s answers: not dead "
+                                    "(is its watchdog down?)", node, now - seen, peer)
+                    continue
+                self.node_died(node, now - seen)
             self.stopping.wait(0.05)
+
+    def node_died(self, node: str, silent_for: float) -> None:
+        self.alive[node] = False
+        self.silent.discard(node)
+        self.store.set_alive(node, False)
+        log.warning("Node %s is dead (no heartbeat for %.1fs, its host does not answer): takeover run without it",
+                    node, silent_for)
+        if self.fast_takeover:
+            self.issue_orders()
+        self.store.add_request("listener", f"node {node} is dead")
+        self.wake.set()
+
+    def issue_orders(self) -> None:
+        """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them."""
+        with self.order_lock:
+            snapshot = self.assignment
+            if self.running_run is not None or not snapshot.get("public_ips"):
+                log.info("No fast takeover: %s", "a takeover run is running" if self.running_run is not None
+                         else "no completed takeover run to start from")
+                return
+            dead = self.dead_nodes()
+            try:
+                by_node = fasttakeover.orders(snapshot, dead)
+            except Exception:  # a plan that cannot be made leaves it to the takeover run
+                log.exception("No fast takeover: cannot plan it")
+                return
+            batch = self.orders.issue(int(snapshot.get("generation") or 0), by_node)
+            if not batch and by_node:
+                log.info("No fast takeover: generation %s already had its orders", snapshot.get("generation"))
+            for order in batch:
+                log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node,
+                         order.generation, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))
+            if batch:
+                self.assignment["orders_issued_for"] = self.orders.issued_for
+                self._save_assignment()
+
+    def _save_assignment(self) -> None:
+        (self.state_dir / "assignment.json").write_text(json.dumps(self.assignment))
 
     def dead_nodes(self) -> list[str]:
         return sorted(n for n, ok in self.alive.items() if not ok)
@@ -155,6 +232,8 @@ class Listener:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
+            self.settle_orders()
+            pending = self.store.pending()  # with what arrived while orders settled
             dead = self.dead_nodes()
             run_id = self.store.start_run(dead)
             self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
@@ -177,6 +256,19 @@ class Listener:
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
             self.stopping.wait(delay)
             delay = min(delay * 2, self.retry_max)
+
+    def settle_orders(self) -> None:
+        """Return once no fast takeover order can still be carried out (orders.py); from then on no new
+        orders are issued until the run that follows has finished."""
+        waited = time.monotonic()
+        while not self.stopping.is_set():
+            with self.order_lock:
+                if not self.orders.outstanding():
+                    self.running_run = 0  # a run is starting
+                    break
+            self.stopping.wait(0.02)
+        if time.monotonic() - waited > 0.05:
+            log.info("Takeover run waited %.2fs for fast takeover orders to settle", time.monotonic() - waited)
 
     def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None
                   ) -> dict[str, Any]:
@@ -233,9 +325,13 @@ class Listener:
         self.last_found = found
         if ok and found.get("plan") and not check:
             plan = found["plan"]
+            record = plan.get("record") or {}
+            # What a fast takeover plans from: the last completed run's decision (fasttakeover.py).
             self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
-                               "nodes": (plan.get("record") or {}).get("nodes")}
-            (self.state_dir / "assignment.json").write_text(json.dumps(self.assignment))
+                               "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
+                               "algorithm": plan.get("algorithm"), "options": plan.get("options"),
+                               "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for}
+            self._save_assignment()
         took = time.monotonic() - started
         detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
         log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED", took,
@@ -295,7 +391,8 @@ class Listener:
         public = [{"ip": ip, "node": node} for ip, node in (self.assignment.get("assignment") or {}).items()]
         return {"nodes": nodes, "generation": self.assignment.get("generation"), "public_ips": public,
                 "pending_requests": len(self.store.pending()), "running": self.running_run,
-                "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections}
+                "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections,
+                "fast_takeover_orders": self.orders.recent()}
 
     def metrics(self) -> str:
         st = self.status()
@@ -362,15 +459,18 @@ class Listener:
                     listener.reject(peer, Rejected(400, "malformed request"))
                     return self.send(400, {"error": "malformed request"})
                 if url.path == "/v1/heartbeat":
-                    listener.heartbeat(node)
-                    return self.send(200, {"ok": True})
+                    orders = listener.heartbeat(node, peer, payload)
+                    raw = json.dumps(orders, sort_keys=True).encode()
+                    # Signed: a watchdog acts on orders only with the listener's signature over them.
+                    sig = auth.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path, raw)
+                    return self.send(200, {"ok": True, "orders": orders, "signature": sig})
                 if url.path == "/v1/admin":
                     try:
                         return self.send(200, listener.operation(payload))
                     except Rejected as exc:
                         listener.reject(peer, exc)
                         return self.send(exc.code, {"error": exc.reason})
-                listener.heartbeat(node)
+                listener.heartbeat(node, peer)
                 request_id = listener.takeover_request(node, payload)
                 wait = float((parse_qs(url.query).get("wait") or ["0"])[0])
                 if wait > 0:
@@ -400,7 +500,8 @@ def main(args: Any) -> int:
     logging.getLogger("pubip").addHandler(handler)
     logging.getLogger("pubip").setLevel(logging.INFO)
     secrets = json.loads(Path(args.secrets).read_text())
-    listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after)
+    listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after,
+                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

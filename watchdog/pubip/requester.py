@@ -83,14 +83,34 @@ def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         return status, None
 
 
-def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None) -> str:
+def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None
+                      ) -> tuple[int, Any, dict[str, str], str]:
+    """One signed POST to the listener: (status, answer, the request's signed headers, the URL path)."""
     body = json.dumps(payload, sort_keys=True).encode()
     url = backend.url if path is None else backend.url.rsplit("/v1/", 1)[0] + path
     from urllib.parse import urlsplit
 
-    headers = {"Content-Type": "application/json", **auth.sign(backend.secret, node, body, urlsplit(url).path)}
-    status, answer = plain_post(url, body, headers, backend.timeout)
+    url_path = urlsplit(url).path
+    signed = auth.sign(backend.secret, node, body, url_path)
+    status, answer = plain_post(url, body, {"Content-Type": "application/json", **signed}, backend.timeout)
+    return status, answer, signed, url_path
+
+
+def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None) -> str:
+    status, answer, _signed, _path = listener_exchange(backend, node, payload, path)
     return f"listener answered {status}: {answer}"
+
+
+def signed_orders(backend: ListenerBackend, answer: Any, signed: dict[str, str], path: str) -> list[dict[str, Any]]:
+    """The fast takeover orders in a heartbeat answer, if the listener's signature over them holds."""
+    if not isinstance(answer, dict) or not answer.get("orders"):
+        return []
+    orders = answer["orders"]
+    raw = json.dumps(orders, sort_keys=True).encode()
+    if not isinstance(orders, list) or not auth.verify_answer(backend.secret, signed, path, raw,
+                                                              str(answer.get("signature", ""))):
+        raise RequestFailed("heartbeat answer carries orders without a valid listener signature: ignored")
+    return orders
 
 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:

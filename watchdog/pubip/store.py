@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
     last_seen REAL,
-    alive INTEGER NOT NULL DEFAULT 1
+    alive INTEGER NOT NULL DEFAULT 1,
+    peer TEXT                  -- the address its heartbeats come from: where a liveness probe goes
 );
 CREATE TABLE IF NOT EXISTS overrides (
     kind TEXT NOT NULL,         -- state (node -> enabled/disabled) or moveip (ip -> node, one-shot)
@@ -113,10 +114,11 @@ class Store:
                  "detail": r[6]} for r in rows]
 
     # --- nodes ------------------------------------------------------------------------
-    def heartbeat(self, node: str) -> None:
+    def heartbeat(self, node: str, peer: str | None = None) -> None:
         with self.lock:
-            self.db.execute("INSERT INTO nodes (name, last_seen, alive) VALUES (?, ?, 1) ON CONFLICT(name) "
-                            "DO UPDATE SET last_seen = excluded.last_seen", (node, time.time()))
+            self.db.execute("INSERT INTO nodes (name, last_seen, alive, peer) VALUES (?, ?, 1, ?) "
+                            "ON CONFLICT(name) DO UPDATE SET last_seen = excluded.last_seen, "
+                            "peer = coalesce(excluded.peer, peer)", (node, time.time(), peer))
 
     def set_alive(self, node: str, alive: bool) -> None:
         with self.lock:
@@ -124,8 +126,8 @@ class Store:
                             "DO UPDATE SET alive = excluded.alive", (node, int(alive)))
 
     def nodes(self) -> dict[str, dict[str, Any]]:
-        return {r[0]: {"last_seen": r[1], "alive": bool(r[2])} for r in
-                self._q("SELECT name, last_seen, alive FROM nodes ORDER BY name")}
+        return {r[0]: {"last_seen": r[1], "alive": bool(r[2]), "peer": r[3]} for r in
+                self._q("SELECT name, last_seen, alive, peer FROM nodes ORDER BY name")}
 
     # --- operations (pubip disable / enable / moveip) ---------------------------------
     def overrides(self, kind: str) -> dict[str, str]:

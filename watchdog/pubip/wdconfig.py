@@ -52,6 +52,9 @@ class Config:
     netlink: bool = True
     debounce: float = 0.005
     fast_retake: bool = False
+    fast_takeover: bool = True  # carry out the listener's signed orders to take a dead node's IPs
+    order_max_age: float = 1.0  # an order not carried out this long after it arrived is refused
+    release_on_link_loss: bool = True  # drop public IPs from an interface without carrier
     announce_count: int = 3
     announce_interval: float = 0.05
     backend: str = "listener"
@@ -72,6 +75,7 @@ class Config:
 TOP = {
     "node": (str, True), "record_path": (str, False), "lock_path": (str, False), "interval": (float, False),
     "netlink": (bool, False), "debounce": (float, False), "fast_retake": (bool, False),
+    "fast_takeover": (bool, False), "order_max_age": (float, False), "release_on_link_loss": (bool, False),
     "announce_count": (int, False), "announce_interval": (float, False), "backend": (str, False),
     "listener": (dict, False), "awx": (dict, False), "retry": (dict, False), "heartbeat_interval": (float, False),
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
@@ -148,12 +152,14 @@ def load(path: str = DEFAULT_PATH) -> Config:
         data = CommentedMap()
     top = _check("", data, TOP, where)
     cfg = Config(node=top["node"])
-    for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "announce_count",
+    for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "fast_takeover",
+                "order_max_age", "release_on_link_loss", "announce_count",
                 "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)
     _positive(where, "heartbeat_interval", cfg.heartbeat_interval)
+    _positive(where, "order_max_age", cfg.order_max_age)
     if cfg.debounce < 0:
         raise ConfigError(f"{where}: 'debounce' must not be negative")
     if cfg.announce_count < 1:

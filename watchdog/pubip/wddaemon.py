@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from . import wdcheck
+from . import wdactions, wdcheck
 from ._collection import module_utils
 from .requester import Requester
 from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
@@ -92,6 +92,8 @@ class Watchdog:
         self.trigger = "interval"
         self.nl = _netlink.Netlink()
         self.stopped = threading.Event()
+        self.ordered: dict[str, Any] = {}  # IP -> generation: taken on the listener's order, not yet recorded
+        self.order_results: list[dict[str, Any]] = []  # sent back with the next heartbeat
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
@@ -109,6 +111,14 @@ class Watchdog:
             log.error("Cannot check: %s", exc)
             raise
         result = wdcheck.check(first, again, ifaces, self.cfg.node, self.links)
+        if self.cfg.release_on_link_loss and first and wdactions.stranded(first, ifaces):
+            wdactions.release_stranded(self.cfg, self.nl, first)
+        if self.ordered and first is not None:
+            # Taken on the listener's order: the verifying run is already coming; no need to ask for one.
+            gen = first.get("generation")
+            for ip in [ip for ip, g in list(self.ordered.items()) if g != gen]:
+                self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
+            result.findings = [f for f in result.findings if not (f.rule == wdcheck.FOREIGN and f.ip in self.ordered)]
         if result.skipped:
             self.metrics.skips.labels(result.skipped).inc()
             if result.skipped != self.last_skip:
@@ -159,10 +169,7 @@ class Watchdog:
                     return
                 by_ip = {e["ip"]: e for e in record["public_ips"]}
                 specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in wanted])
-                settings = _host.Settings(node=self.cfg.node, hook_dir=self.cfg.hook_dir,
-                                          announce_count=self.cfg.announce_count,
-                                          announce_interval=self.cfg.announce_interval,
-                                          record_path=self.cfg.record_path, lock_path=self.cfg.lock_path)
+                settings = wdactions.settings(self.cfg)
                 ifaces = self.nl.interfaces()
                 public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
                 actions = _host.plan_take(ifaces, specs, record, settings, public)
@@ -194,22 +201,46 @@ class Watchdog:
                 self.wake(scheduler)
 
     def heartbeats(self) -> None:
-        """Tell the listener this node is alive, every heartbeat_interval (its own thread)."""
-        from .requester import RequestFailed, listener_send
+        """Tell the listener this node is alive, every heartbeat_interval (its own thread); carry out the
+        fast takeover orders its answers bring, and report on them in the very next heartbeat."""
+        from .requester import RequestFailed, listener_exchange, signed_orders
 
         assert self.cfg.listener is not None
         failing = False
+        nl = None  # this thread's own netlink handle, made on the first order
         while not self.stopped.is_set():
+            done, self.order_results = self.order_results, []
             try:
-                listener_send(self.cfg.listener, self.cfg.node, {"node": self.cfg.node}, "/v1/heartbeat")
+                _status, answer, signed, path = listener_exchange(
+                    self.cfg.listener, self.cfg.node, {"node": self.cfg.node, **({"done": done} if done else {})},
+                    "/v1/heartbeat")
+                received = time.monotonic()
                 if failing:
                     log.info("Heartbeats reach the listener again")
                 failing = False
             except RequestFailed as exc:
+                self.order_results = done + self.order_results
                 if not failing:
                     log.warning("Heartbeat failed: %s", exc)
                 failing = True
-            self.stopped.wait(self.cfg.heartbeat_interval)
+                self.stopped.wait(self.cfg.heartbeat_interval)
+                continue
+            try:
+                orders = signed_orders(self.cfg.listener, answer, signed, path)
+            except RequestFailed as exc:
+                log.error("%s", exc)
+                orders = []
+            for order in orders if self.cfg.fast_takeover else []:
+                nl = nl or _netlink.Netlink()
+                ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
+                for ip in ips:  # before the take: its netlink events wake a check that must know
+                    self.ordered[ip] = order.get("generation")
+                result = wdactions.take_ordered(self.cfg, nl, order, received)
+                for ip in set(ips) - set(result["taken"]):
+                    self.ordered.pop(ip, None)
+                self.order_results.append(result)
+            if not self.order_results:
+                self.stopped.wait(self.cfg.heartbeat_interval)
 
     def run_forever(self) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler

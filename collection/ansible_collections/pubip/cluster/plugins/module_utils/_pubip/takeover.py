@@ -160,6 +160,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     started = min([float(gathered[h].get("time") or now) for h in connected] or [now])
     return {
         "algorithm": algorithm,
+        "options": {"no_ip_failback": bool(no_ip_failback), "no_ip_takeover": bool(no_ip_takeover)},
+        # Which nodes may serve a restricted IP: with the record, what a fast takeover needs to plan.
+        "allowed": {ip["ip"]: ip["nodes"] for ip in ips if ip["nodes"] is not None},
         "connected": connected,
         "disconnected": [n["name"] for n in nodes if n["name"] not in gathered],
         "assignment": assignment,

@@ -1,0 +1,155 @@
+"""Fast takeover on node death: the orders, and the listener's bookkeeping of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pubip import auth, fasttakeover
+from pubip._collection import module_utils
+from pubip.orders import Orders
+from pubip.requester import RequestFailed, signed_orders
+from pubip.wdconfig import ListenerBackend
+
+takeover = module_utils("takeover")
+
+
+def cluster(n_nodes: int, n_ips: int, ipv6: bool = False, restricted: bool = False
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    nodes = [{"name": f"node{i + 1}", "pnn": i, "state": "enabled"} for i in range(n_nodes)]
+    ips = []
+    for k in range(1, n_ips + 1):
+        address = f"2001:db8:100::{k:x}" if ipv6 and k % 2 else f"198.51.100.{k}"
+        allowed = [f"node{(k % n_nodes) + 1}", f"node{((k + 1) % n_nodes) + 1}"] if restricted else None
+        ips.append({"ip": f"{address}/{64 if ':' in address else 24}", "address": address, "interfaces": ["eth0"],
+                    "nodes": allowed})
+    return nodes, ips
+
+
+def gathered_from(holdings: dict[str, list[str]], ips: list[dict[str, Any]], alive: list[str]
+                  ) -> dict[str, dict[str, Any]]:
+    return {name: {"public_ips": [{"ip": ip} for ip in holdings.get(name, [])],
+                   "can_host": [ip["ip"] for ip in ips if ip["nodes"] is None or name in ip["nodes"]],
+                   "interfaces": [{"name": "eth0"}]} for name in alive}
+
+
+def snapshot_of(plan: dict[str, Any]) -> dict[str, Any]:
+    """What the listener keeps of a finished run (listener.run_playbook)."""
+    return {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
+            "nodes": plan["record"]["nodes"], "algorithm": plan["algorithm"], "options": plan["options"],
+            "allowed": plan["allowed"]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_nodes=st.integers(2, 7), n_ips=st.integers(1, 20), dead_count=st.integers(1, 3),
+       algorithm=st.sampled_from(["lcp2", "det", "nondet"]), ipv6=st.booleans(), restricted=st.booleans())
+def test_orders_leave_nothing_for_the_verifying_run_to_move(n_nodes: int, n_ips: int, dead_count: int,
+                                                           algorithm: str, ipv6: bool, restricted: bool) -> None:
+    nodes, ips = cluster(n_nodes, n_ips, ipv6, restricted)
+    names = [n["name"] for n in nodes]
+    first = takeover.plan(nodes, ips, gathered_from({}, ips, names), algorithm=algorithm)
+    holdings: dict[str, list[str]] = {}
+    for ip, node in first["assignment"].items():
+        if node:
+            holdings.setdefault(node, []).append(ip)
+    dead = names[-min(dead_count, n_nodes - 1):]
+    orders = fasttakeover.orders(snapshot_of(first), dead)
+    # Only dead nodes' IPs, only to live nodes, each IP once.
+    ordered = [o["ip"] for batch in orders.values() for o in batch]
+    assert len(ordered) == len(set(ordered))
+    assert set(orders) <= set(names) - set(dead)
+    assert all(o["from"] in dead for batch in orders.values() for o in batch)
+    for name, batch in orders.items():
+        holdings.setdefault(name, []).extend(o["ip"] for o in batch)
+    alive = [n for n in names if n not in dead]
+    verifying = takeover.plan(nodes, ips, gathered_from(holdings, ips, alive), algorithm=algorithm)
+    # The verifying run puts every IP of a dead node where its order put it: nothing of theirs moves twice.
+    for name in dead:
+        for ip in holdings.get(name, []):
+            new = verifying["assignment"][ip]
+            assert new is None or ip in holdings.get(new, []), (ip, new, orders)
+
+
+def test_no_orders_without_a_snapshot_or_without_dead_nodes() -> None:
+    nodes, ips = cluster(3, 6)
+    first = takeover.plan(nodes, ips, gathered_from({}, ips, ["node1", "node2", "node3"]))
+    assert fasttakeover.orders({}, ["node3"]) == {}
+    assert fasttakeover.orders(snapshot_of(first), []) == {}
+    # every node dead: nobody to order
+    assert fasttakeover.orders(snapshot_of(first), ["node1", "node2", "node3"]) == {}
+
+
+def test_restricted_ips_go_only_to_allowed_nodes() -> None:
+    nodes, ips = cluster(4, 8, restricted=True)
+    names = [n["name"] for n in nodes]
+    first = takeover.plan(nodes, ips, gathered_from({}, ips, names))
+    allowed = {ip["ip"]: ip["nodes"] for ip in ips}
+    for dead in names:
+        for node, batch in fasttakeover.orders(snapshot_of(first), [dead]).items():
+            assert all(node in allowed[o["ip"]] for o in batch)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_orders_are_delivered_once_and_settle_on_acknowledgement() -> None:
+    clock = Clock()
+    orders = Orders(clock=clock)
+    batch = orders.issue(5, {"node2": [{"ip": "198.51.100.1/24", "interfaces": ["eth0"], "from": "node3"}]})
+    assert [o.node for o in batch] == ["node2"]
+    assert orders.outstanding()
+    assert [o.id for o in orders.deliver("node2")] == [batch[0].id]
+    assert orders.deliver("node2") == []  # once only
+    assert orders.deliver("node1") == []
+    orders.acknowledge("node1", [{"id": batch[0].id}])  # another node cannot acknowledge it
+    assert orders.outstanding()
+    orders.acknowledge("node2", [{"id": batch[0].id, "taken": ["198.51.100.1/24"]}])
+    assert not orders.outstanding()
+
+
+def test_one_batch_per_generation() -> None:
+    orders = Orders(clock=Clock())
+    assert orders.issue(5, {"node2": [{"ip": "198.51.100.1/24"}]})
+    assert orders.issue(5, {"node1": [{"ip": "198.51.100.2/24"}]}) == []
+    assert orders.issue(6, {"node1": [{"ip": "198.51.100.2/24"}]})
+
+
+def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:
+    clock = Clock()
+    orders = Orders(deliver_within=1.0, execute_within=1.0, slack=0.2, clock=clock)
+    orders.issue(1, {"node1": [{"ip": "198.51.100.1/24"}], "node2": [{"ip": "198.51.100.2/24"}]})
+    clock.now += 0.5
+    assert len(orders.deliver("node1")) == 1
+    clock.now += 0.6  # node2's order is 1.1 s old: never delivered any more
+    assert orders.deliver("node2") == []
+    assert [o.node for o in orders.outstanding()] == ["node1"]  # delivered 0.6 s ago: may still be executed
+    clock.now += 0.7  # 1.3 s after delivery: the watchdog refuses it by now
+    assert orders.outstanding() == []
+
+
+def test_a_watchdog_acts_only_on_orders_the_listener_signed() -> None:
+    backend = ListenerBackend(url="http://192.0.2.254:8750/v1/takeover-run", secret="s3cret")
+    signed = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")
+    orders = [{"id": 1, "generation": 4, "ips": [{"ip": "198.51.100.1/24", "interfaces": ["eth0"]}]}]
+    raw = b'[{"generation": 4, "id": 1, "ips": [{"interfaces": ["eth0"], "ip": "198.51.100.1/24"}]}]'
+    good = auth.answer_signature("s3cret", signed, "/v1/heartbeat", raw)
+    assert signed_orders(backend, {"orders": orders, "signature": good}, signed, "/v1/heartbeat") == orders
+    assert signed_orders(backend, {"ok": True, "orders": []}, signed, "/v1/heartbeat") == []
+    forged = auth.answer_signature("wrong", signed, "/v1/heartbeat", raw)
+    other_request = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")  # a replay of another answer
+    for answer, headers in (({"orders": orders, "signature": forged}, signed),
+                            ({"orders": orders}, signed),
+                            ({"orders": orders, "signature": good}, other_request)):
+        try:
+            signed_orders(backend, answer, headers, "/v1/heartbeat")
+        except RequestFailed as exc:
+            assert "without a valid listener signature" in str(exc)
+        else:
+            raise AssertionError("an unsigned or forged order was accepted")

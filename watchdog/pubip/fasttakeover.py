@@ -1,0 +1,61 @@
+"""Fast takeover: who takes a dead node's public IPs, decided by the listener without an Ansible run.
+
+Pure: the last completed takeover run's plan (the listener's snapshot) and the
+dead nodes in, takeover orders out. It calls the takeover run's own planner
+with what that run left behind as the gathered state, the dead nodes missing
+(DISCONNECTED), so the verifying run that follows finds every IP already where
+it would put it. Only IPs no live node holds are ordered: moves between live
+nodes are left to that run, which releases before it takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ._collection import module_utils
+
+
+def preload() -> None:
+    """Import the planner (and NumPy for lcp2) ahead of the first death."""
+    module_utils("takeover")
+    with contextlib.suppress(ImportError):  # only lcp2 needs NumPy, and the planner says so
+        import numpy  # noqa: F401
+
+
+def orders(snapshot: dict[str, Any], dead: list[str], states: dict[str, str] | None = None
+           ) -> dict[str, list[dict[str, Any]]]:
+    """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now."""
+    takeover = module_utils("takeover")
+    records = snapshot.get("public_ips") or []
+    known = snapshot.get("nodes") or {}
+    if not records or not known or not dead:
+        return {}
+    allowed = snapshot.get("allowed") or {}
+    nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": (states or {}).get(name, n["state"])}
+                    for name, n in known.items()), key=lambda n: n["pnn"])
+    ips = [{"ip": e["ip"], "address": e["ip"].split("/", 1)[0], "interfaces": list(e["interfaces"]),
+            "nodes": allowed.get(e["ip"])} for e in records]
+    interfaces = [{"name": name} for name in sorted({i for e in records for i in e["interfaces"]})]
+    gathered = {}
+    for name, n in known.items():
+        if name in dead or not n.get("connected", True):
+            continue  # not gathered: the planner treats it as DISCONNECTED
+        gathered[name] = {
+            "public_ips": [{"ip": e["ip"]} for e in records if e.get("node") == name],
+            "can_host": [e["ip"] for e in records if name in (allowed.get(e["ip"]) or known)],
+            "interfaces": interfaces,
+        }
+    if not gathered:
+        return {}
+    result = takeover.plan(nodes, ips, gathered, algorithm=snapshot.get("algorithm") or "lcp2",
+                           **(snapshot.get("options") or {}))
+    by_ip = {e["ip"]: e for e in records}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for move in result["moves"]:
+        was = by_ip[move["ip"]].get("node")
+        if move["to"] is None or was not in dead or move["also_held_by"]:
+            continue
+        out.setdefault(move["to"], []).append(
+            {"ip": move["ip"], "interfaces": by_ip[move["ip"]]["interfaces"], "from": was})
+    return out

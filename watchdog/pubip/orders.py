@@ -1,0 +1,108 @@
+"""Fast takeover orders: the listener's bookkeeping of "take these IPs now" sent to live watchdogs.
+
+When a node dies, the listener plans who takes its public IPs (fasttakeover.orders)
+and hands each survivor its share in the answer to its next heartbeat. The
+verifying takeover run must not gather while an order could still be carried
+out - it might plan an IP elsewhere - so the run waits until every order is
+acknowledged or can no longer be executed:
+
+- an order not delivered within `deliver_within` is withdrawn, never delivered later;
+- a delivered order is executed by the watchdog within `execute_within` of receiving
+  it, or refused (the watchdog enforces that on its own clock);
+- so `outstanding()` is false at most `deliver_within + execute_within + slack` after issue.
+
+Only one batch per generation: a second death before the verifying run finished
+takes the slow path (a full run), so two batches never disagree about an IP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Order:
+    id: int
+    node: str
+    generation: int
+    ips: list[dict[str, Any]]
+    created: float
+    delivered: float | None = None
+    result: dict[str, Any] | None = None
+    withdrawn: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "generation": self.generation, "ips": self.ips}
+
+
+@dataclass
+class Orders:
+    deliver_within: float = 1.0
+    execute_within: float = 1.0
+    slack: float = 0.2
+    clock: Callable[[], float] = time.monotonic
+    issued_for: int | None = None  # the generation of the last batch
+    _next: int = 1
+    _orders: list[Order] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def issue(self, generation: int, by_node: dict[str, list[dict[str, Any]]]) -> list[Order]:
+        """A new batch; empty when this generation already had one."""
+        with self._lock:
+            if self.issued_for == generation or not by_node:
+                return []
+            self.issued_for = generation
+            batch = []
+            for node in sorted(by_node):
+                batch.append(Order(self._next, node, generation, by_node[node], self.clock()))
+                self._next += 1
+            self._orders = [o for o in self._orders if self._open(o)] + batch
+            return batch
+
+    def deliver(self, node: str) -> list[Order]:
+        """The orders to put in NODE's heartbeat answer (each delivered once)."""
+        now = self.clock()
+        out = []
+        with self._lock:
+            for o in self._orders:
+                if o.node != node or o.delivered is not None or o.withdrawn:
+                    continue
+                if now - o.created > self.deliver_within:
+                    o.withdrawn = True
+                    continue
+                o.delivered = now
+                out.append(o)
+        return out
+
+    def acknowledge(self, node: str, results: list[dict[str, Any]]) -> list[Order]:
+        done = []
+        with self._lock:
+            for r in results:
+                for o in self._orders:
+                    if o.node == node and o.id == r.get("id") and o.result is None and o.delivered is not None:
+                        o.result = r
+                        done.append(o)
+        return done
+
+    def _open(self, o: Order) -> bool:
+        if o.result is not None or o.withdrawn:
+            return False
+        now = self.clock()
+        if o.delivered is None:
+            return now - o.created <= self.deliver_within
+        return now - o.delivered <= self.execute_within + self.slack
+
+    def outstanding(self) -> list[Order]:
+        """Orders that may still be carried out: a takeover run must wait for them."""
+        with self._lock:
+            return [o for o in self._orders if self._open(o)]
+
+    def recent(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"id": o.id, "node": o.node, "generation": o.generation, "ips": [i["ip"] for i in o.ips],
+                     "delivered": o.delivered is not None, "withdrawn": o.withdrawn, "result": o.result}
+                    for o in self._orders[-limit:]]

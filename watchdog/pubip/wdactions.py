@@ -1,0 +1,102 @@
+"""What a watchdog changes on its own host without a takeover run, always under the interface lock.
+
+- take_ordered: the listener's signed fast takeover order (a dead node's IPs), carried out
+  only while the record is still the generation the order was planned from and no run is
+  in progress, and only within `order_max_age` of its arrival (orders.py says why).
+- release_stranded: public IPs on an interface that lost its carrier are released (or moved
+  to another usable interface the record allows, when they are ours). Nobody reaches them
+  there, and a host cut off from the cluster must not bring them back when its link
+  returns while the survivors hold them: CTDB's node releases its IPs too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ._collection import module_utils
+from .wdconfig import Config
+
+_addresses = module_utils("addresses")
+_host = module_utils("host")
+_locking = module_utils("locking")
+_record = module_utils("record")
+log = logging.getLogger("pubip.watchdog")
+LOCK_TIMEOUT = 0.5
+
+
+def settings(cfg: Config) -> Any:
+    return _host.Settings(node=cfg.node, hook_dir=cfg.hook_dir, announce_count=cfg.announce_count,
+                          announce_interval=cfg.announce_interval, record_path=cfg.record_path,
+                          lock_path=cfg.lock_path)
+
+
+def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -> dict[str, Any]:
+    """Carry out one fast takeover order; the answer goes back to the listener with the next heartbeat."""
+    out: dict[str, Any] = {"id": order.get("id"), "taken": [], "errors": [], "refused": None}
+    try:
+        with _locking.InterfaceLock(cfg.lock_path, timeout=LOCK_TIMEOUT):
+            age = time.monotonic() - received
+            record = _record.read(cfg.record_path)
+            generation = (record or {}).get("generation")
+            if age > cfg.order_max_age:
+                out["refused"] = f"order {order.get('id')} arrived {age:.2f}s ago (limit {cfg.order_max_age}s)"
+            elif record is None or _record.in_progress(record):
+                out["refused"] = "a takeover run is in progress" if record else "no assignment record"
+            elif generation != order.get("generation"):
+                out["refused"] = f"the record is generation {generation}, the order {order.get('generation')}"
+            if out["refused"]:
+                return out
+            specs = _addresses.parse_specs([{"ip": e["ip"], "interfaces": e["interfaces"]} for e in order["ips"]])
+            public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
+            actions = _host.plan_take(nl.interfaces(), specs, record, settings(cfg), public)
+            for act in _host.apply_actions(nl, actions, settings(cfg)):
+                if act.error:
+                    out["errors"].append(act.message)
+                    log.error("Fast takeover failed: %s", act.message)
+                else:
+                    if act.kind in ("take", "move", "redundant_take"):
+                        out["taken"].append(act.pip.cidr)
+                    log.warning("Fast takeover (order %s): %s", order.get("id"), act.message)
+    except _locking.LockTimeout:
+        out["refused"] = "interface lock busy (a takeover run is changing this node)"
+    except (_addresses.SpecError, KeyError, TypeError) as exc:
+        out["refused"] = f"malformed order: {exc}"
+    if out["refused"]:
+        log.warning("Fast takeover order %s refused: %s", order.get("id"), out["refused"])
+    return out
+
+
+def stranded(record: dict[str, Any] | None, ifaces: dict[str, Any]) -> list[str]:
+    """Public IPs of the record held on an interface that cannot carry traffic."""
+    public = {e["ip"].split("/", 1)[0]: e["ip"] for e in (record or {}).get("public_ips") or []}
+    return sorted(public[address] for iface in ifaces.values() if not iface.usable
+                  for address, _prefixlen, _version in iface.addresses if address in public)
+
+
+def release_stranded(cfg: Config, nl: Any, record: dict[str, Any]) -> list[str]:
+    """Release (or move, when ours and another allowed interface is usable) public IPs on dead links."""
+    done: list[str] = []
+    try:
+        with _locking.InterfaceLock(cfg.lock_path, timeout=LOCK_TIMEOUT):
+            ifaces = nl.interfaces()  # again, under the lock
+            ips = stranded(record, ifaces)
+            if not ips:
+                return done
+            by_ip = {e["ip"]: e for e in record["public_ips"]}
+            specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in ips])
+            public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
+            ours = [p for p in specs if by_ip[p.cidr].get("node") == cfg.node]
+            moves = [a for a in _host.plan_take(ifaces, ours, record, settings(cfg), public) if a.kind == "move"]
+            moved = {a.pip.cidr for a in moves}
+            releases = _host.plan_release(ifaces, [p for p in specs if p.cidr not in moved])
+            for act in _host.apply_actions(nl, moves + releases, settings(cfg)):
+                if act.error:
+                    log.error("Link loss: %s", act.message)
+                else:
+                    done.append(act.pip.cidr)
+                    log.warning("Link loss: %s", act.message)
+    except _locking.LockTimeout:
+        log.info("Link loss: interface lock busy, the release waits for the next check")
+    return done
