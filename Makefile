@@ -9,7 +9,7 @@ LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo test test-unit lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
+.PHONY: help deps venv demo test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
 
 help:
 	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | bench-watchdog | build | clean"
@@ -42,6 +42,11 @@ demo: venv
 
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit
+	$(MAKE) molecule
+
+# Molecule scenarios on network-namespace hosts (molecule/README.md); no Docker.
+molecule: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test --all
 
 test-unit: venv
 	$(BIN)/pytest -q -m "not lab" tests $(COLL)/tests/unit
@@ -49,7 +54,7 @@ test-unit: venv
 lint: venv
 	$(BIN)/ruff check watchdog tests $(COLL)/plugins
 	$(BIN)/mypy watchdog/pubip
-	cd $(COLL) && ../../../../$(BIN)/ansible-lint --offline -q . ../../../../playbooks
+	cd $(COLL) && ../../../../$(BIN)/ansible-lint --offline -q . ../../../../playbooks ../../../../molecule
 	$(MAKE) sanity
 
 # The ansible-test sanity tests that need no download (see STYLE.md).

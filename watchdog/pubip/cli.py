@@ -66,6 +66,43 @@ def _lab_exec(args: argparse.Namespace) -> int:
     return lab.exec_in_controller(args.name, cmd)
 
 
+def _lab_start(args: argparse.Namespace) -> int:
+    from . import lab
+
+    started = lab.start_missing(lab.load(args.name))
+    print(json.dumps({"started": started}))
+    return 0
+
+
+def _lab_arp(args: argparse.Namespace) -> int:
+    from . import lab
+
+    print(json.dumps(lab.arp_answers(lab.load(args.name)), indent=1))
+    return 0
+
+
+def _lab_kill(args: argparse.Namespace) -> int:
+    from . import lab
+
+    info = lab.load(args.name)
+    lab.cut_host(info, args.host)
+    lab.save(info)
+    print(f"{args.host}: dead (processes killed, links without carrier)")
+    return 0
+
+
+def _lab_revive(args: argparse.Namespace) -> int:
+    from . import lab
+
+    info = lab.load(args.name)
+    lab.revive_host(info, args.host)
+    if not args.no_watchdog:
+        lab.start_watchdog(info, args.host)
+    lab.save(info)
+    print(f"{args.host}: booted again (no public IPs, links up, sshd{'' if args.no_watchdog else ' and watchdog'})")
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
     from . import listener
 
@@ -160,6 +197,21 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--host", default="node1")
     rn.add_argument("--timeout", type=float, default=60.0)
     rn.set_defaults(func=_lab_restart_network)
+    sta = lsub.add_parser("start", help="start the listener and watchdogs that are not running (prints JSON)")
+    sta.add_argument("--name", default="demo")
+    sta.set_defaults(func=_lab_start)
+    arp = lsub.add_parser("arp", help="who answers ARP / neighbour solicitation for each public IP (JSON)")
+    arp.add_argument("--name", default="demo")
+    arp.set_defaults(func=_lab_arp)
+    kl = lsub.add_parser("kill", help="a host dies: its processes stop and its links lose carrier")
+    kl.add_argument("--name", default="demo")
+    kl.add_argument("--host", required=True)
+    kl.set_defaults(func=_lab_kill)
+    rv = lsub.add_parser("revive", help="a dead host boots again: no public IPs, links up, sshd and watchdog")
+    rv.add_argument("--name", default="demo")
+    rv.add_argument("--host", required=True)
+    rv.add_argument("--no-watchdog", action="store_true")
+    rv.set_defaults(func=_lab_revive)
     ex = lsub.add_parser("exec", help="run a command in the controller namespace, with the lab inventory")
     ex.add_argument("--name", default="demo")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
