@@ -11,7 +11,8 @@ def _lab_up(args: argparse.Namespace) -> int:
     from . import lab
 
     vips = args.vips if args.vips is not None else 2 * args.nodes
-    the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6, eth1=args.eth1,
+    the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6 or args.vips6 is not None, vips6=args.vips6,
+                      eth1=args.eth1,
                       watchdog=not args.no_watchdog, fast_retake=args.fast_retake)
     info = the_lab.up(progress=lambda line: print(line, flush=True))
     if not args.no_takeover and info["public_ips"]:
@@ -157,6 +158,13 @@ def parser() -> argparse.ArgumentParser:
                     help="TCP port knocked on before a silent node is declared dead (any answer: alive)")
     ls.add_argument("--no-fast-takeover", action="store_true",
                     help="a dead node's IPs wait for the takeover run instead of being ordered to survivors")
+    ls.add_argument("--backend", choices=["runner", "awx"], default="runner",
+                    help="run takeover runs here with ansible-runner, or as jobs of an AWX job template")
+    ls.add_argument("--awx-url", help="AWX / Automation Controller URL, e.g. https://awx.example.com")
+    ls.add_argument("--awx-job-template", type=int, help="id of the takeover-run job template")
+    ls.add_argument("--awx-token-file", help="file (mode 0600) holding an OAuth2 token")
+    ls.add_argument("--awx-api-prefix", default="/api/v2/", help="/api/controller/v2/ for AAP 2.5 and newer")
+    ls.add_argument("--awx-insecure", action="store_true", help="do not verify AWX's TLS certificate")
     ls.add_argument("--log-file")
     ls.set_defaults(func=_listen)
 
@@ -178,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--vips", type=int, default=None, help="number of public IPs (default: 2 per node)")
     up.add_argument("--name", default="demo")
     up.add_argument("--ipv6", action="store_true", help="add IPv6 public IPs from 2001:db8:100::/64")
+    up.add_argument("--vips6", type=int, default=None, help="number of IPv6 public IPs (implies --ipv6; "
+                    "default: as many as --vips)")
     up.add_argument("--eth1", action="store_true", help="give every host a second interface on a second bridge")
     up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
     up.add_argument("--no-takeover", action="store_true", help="do not run the first takeover run")

@@ -86,10 +86,11 @@ def list_netns() -> list[str]:
     return [entry["name"] for entry in json.loads(out)] if out else []
 
 
-def public_ips(vips: int, ipv6: bool) -> list[str]:
+def public_ips(vips: int, ipv6: bool, vips6: int | None = None) -> list[str]:
+    """VIPS IPv4 public IPs, and with IPV6 as many IPv6 ones (VIPS6 of them when given)."""
     ips = [f"{VIP_NET}.{i}/24" for i in range(1, vips + 1)]
     if ipv6:
-        ips += [f"{VIP6_NET}{i:x}/64" for i in range(1, vips + 1)]
+        ips += [f"{VIP6_NET}{i:x}/64" for i in range(1, (vips if vips6 is None else vips6) + 1)]
     return ips
 
 
@@ -102,10 +103,13 @@ class Lab:
     eth1: bool = False
     watchdog: bool = True
     fast_retake: bool = False
+    vips6: int | None = None
     dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         validate(self.name, self.nodes, self.vips)
+        if self.vips6 is not None and not 0 <= self.vips6 <= MAX_VIPS:
+            raise LabError(f"--vips6 {self.vips6} is out of range: a lab has 0 to {MAX_VIPS} IPv6 public IPs")
         self.dir = lab_dir(self.name)
 
     # --- naming -----------------------------------------------------------
@@ -241,7 +245,7 @@ class Lab:
             "controller": {"netns": self.ctl_ns, "address": CONTROLLER_ADDR},
             "bridge_netns": self.br_ns,
             "hosts": hosts,
-            "public_ips": public_ips(self.vips, self.ipv6),
+            "public_ips": public_ips(self.vips, self.ipv6, self.vips6),
             "ssh_key": str(self.dir / "id_ed25519"),
             "python": sys.executable,
             "watchdog": self.watchdog,

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 from . import _collection, auth, fasttakeover, liveness
 from .orders import Orders
 from .store import Store
+from .wdconfig import AwxBackend
 
 log = logging.getLogger("pubip.listener")
 ADMIN = "_admin"  # the secrets file's key for operations (pubip disable / enable / moveip / reloadips)
@@ -44,7 +45,7 @@ class Listener:
     def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, dead_after: float = 1.5,
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 30.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
-                 probe_timeout: float = 0.25, fast_takeover: bool = True):
+                 probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None):
         self.inventory = inventory
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
@@ -58,6 +59,7 @@ class Listener:
         self.retry_max = retry_max
         self.playbook = playbook or str(_collection.PLAYBOOKS / "takeover_run.yml")
         self.ssh_timeout = ssh_timeout
+        self.awx = awx  # launch the job template on AWX instead of running the playbook here
         self.probe_port = probe_port
         self.probe_timeout = probe_timeout
         self.fast_takeover = fast_takeover
@@ -179,15 +181,14 @@ class Listener:
                         log.warning("Node %s sent no heartbeat for %.1fs but its host %s answers: not dead "
                                     "(is its watchdog down?)", node, now - seen, peer)
                     continue
-                self.node_died(node, now - seen)
+                self.node_died(node, now - seen, "its host does not answer" if peer else "no address to probe")
             self.stopping.wait(0.05)
 
-    def node_died(self, node: str, silent_for: float) -> None:
+    def node_died(self, node: str, silent_for: float, why: str) -> None:
         self.alive[node] = False
         self.silent.discard(node)
         self.store.set_alive(node, False)
-        log.warning("Node %s is dead (no heartbeat for %.1fs, its host does not answer): takeover run without it",
-                    node, silent_for)
+        log.warning("Node %s is dead (no heartbeat for %.1fs, %s): takeover run without it", node, silent_for, why)
         if self.fast_takeover:
             self.issue_orders()
         self.store.add_request("listener", f"node {node} is dead")
@@ -241,7 +242,7 @@ class Listener:
             moves = self.store.overrides("moveip")
             try:
                 with self.run_lock:
-                    ok, generation, detail = self.run_playbook(run_id, dead, self.extravars(dead, moves))
+                    ok, generation, detail = self.run(run_id, dead, self.extravars(dead, moves))
                 if ok and moves:
                     self.store.clear_overrides("moveip", list(moves))  # one-shot, like CTDB's moveip
             except Exception as exc:  # a broken run must not stop the queue
@@ -274,6 +275,56 @@ class Listener:
                   ) -> dict[str, Any]:
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.store.overrides("state") if states is None else states}
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
+            ) -> tuple[bool, int | None, str]:
+        if self.awx is not None:
+            return self.run_awx(run_id, dead, extravars, check)
+        return self.run_playbook(run_id, dead, extravars, check)
+
+    def adopt(self, plan: dict[str, Any]) -> None:
+        """Keep a completed run's plan: the status, and what a fast takeover plans from (fasttakeover.py)."""
+        record = plan.get("record") or {}
+        self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
+                           "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
+                           "algorithm": plan.get("algorithm"), "options": plan.get("options"),
+                           "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for}
+        self._save_assignment()
+
+    def run_awx(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
+                ) -> tuple[bool, int | None, str]:
+        """The takeover run as a job of the AWX job template: launch it, follow it, read its plan."""
+        from .awx import AwxClient, AwxError
+
+        assert self.awx is not None
+        awx = self.awx
+        client = AwxClient(awx.url, awx.token, awx.api_prefix, awx.timeout, awx.verify_tls)
+        started = time.monotonic()
+        self.last_found = {"generation": None, "failures": []}
+        try:
+            other = client.active_job(awx.job_template)
+            if other and other.get("id"):  # one takeover run at a time, whoever launched the other
+                log.info("Takeover run %d: waiting for AWX job %s (%s) of template %d", run_id, other["id"],
+                         other.get("status"), awx.job_template)
+                client.wait(int(other["id"]), 3600, cancelled=self.stopping.is_set)
+            job = client.launch(awx.job_template, extravars, check=check)
+            log.info("Takeover run %d%s: AWX job %d of template %d launched%s", run_id, " (check)" if check else "",
+                     job, awx.job_template, f" (dead: {', '.join(dead)})" if dead else "")
+            result = client.wait(job, 3600, on_status=lambda st: log.info("Takeover run %d: AWX job %d %s",
+                                                                           run_id, job, st),
+                                 cancelled=self.stopping.is_set)
+            ok = result.get("status") == "successful"
+            plan = client.plan(job)
+        except AwxError as exc:
+            log.info("Takeover run %d FAILED in %.2fs: %s", run_id, time.monotonic() - started, exc)
+            return False, None, f"AWX: {exc}"
+        generation = plan.get("generation") if plan else None
+        self.last_found = {"generation": generation, "plan": plan, "failures": []}
+        if ok and plan and not check:
+            self.adopt(plan)
+        log.info("Takeover run %d %s in %.2fs (AWX job %d, generation %s)", run_id, "finished" if ok else "FAILED",
+                 time.monotonic() - started, job, generation)
+        return ok, generation, "" if ok else f"AWX job {job} {result.get('status')}: {result.get('job_explanation')}"
 
     def run_playbook(self, run_id: int, dead: list[str], extravars: dict[str, Any],
                      check: bool = False) -> tuple[bool, int | None, str]:
@@ -324,14 +375,7 @@ class Listener:
         ok = runner.status == "successful" and runner.rc == 0
         self.last_found = found
         if ok and found.get("plan") and not check:
-            plan = found["plan"]
-            record = plan.get("record") or {}
-            # What a fast takeover plans from: the last completed run's decision (fasttakeover.py).
-            self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
-                               "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
-                               "algorithm": plan.get("algorithm"), "options": plan.get("options"),
-                               "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for}
-            self._save_assignment()
+            self.adopt(found["plan"])
         took = time.monotonic() - started
         detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
         log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED", took,
@@ -359,8 +403,8 @@ class Listener:
             moves[ip] = node
         if payload.get("check"):
             with self.run_lock:
-                ok, _gen, detail = self.run_playbook(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves,
-                                                                                          states), check=True)
+                ok, _gen, detail = self.run(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves, states),
+                                            check=True)
             plan = self.last_found.get("plan") or {}
             return {"op": op, "check": True, "success": ok, "moves": plan.get("moves", []),
                     "summary": plan.get("summary", ""), "detail": detail}
@@ -500,8 +544,17 @@ def main(args: Any) -> int:
     logging.getLogger("pubip").addHandler(handler)
     logging.getLogger("pubip").setLevel(logging.INFO)
     secrets = json.loads(Path(args.secrets).read_text())
+    awx = None
+    if args.backend == "awx":
+        from .wdconfig import read_secret
+
+        if not (args.awx_url and args.awx_job_template and args.awx_token_file):
+            raise SystemExit("pubip listen: --backend awx needs --awx-url, --awx-job-template and --awx-token-file")
+        awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
+                         token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
+                         verify_tls=not args.awx_insecure)
     listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after,
-                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover)
+                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -114,22 +114,18 @@ def signed_orders(backend: ListenerBackend, answer: Any, signed: dict[str, str],
 
 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
-    api = backend.url + "/" + backend.api_prefix.strip("/") + "/"
-    headers = {"Authorization": f"Bearer {backend.token}", "Content-Type": "application/json"}
-    context = None
-    if not backend.verify_tls:
-        import ssl
+    from .awx import AwxClient, AwxError
 
-        context = ssl._create_unverified_context()
-    jobs = f"{api}job_templates/{backend.job_template}/jobs/?status__in=pending,waiting,running&page_size=1"
-    _status, answer = _http("GET", jobs, None, headers, backend.timeout, context)
-    if answer and answer.get("count", 0) > 0:
-        job = answer["results"][0] if answer.get("results") else {}
-        return f"job {job.get('id', '?')} of template {backend.job_template} is already {job.get('status', 'queued')}"
-    body = json.dumps({"extra_vars": {"pubip_requested_by": node, "pubip_reason": payload.get("reason", "")}})
-    _status, answer = _http("POST", f"{api}job_templates/{backend.job_template}/launch/", body.encode(), headers,
-                            backend.timeout, context)
-    return f"launched job {(answer or {}).get('job', (answer or {}).get('id', '?'))}"
+    client = AwxClient(backend.url, backend.token, backend.api_prefix, backend.timeout, backend.verify_tls)
+    try:
+        job = client.active_job(backend.job_template)
+        if job:
+            return f"job {job.get('id') or '?'} of template {backend.job_template} is already {job.get('status')}"
+        launched = client.launch(backend.job_template, {"pubip_requested_by": node,
+                                                        "pubip_reason": payload.get("reason", "")})
+    except AwxError as exc:
+        raise RequestFailed(str(exc)) from None
+    return f"launched job {launched}"
 
 
 class Requester:

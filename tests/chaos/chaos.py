@@ -1,0 +1,261 @@
+"""`make chaos`: random faults on a running cluster, while a sampler watches every host's kernel.
+
+A lab of 5 hosts with 10 IPv4 and 4 IPv6 public IPs, watchdogs and the listener running.
+For a bounded time (default 10 min) or a number of faults, one fault at a time: inject it,
+hold it, undo it, pause. A sampler reads every host's public IPs every 20 ms throughout.
+
+Report (table + JSON under .bench/): faults by kind; moments with an IP on two hosts (must be 0;
+a foreign IP added by hand is excused until it has one holder again); the longest time any IP
+was unheld; time to converge after the last fault (target <= 5 s); runs started; requests
+coalesced. Exit 1 when an IP was ever on two hosts or the cluster did not converge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "watchdog"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests/bench"))
+from _report import report  # noqa: E402
+
+from pubip import lab  # noqa: E402
+from tests import labkit  # noqa: E402
+
+CONVERGE_TARGET = 5.0
+
+
+class Chaos:
+    def __init__(self, info: dict[str, Any], rng: random.Random, log: Callable[[str], None]):
+        self.info = info
+        self.rng = rng
+        self.log = log
+        self.handle = labkit.LabHandle(info)
+        self.excused: list[tuple[str, float]] = []  # (ip, injected at): a foreign IP added by hand
+        self.kinds = {
+            "flush": self.flush, "link_flap": self.link_flap, "watchdog_restart": self.watchdog_restart,
+            "cut_off": self.cut_off, "listener_restart": self.listener_restart, "foreign_ip": self.foreign_ip,
+        }
+
+    def host(self) -> dict[str, Any]:
+        return self.rng.choice(self.info["hosts"])
+
+    # --- the faults: each injects, holds, and undoes ------------------------------------------
+    def flush(self) -> str:
+        h = self.host()  # the seed's networking restart
+        lab.run(["ip", "-n", h["netns"], "addr", "flush", "dev", "eth0"])
+        lab.run(["ip", "-n", h["netns"], "addr", "add", f"{h['address']}/24", "dev", "eth0"])
+        return h["name"]
+
+    def link_flap(self) -> str:
+        h = self.host()
+        lab.run(["ip", "-n", h["netns"], "link", "set", "eth0", "down"])
+        time.sleep(self.rng.uniform(0.5, 3.0))
+        lab.run(["ip", "-n", h["netns"], "link", "set", "eth0", "up"])
+        return h["name"]
+
+    def watchdog_restart(self) -> str:
+        h = self.host()
+        lab.stop_watchdog(self.info, h["name"])
+        time.sleep(self.rng.uniform(0.5, 3.0))
+        lab.start_watchdog(self.info, h["name"])
+        return h["name"]
+
+    def cut_off(self) -> str:
+        h = self.host()
+        lab.set_host_links(self.info, h["name"], up=False)
+        time.sleep(self.rng.uniform(3.0, 6.0))
+        lab.set_host_links(self.info, h["name"], up=True)
+        return h["name"]
+
+    def listener_restart(self) -> str:
+        lab.stop_listener(self.info)  # SIGKILL, maybe mid-run
+        time.sleep(self.rng.uniform(0.2, 2.0))
+        lab.start_listener(self.info)
+        return "listener"
+
+    def foreign_ip(self) -> str:
+        holders = self.handle.holders()
+        ip = self.rng.choice(sorted(holders))
+        wrong = self.rng.choice([h for h in self.info["hosts"] if h["name"] not in holders[ip]])
+        self.excused.append((ip, time.monotonic()))
+        lab.run(["ip", "-n", wrong["netns"], "addr", "add", ip, "dev", "eth0"], check=False)
+        return f"{ip} on {wrong['name']}"
+
+    def inject(self) -> str:
+        kind = self.rng.choice(sorted(self.kinds))
+        where = self.kinds[kind]()
+        lab.save(self.info)
+        self.log(f"fault {kind}: {where}")
+        return kind
+
+    # --- convergence ---------------------------------------------------------------------------
+    def converged(self) -> bool:
+        holders = self.handle.holders()
+        if any(len(hs) != 1 for hs in holders.values()):
+            return False
+        st = listener_status(self.info)
+        return bool(st) and st["pending_requests"] == 0 and st["running"] is None
+
+
+def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
+    url = f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}/v1/status"
+    proc = subprocess.run(["ip", "netns", "exec", info["controller"]["netns"], sys.executable, "-c",
+                           f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', "
+                           "timeout=2).read().decode())"], capture_output=True, text=True, check=False)
+    try:
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def unheld_gaps(spans: dict[str, list[tuple[str, float, float]]], ips: list[str], start: float, end: float
+                ) -> dict[str, float]:
+    """For every IP, the longest stretch within [start, end] that no host held it."""
+    longest = {}
+    for ip in ips:
+        covered = sorted((a, b) for _h, a, b in spans.get(ip, []))
+        gap, at = 0.0, start
+        for a, b in covered:
+            if a > at:
+                gap = max(gap, a - at)
+            at = max(at, b)
+        longest[ip] = max(gap, end - at if at < end else 0.0)
+    return longest
+
+
+def double_holdings(spans: dict[str, list[tuple[str, float, float]]], excused: list[tuple[str, float]]
+                    ) -> list[dict[str, Any]]:
+    """Overlaps of two hosts on one IP, less those a foreign-IP fault made until the IP had one holder again."""
+    found = []
+    for ip, ss in spans.items():
+        for i, (h1, a1, b1) in enumerate(ss):
+            for h2, a2, b2 in ss[i + 1:]:
+                if h1 == h2 or not (a1 < b2 and a2 < b1):
+                    continue
+                lo, hi = max(a1, a2), min(b1, b2)
+                if any(eip == ip and t <= lo + 0.001 and hi <= single_again(ss, t) for eip, t in excused):
+                    continue
+                found.append({"ip": ip, "hosts": sorted([h1, h2]), "from": lo, "until": hi})
+    return found
+
+
+def single_again(spans: list[tuple[str, float, float]], since: float) -> float:
+    """The first moment after SINCE at which at most one host held the IP."""
+    points = sorted({since} | {t for _h, a, b in spans for t in (a, b) if t >= since})
+    for t in points:
+        if sum(1 for _h, a, b in spans if a <= t < b) <= 1:
+            return t
+    return float("inf")
+
+
+def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
+    """(runs started, requests, requests covered by a run that also covered an earlier one)."""
+    db = sqlite3.connect(Path(info["dir"]) / "listener" / "listener.sqlite")
+    try:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        requests = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        per_run = db.execute("SELECT COUNT(*) FROM requests WHERE run_id IS NOT NULL GROUP BY run_id").fetchall()
+    finally:
+        db.close()
+    return runs, requests, sum(max(0, n - 1) for (n,) in per_run)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds of faults (default 10 min)")
+    ap.add_argument("--faults", type=int, default=None, help="stop after this many faults instead")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--hosts", type=int, default=5)
+    ap.add_argument("--vips", type=int, default=10)
+    ap.add_argument("--vips6", type=int, default=4)
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    rng = random.Random(seed)
+    name = args.name or f"chaos{random.randrange(10000)}"
+    t_begin = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - t_begin:7.1f}s] {line}", flush=True)
+
+    say(f"chaos: seed {seed}; lab {name}: {args.hosts} hosts, {args.vips} IPv4 + {args.vips6} IPv6 public IPs")
+    try:
+        info = lab.Lab(name, args.hosts, args.vips, ipv6=args.vips6 > 0, vips6=args.vips6).up(progress=say)
+        if lab.run_playbook(info, "takeover_run.yml") != 0:
+            raise SystemExit("chaos: the first takeover run failed")
+        lab.start_listener(info)
+        for h in info["hosts"]:
+            lab.start_watchdog(info, h["name"])
+        lab.save(info)
+        chaos = Chaos(info, rng, say)
+        deadline = time.monotonic() + 60
+        while not chaos.converged():  # the listener's first run, the watchdogs' first heartbeats
+            if time.monotonic() > deadline:
+                raise SystemExit("chaos: the cluster did not settle before the faults")
+            time.sleep(0.2)
+        time.sleep(2.0)
+        kinds: Counter[str] = Counter()
+        with labkit.Sampler(chaos.handle) as sampler:
+            t_start = time.monotonic()
+            end = t_start + args.duration
+            while (len(list(kinds.elements())) < args.faults) if args.faults else time.monotonic() < end:
+                kinds[chaos.inject()] += 1
+                time.sleep(rng.uniform(0.5, 3.0))
+            t_last = time.monotonic()
+            say(f"last fault undone after {sum(kinds.values())} faults; waiting for convergence")
+            converge = None
+            while time.monotonic() - t_last < 120:
+                if chaos.converged():
+                    converge = time.monotonic() - t_last
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)
+            t_end = time.monotonic()
+        spans = sampler.intervals()
+        doubles = double_holdings(spans, chaos.excused)
+        gaps = unheld_gaps(spans, info["public_ips"], t_start, t_end)
+        worst_ip = max(gaps, key=lambda ip: gaps[ip])
+        runs, requests, coalesced = coalescing(info)
+        samples = sampler.samples()
+    finally:
+        lab.down(name)
+
+    rows = [[f"faults: {k}", v, ""] for k, v in sorted(kinds.items())]
+    rows += [
+        ["faults in all", sum(kinds.values()), ""],
+        ["IP on two hosts (moments)", len(doubles), "must be 0"],
+        ["longest unheld (s)", f"{gaps[worst_ip]:.3f} ({worst_ip})", ""],
+        ["converged after last fault (s)", "never" if converge is None else f"{converge:.3f}",
+         f"<= {CONVERGE_TARGET}"],
+        ["takeover runs started", runs, ""],
+        ["requests", requests, ""],
+        ["requests coalesced", coalesced, ""],
+        ["samples (20 ms, all hosts)", samples, ""],
+    ]
+    record = {"seed": seed, "hosts": args.hosts, "public_ips": info["public_ips"], "faults": dict(kinds),
+              "double_holdings": doubles, "longest_unheld_s": gaps[worst_ip], "longest_unheld_ip": worst_ip,
+              "unheld_by_ip_s": gaps, "converge_s": converge, "converge_target_s": CONVERGE_TARGET,
+              "runs": runs, "requests": requests, "requests_coalesced": coalesced, "samples": samples,
+              "duration_s": t_end - t_start}
+    report("chaos", ["measure", "value", "target"], rows, [record])
+    if doubles:
+        for d in doubles:
+            print(f"DOUBLE HOLDING: {d['ip']} on {' and '.join(d['hosts'])} "
+                  f"({d['until'] - d['from']:.3f}s)", file=sys.stderr)
+    return 1 if doubles or converge is None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
