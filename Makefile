@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 .PHONY: help deps venv demo test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
 
 help:
-	@echo "make demo | test | lint | bench | bench-plan | bench-takeover | bench-watchdog | build | clean"
+	@echo "make demo | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | build | clean"
 
 # System packages a fresh Debian 12 lacks (idempotent, quiet when present).
 deps:
@@ -53,6 +53,15 @@ demo: venv
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit
 	$(MAKE) molecule
+	$(MAKE) chaos-short
+
+# Random faults on a running 5-host cluster (tests/chaos/chaos.py); CHAOS_ARGS e.g. --faults 100 --seed 7.
+chaos: venv
+	$(PY) tests/chaos/chaos.py $(CHAOS_ARGS)
+
+# The short version that make test runs: at least 30 faults.
+chaos-short: venv
+	$(PY) tests/chaos/chaos.py --faults 30
 
 # Molecule scenarios on network-namespace hosts (molecule/README.md); no Docker.
 molecule: venv

@@ -1,12 +1,13 @@
 """Stand-ins for the controller side in watchdog tests (run inside the lab's controller namespace).
 
 listener: verifies the watchdogs' HMAC exactly as the pubip listener must, records each request.
+webhook: an Event-Driven Ansible ansible.eda.webhook source with a token: Bearer checked, body recorded.
 awx: the AWX / Automation Controller API v2 endpoints the watchdog and the listener call (job list
 filtered by status, job template launch, job detail, job events), with its error answers; it
 follows AWX's documented API. With --run-playbook a launched job really runs the takeover run
 (ansible-runner, the lab inventory from the environment) and its events are served as job events.
 
-Usage: python fake_controller.py listener|awx PORT OUT [--secrets FILE] [--status CODE] [--token T]
+Usage: python fake_controller.py listener|awx|webhook PORT OUT [--secrets FILE] [--status CODE] [--token T]
        [--busy N] [--prefix /api/v2/] [--fail-first N --fail-code CODE] [--run-playbook]
        [--job-seconds S]
 Each request is written to OUT as a JSON line with CLOCK_MONOTONIC receive time.
@@ -104,6 +105,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return None
         record({"t": t, "path": self.path, "body": json.loads(body or b"{}")})
+        if ARGS.mode == "webhook":  # ansible.eda.webhook answers 200 with nothing to say
+            return self.answer(200, {})
         prefix = ARGS.prefix.rstrip("/")
         if self.path.split("?")[0] != f"{prefix}/job_templates/{ARGS.template}/launch/":
             return self.answer(404, {"detail": "Not found."})
@@ -154,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["listener", "awx"])
+    ap.add_argument("mode", choices=["listener", "awx", "webhook"])
     ap.add_argument("port", type=int)
     ap.add_argument("out")
     ap.add_argument("--secrets")

@@ -89,7 +89,7 @@ class Chaos:
         holders = self.handle.holders()
         ip = self.rng.choice(sorted(holders))
         wrong = self.rng.choice([h for h in self.info["hosts"] if h["name"] not in holders[ip]])
-        self.excused.append((ip, time.monotonic()))
+        self.excused.append((ip.split("/", 1)[0], time.monotonic()))
         lab.run(["ip", "-n", wrong["netns"], "addr", "add", ip, "dev", "eth0"], check=False)
         return f"{ip} on {wrong['name']}"
 
@@ -122,7 +122,8 @@ def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
 
 def unheld_gaps(spans: dict[str, list[tuple[str, float, float]]], ips: list[str], start: float, end: float
                 ) -> dict[str, float]:
-    """For every IP, the longest stretch within [start, end] that no host held it."""
+    """For every IP (address without prefix, as the sampler reports it), the longest stretch within
+    [start, end] that no host held it."""
     longest = {}
     for ip in ips:
         covered = sorted((a, b) for _h, a, b in spans.get(ip, []))
@@ -152,10 +153,14 @@ def double_holdings(spans: dict[str, list[tuple[str, float, float]]], excused: l
 
 
 def single_again(spans: list[tuple[str, float, float]], since: float) -> float:
-    """The first moment after SINCE at which at most one host held the IP."""
+    """The end of the first stretch of two or more holders that starts at or after SINCE."""
     points = sorted({since} | {t for _h, a, b in spans for t in (a, b) if t >= since})
+    doubled = False
     for t in points:
-        if sum(1 for _h, a, b in spans if a <= t < b) <= 1:
+        holders = sum(1 for _h, a, b in spans if a <= t < b)
+        if holders >= 2:
+            doubled = True
+        elif doubled:
             return t
     return float("inf")
 
@@ -181,6 +186,7 @@ def main() -> int:
     ap.add_argument("--vips", type=int, default=10)
     ap.add_argument("--vips6", type=int, default=4)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards (pubip lab down removes it)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -225,12 +231,13 @@ def main() -> int:
             t_end = time.monotonic()
         spans = sampler.intervals()
         doubles = double_holdings(spans, chaos.excused)
-        gaps = unheld_gaps(spans, info["public_ips"], t_start, t_end)
+        gaps = unheld_gaps(spans, [ip.split("/", 1)[0] for ip in info["public_ips"]], t_start, t_end)
         worst_ip = max(gaps, key=lambda ip: gaps[ip])
         runs, requests, coalesced = coalescing(info)
         samples = sampler.samples()
     finally:
-        lab.down(name)
+        if not args.keep:
+            lab.down(name)
 
     rows = [[f"faults: {k}", v, ""] for k, v in sorted(kinds.items())]
     rows += [

@@ -221,6 +221,33 @@ def test_awx_errors_are_retried_not_fatal(lab_factory) -> None:  # type: ignore[
         awx.stop()
 
 
+def test_webhook_backend_posts_the_finding_with_its_token(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    handle = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog")
+    h = handle.hosts[0]
+    token = Path(h["dir"]) / "eda-token"
+    token.write_text("eda-t0ken\n")
+    token.chmod(0o600)
+    hook = Controller(handle, "webhook", "--token", "eda-t0ken", port=5000)
+    try:
+        network_restart(handle, "node1")
+        for token_value, code in (("eda-t0ken", 1), ("wrong", 2)):
+            token.write_text(token_value + "\n")
+            cfg = Path(h["dir"]) / "watchdog-eda.yml"
+            cfg.write_text(Path(h["watchdog_config"]).read_text().split("backend:")[0] + "\n".join([
+                "backend: webhook", "webhook:", "  url: http://192.0.2.254:5000/endpoint", f"  token_file: {token}",
+                "retry:", "  initial: 0.1", "  max: 0.3", f"log_file: {h['dir']}/wd-eda.log", ""]))
+            once = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.wddaemon",
+                                   "--once", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+            assert once.returncode == code, once.stderr
+        posted = hook.requests()
+        assert len(posted) == 1 and posted[0]["path"] == "/endpoint"
+        assert posted[0]["body"]["node"] == "node1"
+        assert {f["rule"] for f in posted[0]["body"]["findings"]} == {"missing"}
+        assert "HTTP 401" in (Path(h["dir"]) / "wd-eda.log").read_text()
+    finally:
+        hook.stop()
+
+
 def test_once_exit_codes(lab) -> None:  # type: ignore[no-untyped-def]
     h = lab.hosts[1]
     labmod.stop_watchdog(lab.info, "node2")

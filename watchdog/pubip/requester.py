@@ -1,8 +1,9 @@
 """Ask the controller for a takeover run: one request in flight per node, retried with backoff.
 
-Backends: the pubip listener (HMAC-signed POST) or an AWX / Automation
+Backends: the pubip listener (HMAC-signed POST), an AWX / Automation
 Controller job template (API v2, Bearer token; no launch while a job of the
-template is pending, waiting or running).
+template is pending, waiting or running), or a plain webhook such as an
+Event-Driven Ansible rulebook (JSON, Bearer token).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     import ssl
 
 from . import auth
-from .wdconfig import AwxBackend, Config, ListenerBackend
+from .wdconfig import AwxBackend, Config, ListenerBackend, WebhookBackend
 
 log = logging.getLogger("pubip.watchdog")
 
@@ -128,6 +129,16 @@ def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
     return f"launched job {launched}"
 
 
+def webhook_send(backend: WebhookBackend, node: str, payload: dict[str, Any]) -> str:
+    """POST the finding to a webhook (an Event-Driven Ansible rulebook's ansible.eda.webhook source)."""
+    import time
+
+    body = json.dumps({**payload, "node": node, "sent_at": time.time()}, sort_keys=True).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {backend.token}"}
+    status, _answer = plain_post(backend.url, body, headers, backend.timeout)
+    return f"webhook answered {status}"
+
+
 class Requester:
     """Coalesces requests: at most one in flight; findings during it fold into one follow-up."""
 
@@ -147,6 +158,8 @@ class Requester:
             return listener_send(self.cfg.listener, self.cfg.node, payload)
         if self.cfg.backend == "awx" and self.cfg.awx:
             return awx_send(self.cfg.awx, self.cfg.node, payload)
+        if self.cfg.backend == "webhook" and self.cfg.webhook:
+            return webhook_send(self.cfg.webhook, self.cfg.node, payload)
         return "backend none: nothing sent"
 
     def request(self, payload: dict[str, Any]) -> bool:

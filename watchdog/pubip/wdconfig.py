@@ -44,6 +44,15 @@ class AwxBackend:
 
 
 @dataclass
+class WebhookBackend:
+    """A plain webhook (Event-Driven Ansible's ansible.eda.webhook source): JSON with a Bearer token."""
+
+    url: str
+    token: str
+    timeout: float = 5.0
+
+
+@dataclass
 class Config:
     node: str
     record_path: str = "/var/lib/pubip/record.json"
@@ -60,6 +69,7 @@ class Config:
     backend: str = "listener"
     listener: ListenerBackend | None = None
     awx: AwxBackend | None = None
+    webhook: WebhookBackend | None = None
     retry_initial: float = 0.2
     retry_max: float = 30.0
     retry_jitter: float = 0.2
@@ -77,15 +87,17 @@ TOP = {
     "netlink": (bool, False), "debounce": (float, False), "fast_retake": (bool, False),
     "fast_takeover": (bool, False), "order_max_age": (float, False), "release_on_link_loss": (bool, False),
     "announce_count": (int, False), "announce_interval": (float, False), "backend": (str, False),
-    "listener": (dict, False), "awx": (dict, False), "retry": (dict, False), "heartbeat_interval": (float, False),
+    "listener": (dict, False), "awx": (dict, False), "webhook": (dict, False), "retry": (dict, False),
+    "heartbeat_interval": (float, False),
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
 }
 LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False)}
 AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
        "api_prefix": (str, False), "timeout": (float, False), "verify_tls": (bool, False)}
+WEBHOOK = {"url": (str, True), "token": (str, False), "token_file": (str, False), "timeout": (float, False)}
 RETRY = {"initial": (float, False), "max": (float, False), "jitter": (float, False)}
 METRICS = {"port": (int, False), "address": (str, False)}
-BACKENDS = ("listener", "awx", "none")
+BACKENDS = ("listener", "awx", "webhook", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -183,6 +195,13 @@ def load(path: str = DEFAULT_PATH) -> Config:
                              token=_secret(awx, "token", where), api_prefix=awx.get("api_prefix", "/api/v2/"),
                              timeout=awx.get("timeout", 5.0), verify_tls=awx.get("verify_tls", True))
         _url(where, "awx.url", cfg.awx.url)
+    if cfg.backend == "webhook":
+        if "webhook" not in top:
+            raise ConfigError(f"{where}: backend webhook needs a 'webhook' section (url, token_file)")
+        hook = _check("webhook.", data["webhook"], WEBHOOK, where)
+        cfg.webhook = WebhookBackend(url=hook["url"], token=_secret(hook, "token", where),
+                                     timeout=hook.get("timeout", 5.0))
+        _url(where, "webhook.url", cfg.webhook.url)
     if "retry" in top:
         retry = _check("retry.", data["retry"], RETRY, where)
         cfg.retry_initial = retry.get("initial", cfg.retry_initial)
