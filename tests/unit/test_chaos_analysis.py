@@ -1,0 +1,30 @@
+"""The chaos report's arithmetic: double holdings (a hand-made foreign IP excused), unheld stretches."""
+
+from __future__ import annotations
+
+from tests.chaos import chaos
+
+
+def test_overlapping_holders_are_a_double_holding() -> None:
+    spans = {"198.51.100.1": [("node1", 0.0, 5.0), ("node2", 4.0, 6.0)]}
+    assert chaos.double_holdings(spans, []) == [
+        {"ip": "198.51.100.1", "hosts": ["node1", "node2"], "from": 4.0, "until": 5.0}]
+
+
+def test_a_foreign_ip_is_excused_until_it_has_one_holder_again_but_not_after() -> None:
+    spans = {"198.51.100.1": [("node1", 0.0, 10.0), ("node2", 2.0, 3.0), ("node3", 7.0, 8.0)]}
+    found = chaos.double_holdings(spans, [("198.51.100.1", 1.9)])
+    assert [(d["hosts"], d["from"], d["until"]) for d in found] == [(["node1", "node3"], 7.0, 8.0)]
+    assert chaos.double_holdings(spans, [("198.51.100.2", 1.9)]) != []  # another IP's excuse does not count
+
+
+def test_back_to_back_spans_of_one_host_are_not_a_double_holding() -> None:
+    spans = {"198.51.100.1": [("node1", 0.0, 1.0), ("node1", 1.0, 2.0), ("node2", 2.0, 3.0)]}
+    assert chaos.double_holdings(spans, []) == []
+
+
+def test_longest_unheld_stretch() -> None:
+    spans = {"198.51.100.1": [("node1", 0.0, 1.0), ("node2", 1.5, 2.0), ("node3", 4.0, 9.0)]}
+    gaps = chaos.unheld_gaps(spans, ["198.51.100.1", "198.51.100.2"], 0.0, 10.0)
+    assert gaps["198.51.100.1"] == (2.0, 4.0)
+    assert gaps["198.51.100.2"] == (0.0, 10.0)  # never held
