@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from pubip import auth, fasttakeover
 from pubip._collection import module_utils
 from pubip.orders import Orders
-from pubip.requester import RequestFailed, signed_orders
+from pubip.requester import RequestFailed, signed_answer
 from pubip.wdconfig import ListenerBackend
 
 takeover = module_utils("takeover")
@@ -134,22 +135,29 @@ def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:
     assert orders.outstanding() == []
 
 
-def test_a_watchdog_acts_only_on_orders_the_listener_signed() -> None:
+def listener_answer(secret: str, request_headers: dict[str, str], **part: Any) -> dict[str, Any]:
+    """A heartbeat answer as the listener signs it."""
+    part = {"orders": [], "declared_dead": None, "running": False, "generation": None, **part}
+    sig = auth.answer_signature(secret, request_headers, "/v1/heartbeat", json.dumps(part, sort_keys=True).encode())
+    return {"ok": True, **part, "signature": sig}
+
+
+def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
     backend = ListenerBackend(url="http://192.0.2.254:8750/v1/takeover-run", secret="s3cret")
     signed = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")
     orders = [{"id": 1, "generation": 4, "ips": [{"ip": "198.51.100.1/24", "interfaces": ["eth0"]}]}]
-    raw = b'[{"generation": 4, "id": 1, "ips": [{"interfaces": ["eth0"], "ip": "198.51.100.1/24"}]}]'
-    good = auth.answer_signature("s3cret", signed, "/v1/heartbeat", raw)
-    assert signed_orders(backend, {"orders": orders, "signature": good}, signed, "/v1/heartbeat") == orders
-    assert signed_orders(backend, {"ok": True, "orders": []}, signed, "/v1/heartbeat") == []
-    forged = auth.answer_signature("wrong", signed, "/v1/heartbeat", raw)
+    good = listener_answer("s3cret", signed, orders=orders, generation=4)
+    assert signed_answer(backend, good, signed, "/v1/heartbeat") == {
+        "orders": orders, "declared_dead": None, "running": False, "generation": 4}
     other_request = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")  # a replay of another answer
-    for answer, headers in (({"orders": orders, "signature": forged}, signed),
-                            ({"orders": orders}, signed),
-                            ({"orders": orders, "signature": good}, other_request)):
+    for answer, headers in ((listener_answer("wrong", signed, orders=orders), signed),
+                            ({k: v for k, v in good.items() if k != "signature"}, signed),
+                            ({**good, "declared_dead": 7}, signed),  # altered on the way
+                            ({**good, "running": True}, signed),
+                            (good, other_request)):
         try:
-            signed_orders(backend, answer, headers, "/v1/heartbeat")
+            signed_answer(backend, answer, headers, "/v1/heartbeat")
         except RequestFailed as exc:
             assert "without a valid listener signature" in str(exc)
         else:
-            raise AssertionError("an unsigned or forged order was accepted")
+            raise AssertionError("an unsigned, altered or forged answer was accepted")

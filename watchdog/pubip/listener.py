@@ -215,6 +215,12 @@ class Listener:
                 log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node,
                          order.generation, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))
             if batch:
+                # Their owners must not put these IPs back by themselves under this generation (fast retake):
+                # each heartbeat answer tells a node the generation it was given away under.
+                given_away = self.assignment.setdefault("declared_dead", {})
+                for order in batch:
+                    for entry in order.ips:
+                        given_away[entry["from"]] = order.generation
                 self.assignment["orders_issued_for"] = self.orders.issued_for
                 self._save_assignment()
 
@@ -288,7 +294,8 @@ class Listener:
         self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
                            "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
                            "algorithm": plan.get("algorithm"), "options": plan.get("options"),
-                           "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for}
+                           "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,
+                           "declared_dead": self.assignment.get("declared_dead") or {}}
         self._save_assignment()
 
     def run_awx(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
@@ -503,11 +510,14 @@ class Listener:
                     listener.reject(peer, Rejected(400, "malformed request"))
                     return self.send(400, {"error": "malformed request"})
                 if url.path == "/v1/heartbeat":
-                    orders = listener.heartbeat(node, peer, payload)
-                    raw = json.dumps(orders, sort_keys=True).encode()
+                    signed = {"orders": listener.heartbeat(node, peer, payload),
+                              "declared_dead": (listener.assignment.get("declared_dead") or {}).get(node),
+                              "running": listener.running_run is not None,
+                              "generation": listener.assignment.get("generation")}
                     # Signed: a watchdog acts on orders only with the listener's signature over them.
-                    sig = auth.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path, raw)
-                    return self.send(200, {"ok": True, "orders": orders, "signature": sig})
+                    sig = auth.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path,
+                                                json.dumps(signed, sort_keys=True).encode())
+                    return self.send(200, {"ok": True, **signed, "signature": sig})
                 if url.path == "/v1/admin":
                     try:
                         return self.send(200, listener.operation(payload))

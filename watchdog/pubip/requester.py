@@ -102,16 +102,19 @@ def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any], 
     return f"listener answered {status}: {answer}"
 
 
-def signed_orders(backend: ListenerBackend, answer: Any, signed: dict[str, str], path: str) -> list[dict[str, Any]]:
-    """The fast takeover orders in a heartbeat answer, if the listener's signature over them holds."""
-    if not isinstance(answer, dict) or not answer.get("orders"):
-        return []
-    orders = answer["orders"]
-    raw = json.dumps(orders, sort_keys=True).encode()
-    if not isinstance(orders, list) or not auth.verify_answer(backend.secret, signed, path, raw,
-                                                              str(answer.get("signature", ""))):
-        raise RequestFailed("heartbeat answer carries orders without a valid listener signature: ignored")
-    return orders
+def signed_answer(backend: ListenerBackend, answer: Any, signed: dict[str, str], path: str) -> dict[str, Any]:
+    """The signed part of a heartbeat answer - fast takeover orders, the generation under which this
+    node's IPs were last given away (declared_dead), whether a takeover run is running, and the last
+    run's generation - if the listener's signature over it holds."""
+    if not isinstance(answer, dict):
+        raise RequestFailed("heartbeat answer is not a JSON object")
+    part = {"orders": answer.get("orders") or [], "declared_dead": answer.get("declared_dead"),
+            "running": answer.get("running"), "generation": answer.get("generation")}
+    raw = json.dumps(part, sort_keys=True).encode()
+    if not isinstance(part["orders"], list) or not auth.verify_answer(backend.secret, signed, path, raw,
+                                                                      str(answer.get("signature", ""))):
+        raise RequestFailed("heartbeat answer without a valid listener signature: ignored")
+    return part
 
 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:

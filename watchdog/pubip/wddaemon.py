@@ -94,6 +94,8 @@ class Watchdog:
         self.stopped = threading.Event()
         self.ordered: dict[str, Any] = {}  # IP -> generation: taken on the listener's order, not yet recorded
         self.order_results: list[dict[str, Any]] = []  # sent back with the next heartbeat
+        self.order_lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
+        self.order_nl: Any = None
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
@@ -137,7 +139,8 @@ class Watchdog:
         if not result.findings and not result.skipped:
             self.last_request = None  # clean again: the next finding is asked for at once
         if result.findings:
-            if self.cfg.fast_retake and result.fast_retake and first is not None:
+            if self.cfg.fast_retake and result.fast_retake and first is not None and \
+                    self._may_retake(first, result.fast_retake):
                 self._fast_retake(first, result.fast_retake)
             self._ask(first, result, trigger)
         self.metrics.duration.set(time.monotonic() - started)
@@ -153,6 +156,33 @@ class Watchdog:
                    "reason": "; ".join(f.message for f in result.findings)[:1000],
                    "findings": [{"rule": f.rule, "ip": f.ip} for f in result.findings]}
         self.requester.request(payload)
+
+    def _may_retake(self, record: dict[str, Any], wanted: list[str]) -> bool:
+        """With the listener, the record alone no longer proves these IPs are still ours: a takeover run
+        that could not reach this node, or a fast takeover while it was silent, may have given them to
+        another node without this node's record changing. So the listener is asked first (a heartbeat,
+        a few milliseconds): no run running, the record not older than its last run, and our IPs not
+        given away under this generation. Without an answer there is no fast retake."""
+        if self.cfg.backend != "listener":
+            return True
+        from .requester import RequestFailed
+
+        generation = int(record.get("generation") or 0)
+        why: str | None = None
+        try:
+            answer = self.exchange({"retake": wanted})
+        except RequestFailed as exc:
+            why = f"the listener did not answer ({exc})"
+        else:
+            if answer.get("running"):
+                why = "a takeover run is running"
+            elif answer.get("generation") is not None and int(answer["generation"]) > generation:
+                why = f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
+            elif answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
+                why = f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
+        if why:
+            log.warning("Fast retake held back: %s; a takeover run decides", why)
+        return why is None
 
     def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> None:
         """Re-add IPs the current record assigns here, on the interface the record allows, under the lock.
@@ -200,45 +230,56 @@ class Watchdog:
             if _rtdump.wait_event(sock):
                 self.wake(scheduler)
 
-    def heartbeats(self) -> None:
-        """Tell the listener this node is alive, every heartbeat_interval (its own thread); carry out the
-        fast takeover orders its answers bring, and report on them in the very next heartbeat."""
-        from .requester import RequestFailed, listener_exchange, signed_orders
+    def exchange(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One signed heartbeat to the listener, reporting on orders carried out since the last one;
+        carries out the fast takeover orders the answer brings. Returns the answer's signed part:
+        orders, declared_dead, running, generation. Raises RequestFailed."""
+        from .requester import RequestFailed, listener_exchange, signed_answer
 
         assert self.cfg.listener is not None
-        failing = False
-        nl = None  # this thread's own netlink handle, made on the first order
-        while not self.stopped.is_set():
+        with self.order_lock:
             done, self.order_results = self.order_results, []
+        try:
+            _status, answer, signed, path = listener_exchange(
+                self.cfg.listener, self.cfg.node,
+                {"node": self.cfg.node, **({"done": done} if done else {}), **(extra or {})}, "/v1/heartbeat")
+            received = time.monotonic()
+            part = signed_answer(self.cfg.listener, answer, signed, path)
+        except RequestFailed:
+            with self.order_lock:
+                self.order_results = done + self.order_results
+            raise
+        for order in part["orders"] if self.cfg.fast_takeover else []:
+            self._carry_out(order, received)
+        return part
+
+    def _carry_out(self, order: dict[str, Any], received: float) -> None:
+        with self.order_lock:
+            self.order_nl = self.order_nl or _netlink.Netlink()
+            ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
+            for ip in ips:  # before the take: its netlink events wake a check that must know
+                self.ordered[ip] = order.get("generation")
+            result = wdactions.take_ordered(self.cfg, self.order_nl, order, received)
+            for ip in set(ips) - set(result["taken"]):
+                self.ordered.pop(ip, None)
+            self.order_results.append(result)
+
+    def heartbeats(self) -> None:
+        """Tell the listener this node is alive, every heartbeat_interval (its own thread); the answers
+        may bring fast takeover orders, reported on in the very next heartbeat."""
+        from .requester import RequestFailed
+
+        failing = False
+        while not self.stopped.is_set():
             try:
-                _status, answer, signed, path = listener_exchange(
-                    self.cfg.listener, self.cfg.node, {"node": self.cfg.node, **({"done": done} if done else {})},
-                    "/v1/heartbeat")
-                received = time.monotonic()
+                self.exchange()
                 if failing:
                     log.info("Heartbeats reach the listener again")
                 failing = False
             except RequestFailed as exc:
-                self.order_results = done + self.order_results
                 if not failing:
                     log.warning("Heartbeat failed: %s", exc)
                 failing = True
-                self.stopped.wait(self.cfg.heartbeat_interval)
-                continue
-            try:
-                orders = signed_orders(self.cfg.listener, answer, signed, path)
-            except RequestFailed as exc:
-                log.error("%s", exc)
-                orders = []
-            for order in orders if self.cfg.fast_takeover else []:
-                nl = nl or _netlink.Netlink()
-                ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
-                for ip in ips:  # before the take: its netlink events wake a check that must know
-                    self.ordered[ip] = order.get("generation")
-                result = wdactions.take_ordered(self.cfg, nl, order, received)
-                for ip in set(ips) - set(result["taken"]):
-                    self.ordered.pop(ip, None)
-                self.order_results.append(result)
             if not self.order_results:
                 self.stopped.wait(self.cfg.heartbeat_interval)
 
