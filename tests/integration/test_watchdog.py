@@ -108,6 +108,13 @@ def test_foreign_ip_added_by_hand_is_detected(lab, controller) -> None:  # type:
     assert got and got[0]["node"] == "node1"
     assert {"rule": "foreign", "ip": theirs} in got[0]["body"]["findings"]
     assert "that we should not be serving (assigned to node2)" in log_of(lab, "node1")
+    # Removed from node1 at once, as CTDB does; node2 keeps serving it.
+    deadline = time.monotonic() + 5
+    while theirs in mine(lab, "node1") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert theirs not in mine(lab, "node1") and theirs in mine(lab, "node2")
+    assert f"We are still serving a public IP '{theirs}' that we should not be serving. Removing it" in \
+        log_of(lab, "node1")
 
 
 def test_unassigned_ip_on_a_healthy_node_is_detected(lab_factory) -> None:  # type: ignore[no-untyped-def]

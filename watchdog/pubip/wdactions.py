@@ -3,6 +3,9 @@
 - take_ordered: the listener's signed fast takeover order (a dead node's IPs), carried out
   only while the record is still the generation the order was planned from and no run is
   in progress, and only within `order_max_age` of its arrival (orders.py says why).
+- release_foreign: public IPs held here that the record gives to another node (or to none) are
+  released at once, as CTDB's recovery daemon does ("... that we should not be serving.
+  Removing it"); the takeover run that is still asked for puts them where they belong.
 - release_stranded: public IPs on an interface that lost its carrier are released (or moved
   to another usable interface the record allows, when they are ours). Nobody reaches them
   there, and a host cut off from the cluster must not bring them back when its link
@@ -66,6 +69,30 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
     if out["refused"]:
         log.warning("Fast takeover order %s refused: %s", order.get("id"), out["refused"])
     return out
+
+
+def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]) -> list[str]:
+    """Release IPs held here that the record (re-read under the lock, no run in progress) gives elsewhere."""
+    done: list[str] = []
+    try:
+        with _locking.InterfaceLock(cfg.lock_path, timeout=LOCK_TIMEOUT):
+            current = _record.read(cfg.record_path)
+            if current is None or _record.in_progress(current) or \
+                    current.get("generation") != record.get("generation"):
+                return done  # a run is changing this node, or has just changed the record: it decides
+            by_ip = {e["ip"]: e for e in current["public_ips"]}
+            ips = [ip for ip in ips if ip in by_ip and by_ip[ip].get("node") != cfg.node]
+            specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in ips])
+            for act in _host.apply_actions(nl, _host.plan_release(nl.interfaces(), specs), settings(cfg)):
+                if act.error:
+                    log.error("Removing a public IP we should not serve failed: %s", act.message)
+                elif act.kind == "release":
+                    done.append(act.pip.cidr)
+                    log.warning("We are still serving a public IP '%s' that we should not be serving. Removing it: "
+                                "%s", act.pip.cidr, act.message)
+    except _locking.LockTimeout:
+        log.info("Foreign IPs: interface lock busy, the release waits for the next check")
+    return done
 
 
 def stranded(record: dict[str, Any] | None, ifaces: dict[str, Any]) -> list[str]:

@@ -64,6 +64,7 @@ class Config:
     fast_takeover: bool = True  # carry out the listener's signed orders to take a dead node's IPs
     order_max_age: float = 1.0  # an order not carried out this long after it arrived is refused
     release_on_link_loss: bool = True  # drop public IPs from an interface without carrier
+    release_foreign: bool = True  # drop public IPs held here that the record gives to another node
     announce_count: int = 3
     announce_interval: float = 0.05
     backend: str = "listener"
@@ -86,6 +87,7 @@ TOP = {
     "node": (str, True), "record_path": (str, False), "lock_path": (str, False), "interval": (float, False),
     "netlink": (bool, False), "debounce": (float, False), "fast_retake": (bool, False),
     "fast_takeover": (bool, False), "order_max_age": (float, False), "release_on_link_loss": (bool, False),
+    "release_foreign": (bool, False),
     "announce_count": (int, False), "announce_interval": (float, False), "backend": (str, False),
     "listener": (dict, False), "awx": (dict, False), "webhook": (dict, False), "retry": (dict, False),
     "heartbeat_interval": (float, False),
@@ -165,7 +167,7 @@ def load(path: str = DEFAULT_PATH) -> Config:
     top = _check("", data, TOP, where)
     cfg = Config(node=top["node"])
     for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "fast_takeover",
-                "order_max_age", "release_on_link_loss", "announce_count",
+                "order_max_age", "release_on_link_loss", "release_foreign", "announce_count",
                 "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir"):
         if key in top:
             setattr(cfg, key, top[key])

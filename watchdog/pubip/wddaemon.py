@@ -96,6 +96,7 @@ class Watchdog:
         self.order_results: list[dict[str, Any]] = []  # sent back with the next heartbeat
         self.order_lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
         self.order_nl: Any = None
+        self.retake_held: str | None = None  # why the last fast retake was held back
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
@@ -121,6 +122,9 @@ class Watchdog:
             for ip in [ip for ip, g in list(self.ordered.items()) if g != gen]:
                 self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
             result.findings = [f for f in result.findings if not (f.rule == wdcheck.FOREIGN and f.ip in self.ordered)]
+        foreign = [f.ip for f in result.findings if f.rule == wdcheck.FOREIGN]
+        if self.cfg.release_foreign and foreign and first is not None and not result.skipped:
+            wdactions.release_foreign(self.cfg, self.nl, first, foreign)
         if result.skipped:
             self.metrics.skips.labels(result.skipped).inc()
             if result.skipped != self.last_skip:
@@ -180,8 +184,10 @@ class Watchdog:
                 why = f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
             elif answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
                 why = f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
-        if why:
-            log.warning("Fast retake held back: %s; a takeover run decides", why)
+        if why:  # said once while it lasts
+            log.log(logging.DEBUG if why == self.retake_held else logging.WARNING,
+                    "Fast retake held back: %s; a takeover run decides", why)
+        self.retake_held = why
         return why is None
 
     def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> None:
