@@ -40,7 +40,8 @@ venv: deps $(VENV)/.installed $(AWX_COLL)/MANIFEST.json
 # The seed story: the lab comes up and runs the main job (playbooks/takeover_run.yml);
 # Ansible reaches every host; the main job again is a no-op; then node1's network
 # is restarted, its watchdog asks the listener for a takeover run, and the IPs
-# come back - timed; last, the status from the listener and from the kernels.
+# come back - timed; the status from the listener and from the kernels; last, the last node
+# dies and the survivors take its IPs (fast takeover) - timed, and the status again.
 demo: venv
 	$(BIN)/pubip lab down --name $(LAB)
 	$(BIN)/pubip lab up --name $(LAB) --nodes $(NODES)
@@ -49,6 +50,9 @@ demo: venv
 	$(BIN)/pubip lab restart-network --name $(LAB) --host node1
 	$(BIN)/pubip status --lab $(LAB)
 	$(BIN)/pubip lab status --name $(LAB)
+	$(BIN)/pubip lab kill --name $(LAB) --host node$(NODES) --wait
+	sleep 5
+	$(BIN)/pubip status --lab $(LAB)
 
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit

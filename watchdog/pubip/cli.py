@@ -86,6 +86,12 @@ def _lab_kill(args: argparse.Namespace) -> int:
     from . import lab
 
     info = lab.load(args.name)
+    if args.wait:
+        ips, took = lab.kill_host(info, args.host, args.timeout)
+        lab.save(info)
+        print(f"{args.host}: dead (processes killed, links without carrier); its public IPs {' '.join(ips)} "
+              f"held by survivors after {took:.3f}s")
+        return 0
     lab.cut_host(info, args.host)
     lab.save(info)
     print(f"{args.host}: dead (processes killed, links without carrier)")
@@ -216,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     kl = lsub.add_parser("kill", help="a host dies: its processes stop and its links lose carrier")
     kl.add_argument("--name", default="demo")
     kl.add_argument("--host", required=True)
+    kl.add_argument("--wait", action="store_true", help="wait until survivors hold its public IPs, and time it")
+    kl.add_argument("--timeout", type=float, default=60.0)
     kl.set_defaults(func=_lab_kill)
     rv = lsub.add_parser("revive", help="a dead host boots again: no public IPs, links up, sshd and watchdog")
     rv.add_argument("--name", default="demo")

@@ -562,6 +562,22 @@ def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> t
     raise LabError(f"{host}'s public IPs {', '.join(before)} were not back within {timeout:.0f}s")
 
 
+def kill_host(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
+    """HOST dies (cut_host); then wait until every public IP it held is held by another host.
+    Returns (the IPs, seconds from the death until the survivors held them all)."""
+    lost = public_held(info, host)
+    if not lost:
+        raise LabError(f"{host} holds no public IP: nothing to move")
+    t0 = time.monotonic()
+    cut_host(info, host)
+    others = [h["name"] for h in info["hosts"] if h["name"] != host]
+    while time.monotonic() - t0 < timeout:
+        if set(lost) <= {ip for name in others for ip in public_held(info, name)}:
+            return lost, time.monotonic() - t0
+        time.sleep(0.005)
+    raise LabError(f"{host}'s public IPs {', '.join(lost)} were not held by a survivor within {timeout:.0f}s")
+
+
 def controller_env(info: dict[str, Any]) -> dict[str, str]:
     """Environment for Ansible run from the controller namespace against the lab."""
     from . import _collection

@@ -183,27 +183,18 @@ def load(path: str = DEFAULT_PATH) -> Config:
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"{where}: 'backend'{_line(data, 'backend')} must be one of {', '.join(BACKENDS)}")
     if cfg.backend == "listener":
-        if "listener" not in top:
-            raise ConfigError(f"{where}: backend listener needs a 'listener' section (url, secret_file)")
-        lst = _check("listener.", data["listener"], LISTENER, where)
+        lst = _backend_section(top, data, "listener", LISTENER, "url, secret_file", where)
         cfg.listener = ListenerBackend(url=lst["url"], secret=_secret(lst, "secret", where),
                                        timeout=lst.get("timeout", 2.0))
-        _url(where, "listener.url", cfg.listener.url)
-    if cfg.backend == "awx":
-        if "awx" not in top:
-            raise ConfigError(f"{where}: backend awx needs an 'awx' section (url, job_template, token_file)")
-        awx = _check("awx.", data["awx"], AWX, where)
+    elif cfg.backend == "awx":
+        awx = _backend_section(top, data, "awx", AWX, "url, job_template, token_file", where)
         cfg.awx = AwxBackend(url=awx["url"].rstrip("/"), job_template=awx["job_template"],
                              token=_secret(awx, "token", where), api_prefix=awx.get("api_prefix", "/api/v2/"),
                              timeout=awx.get("timeout", 5.0), verify_tls=awx.get("verify_tls", True))
-        _url(where, "awx.url", cfg.awx.url)
-    if cfg.backend == "webhook":
-        if "webhook" not in top:
-            raise ConfigError(f"{where}: backend webhook needs a 'webhook' section (url, token_file)")
-        hook = _check("webhook.", data["webhook"], WEBHOOK, where)
+    elif cfg.backend == "webhook":
+        hook = _backend_section(top, data, "webhook", WEBHOOK, "url, token_file", where)
         cfg.webhook = WebhookBackend(url=hook["url"], token=_secret(hook, "token", where),
                                      timeout=hook.get("timeout", 5.0))
-        _url(where, "webhook.url", cfg.webhook.url)
     if "retry" in top:
         retry = _check("retry.", data["retry"], RETRY, where)
         cfg.retry_initial = retry.get("initial", cfg.retry_initial)
@@ -219,6 +210,16 @@ def load(path: str = DEFAULT_PATH) -> Config:
         if not 0 <= cfg.metrics_port <= 65535:
             raise ConfigError(f"{where}: 'metrics.port' must be 0 (off) to 65535")
     return cfg
+
+
+def _backend_section(top: dict[str, Any], data: Any, name: str, schema: Mapping[str, tuple[type, bool]], needs: str,
+                     where: str) -> dict[str, Any]:
+    """The chosen backend's section, validated, its URL checked."""
+    if name not in top:
+        raise ConfigError(f"{where}: backend {name} needs a '{name}' section ({needs})")
+    section = _check(f"{name}.", data[name], schema, where)
+    _url(where, f"{name}.url", section["url"])
+    return section
 
 
 def _secret(section: dict[str, Any], name: str, where: str) -> str:
