@@ -58,3 +58,13 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
     second = deploy(handle)
     assert second.returncode == 0
     assert " changed=0 " in second.stdout.replace("changed=0    ", " changed=0 ")
+
+
+def test_deploy_with_the_webhook_backend_for_event_driven_ansible(lab_factory) -> None:  # type: ignore
+    handle = lab_factory("--nodes", "1", "--vips", "1", "--no-watchdog", "--no-takeover")
+    done = deploy(handle, "-e", "watchdog_backend=webhook", "-e", "watchdog_webhook_url=http://192.0.2.254:5000/endpoint",
+                  "-e", "watchdog_webhook_token=eda-t0ken", "-e", "watchdog_release_foreign=false")
+    assert done.returncode == 0, done.stdout[-3000:]
+    cfg = wdconfig.load(str(Path(handle.hosts[0]["dir"]) / "etc" / "watchdog.yml"))
+    assert cfg.backend == "webhook" and cfg.webhook is not None and cfg.webhook.token == "eda-t0ken"
+    assert cfg.release_foreign is False and cfg.release_on_link_loss is True and cfg.fast_takeover is True
