@@ -43,7 +43,7 @@ class Rejected(Exception):
 
 class Listener:
     def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, dead_after: float = 1.5,
-                 window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 30.0,
+                 window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None):
         self.inventory = inventory
@@ -67,6 +67,7 @@ class Listener:
         self.order_lock = threading.Lock()  # orders are issued only while no run is running, and vice versa
         self.silent: set[str] = set()  # nodes without heartbeats whose host still answers the probe
         self.wake = threading.Event()
+        self.membership = threading.Event()  # a node died or came back: a failed run is retried at once
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
         self.running_run: int | None = None
@@ -145,6 +146,7 @@ class Listener:
             self.alive[node] = True
             self.store.set_alive(node, True)
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
+            self.membership.set()
             self.store.add_request("listener", f"node {node} is back")
             self.wake.set()
         self.alive.setdefault(node, True)
@@ -191,6 +193,7 @@ class Listener:
         log.warning("Node %s is dead (no heartbeat for %.1fs, %s): takeover run without it", node, silent_for, why)
         if self.fast_takeover:
             self.issue_orders()
+        self.membership.set()
         self.store.add_request("listener", f"node {node} is dead")
         self.wake.set()
 
@@ -261,7 +264,11 @@ class Listener:
                 continue
             self.store.uncover(run_id)
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
-            self.stopping.wait(delay)
+            # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
+            # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
+            self.membership.clear()
+            if self.membership.wait(delay):
+                log.info("Takeover run %d: retrying now, a node died or came back", run_id)
             delay = min(delay * 2, self.retry_max)
 
     def settle_orders(self) -> None:
