@@ -302,8 +302,15 @@ class Watchdog:
             self.stopped.set()
             self.requester.stop()
             # Not from the handler itself: the signal may have interrupted the main thread inside the
-            # scheduler's executor, holding a lock that shutdown() needs. A thread waits for it instead.
-            threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="pubip-stop").start()
+            # scheduler's executor, holding a lock that shutdown() needs. A thread waits for it instead -
+            # and for the scheduler to have started, when the signal came just before it did.
+            threading.Thread(target=shut_down, name="pubip-stop").start()
+
+        def shut_down() -> None:
+            deadline = time.monotonic() + 10
+            while not scheduler.running and time.monotonic() < deadline:
+                time.sleep(0.01)
+            scheduler.shutdown(wait=False)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
