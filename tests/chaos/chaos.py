@@ -15,10 +15,8 @@ converge. The watchdogs run with the fast path on (--no-fast-retake: off).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -110,19 +108,8 @@ class Chaos:
         holders = self.handle.holders()
         if any(len(hs) != 1 for hs in holders.values()):
             return False
-        st = listener_status(self.info)
+        st = lab.listener_status(self.info)
         return bool(st) and st["pending_requests"] == 0 and st["running"] is None
-
-
-def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
-    url = f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}/v1/status"
-    proc = subprocess.run(["ip", "netns", "exec", info["controller"]["netns"], sys.executable, "-c",
-                           f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', "
-                           "timeout=2).read().decode())"], capture_output=True, text=True, check=False)
-    try:
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
-    except ValueError:
-        return None
 
 
 def unheld_gaps(spans: dict[str, list[tuple[str, float, float]]], ips: list[str], start: float, end: float

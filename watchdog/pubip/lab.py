@@ -562,9 +562,33 @@ def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> t
     raise LabError(f"{host}'s public IPs {', '.join(before)} were not back within {timeout:.0f}s")
 
 
+def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
+    url = f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}/v1/status"
+    proc = run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
+                f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', timeout=2).read()"
+                ".decode())"], check=False)
+    try:
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def wait_listener_idle(info: dict[str, Any], timeout: float = 60.0) -> None:
+    """Until the listener has no takeover run running or pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = listener_status(info)
+        if st and st["running"] is None and st["pending_requests"] == 0:
+            return
+        time.sleep(0.2)
+    raise LabError(f"the listener of lab {info['name']} was still busy after {timeout:.0f}s")
+
+
 def kill_host(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
-    """HOST dies (cut_host); then wait until every public IP it held is held by another host.
-    Returns (the IPs, seconds from the death until the survivors held them all)."""
+    """HOST dies (cut_host) once the listener is idle; then wait until every public IP it held is held
+    by another host. Returns (the IPs, seconds from the death until the survivors held them all)."""
+    wait_listener_idle(info, timeout)
     lost = public_held(info, host)
     if not lost:
         raise LabError(f"{host} holds no public IP: nothing to move")
