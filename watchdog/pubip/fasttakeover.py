@@ -23,8 +23,7 @@ def preload() -> None:
         import numpy  # noqa: F401
 
 
-def orders(snapshot: dict[str, Any], dead: list[str], states: dict[str, str] | None = None
-           ) -> dict[str, list[dict[str, Any]]]:
+def orders(snapshot: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str, Any]]]:
     """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now."""
     takeover = module_utils("takeover")
     records = snapshot.get("public_ips") or []
@@ -32,7 +31,7 @@ def orders(snapshot: dict[str, Any], dead: list[str], states: dict[str, str] | N
     if not records or not known or not dead:
         return {}
     allowed = snapshot.get("allowed") or {}
-    nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": (states or {}).get(name, n["state"])}
+    nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": n["state"]}
                     for name, n in known.items()), key=lambda n: n["pnn"])
     ips = [{"ip": e["ip"], "address": e["ip"].split("/", 1)[0], "interfaces": list(e["interfaces"]),
             "nodes": allowed.get(e["ip"])} for e in records]

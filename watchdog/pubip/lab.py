@@ -536,14 +536,23 @@ def revive_host(info: dict[str, Any], host: str) -> int:
     return int(h["sshd_pid"])
 
 
+def public_by_carrier(info: dict[str, Any], netns: str, check: bool = True) -> tuple[list[str], list[str]]:
+    """The lab's public IPs in NETNS's kernel: (on a link with carrier, on a link without)."""
+    out = run(["ip", "-n", netns, "-j", "addr", "show"], check=check).stdout
+    public = set(info["public_ips"])
+    held: list[str] = []
+    stranded: list[str] = []
+    for link in json.loads(out or "[]"):
+        for a in link.get("addr_info", []):
+            ip = f"{a['local']}/{a['prefixlen']}"
+            if ip in public:
+                (held if "LOWER_UP" in link.get("flags", []) else stranded).append(ip)
+    return sorted(held), sorted(stranded)
+
+
 def public_held(info: dict[str, Any], host: str) -> list[str]:
     """Public IPs HOST holds on a link with carrier, read from its kernel."""
-    h = _host(info, host)
-    out = run(["ip", "-n", h["netns"], "-j", "addr", "show"]).stdout
-    public = set(info["public_ips"])
-    return sorted(f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]")
-                  if "LOWER_UP" in link.get("flags", []) for a in link.get("addr_info", [])
-                  if f"{a['local']}/{a['prefixlen']}" in public)
+    return public_by_carrier(info, _host(info, host)["netns"])[0]
 
 
 def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
@@ -642,17 +651,9 @@ def status(name: str) -> list[dict[str, Any]]:
     """Every host's public IPs from its kernel: on a link with carrier (public_ips: what clients reach)
     and on a link without (stranded)."""
     info = load(name)
-    public = set(info["public_ips"])
     rows = []
     for h in info["hosts"]:
-        out = run(["ip", "-n", h["netns"], "-j", "addr", "show"], check=False).stdout
-        held: list[str] = []
-        stranded: list[str] = []
-        for link in json.loads(out or "[]"):
-            for a in link.get("addr_info", []):
-                ip = f"{a['local']}/{a['prefixlen']}"
-                if ip in public:
-                    (held if "LOWER_UP" in link.get("flags", []) else stranded).append(ip)
+        held, stranded = public_by_carrier(info, h["netns"], check=False)
         rows.append({"name": h["name"], "pnn": h["pnn"], "netns": h["netns"], "address": h["address"],
-                     "sshd": _alive(h["sshd_pid"]), "public_ips": sorted(held), "stranded": sorted(stranded)})
+                     "sshd": _alive(h["sshd_pid"]), "public_ips": held, "stranded": stranded})
     return rows

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -134,8 +135,6 @@ def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
 
 def webhook_send(backend: WebhookBackend, node: str, payload: dict[str, Any]) -> str:
     """POST the finding to a webhook (an Event-Driven Ansible rulebook's ansible.eda.webhook source)."""
-    import time
-
     body = json.dumps({**payload, "node": node, "sent_at": time.time()}, sort_keys=True).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {backend.token}"}
     status, _answer = plain_post(backend.url, body, headers, backend.timeout)

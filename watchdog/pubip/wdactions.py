@@ -35,6 +35,23 @@ def settings(cfg: Config) -> Any:
                           lock_path=cfg.lock_path)
 
 
+def specs_of(record: dict[str, Any], ips: list[str]) -> list[Any]:
+    """The record's public IPs IPS, with the interfaces it allows them on."""
+    by_ip = {e["ip"]: e for e in record["public_ips"]}
+    return list(_addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in ips]))
+
+
+def public_addresses(record: dict[str, Any]) -> set[str]:
+    return {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
+
+
+def take(cfg: Config, nl: Any, record: dict[str, Any], specs: list[Any]) -> list[Any]:
+    """Plan and carry out the takeover of SPECS on this host (the caller holds the interface lock)."""
+    conf = settings(cfg)
+    return list(_host.apply_actions(nl, _host.plan_take(nl.interfaces(), specs, record, conf,
+                                                        public_addresses(record)), conf))
+
+
 def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -> dict[str, Any]:
     """Carry out one fast takeover order; the answer goes back to the listener with the next heartbeat."""
     out: dict[str, Any] = {"id": order.get("id"), "taken": [], "errors": [], "refused": None}
@@ -52,9 +69,7 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
             if out["refused"]:
                 return out
             specs = _addresses.parse_specs([{"ip": e["ip"], "interfaces": e["interfaces"]} for e in order["ips"]])
-            public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
-            actions = _host.plan_take(nl.interfaces(), specs, record, settings(cfg), public)
-            for act in _host.apply_actions(nl, actions, settings(cfg)):
+            for act in take(cfg, nl, record, specs):
                 if act.error:
                     out["errors"].append(act.message)
                     log.error("Fast takeover failed: %s", act.message)
@@ -80,9 +95,8 @@ def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]
             if current is None or _record.in_progress(current) or \
                     current.get("generation") != record.get("generation"):
                 return done  # a run is changing this node, or has just changed the record: it decides
-            by_ip = {e["ip"]: e for e in current["public_ips"]}
-            ips = [ip for ip in ips if ip in by_ip and by_ip[ip].get("node") != cfg.node]
-            specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in ips])
+            owner = {e["ip"]: e.get("node") for e in current["public_ips"]}
+            specs = specs_of(current, [ip for ip in ips if ip in owner and owner[ip] != cfg.node])
             for act in _host.apply_actions(nl, _host.plan_release(nl.interfaces(), specs), settings(cfg)):
                 if act.error:
                     log.error("Removing a public IP we should not serve failed: %s", act.message)
@@ -111,11 +125,11 @@ def release_stranded(cfg: Config, nl: Any, record: dict[str, Any]) -> list[str]:
             ips = stranded(record, ifaces)
             if not ips:
                 return done
-            by_ip = {e["ip"]: e for e in record["public_ips"]}
-            specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in ips])
-            public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
-            ours = [p for p in specs if by_ip[p.cidr].get("node") == cfg.node]
-            moves = [a for a in _host.plan_take(ifaces, ours, record, settings(cfg), public) if a.kind == "move"]
+            owner = {e["ip"]: e.get("node") for e in record["public_ips"]}
+            specs = specs_of(record, ips)
+            ours = [p for p in specs if owner[p.cidr] == cfg.node]
+            moves = [a for a in _host.plan_take(ifaces, ours, record, settings(cfg), public_addresses(record))
+                     if a.kind == "move"]
             moved = {a.pip.cidr for a in moves}
             releases = _host.plan_release(ifaces, [p for p in specs if p.cidr not in moved])
             for act in _host.apply_actions(nl, moves + releases, settings(cfg)):

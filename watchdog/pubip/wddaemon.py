@@ -23,8 +23,6 @@ from ._collection import module_utils
 from .requester import Requester
 from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
 
-_addresses = module_utils("addresses")
-_host = module_utils("host")
 _locking = module_utils("locking")
 _netlink = module_utils("netlink")
 _record = module_utils("record")
@@ -203,13 +201,7 @@ class Watchdog:
                 if wdcheck.record_key(current) != wdcheck.record_key(record) or _record.in_progress(current):
                     log.info("Fast retake skipped: the assignment record changed")
                     return
-                by_ip = {e["ip"]: e for e in record["public_ips"]}
-                specs = _addresses.parse_specs([{"ip": ip, "interfaces": by_ip[ip]["interfaces"]} for ip in wanted])
-                settings = wdactions.settings(self.cfg)
-                ifaces = self.nl.interfaces()
-                public = {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
-                actions = _host.plan_take(ifaces, specs, record, settings, public)
-                for act in _host.apply_actions(self.nl, actions, settings):
+                for act in wdactions.take(self.cfg, self.nl, record, wdactions.specs_of(record, wanted)):
                     if act.kind == "take" and not act.error:
                         self.metrics.fast_retakes.inc()
                         log.warning("Fast retake: %s", act.message)
@@ -286,7 +278,7 @@ class Watchdog:
                 if not failing:
                     log.warning("Heartbeat failed: %s", exc)
                 failing = True
-            if not self.order_results:
+            if failing or not self.order_results:  # orders just carried out are reported at once
                 self.stopped.wait(self.cfg.heartbeat_interval)
 
     def run_forever(self) -> None:
