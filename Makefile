@@ -9,10 +9,10 @@ LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
+.PHONY: help deps venv demo check test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
 
 help:
-	@echo "make demo | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | build | clean"
+	@echo "make demo | check | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | build | clean"
 
 # System packages a fresh Debian 12 lacks (idempotent, quiet when present).
 deps:
@@ -54,8 +54,12 @@ demo: venv
 	sleep 5
 	$(BIN)/pubip status --lab $(LAB)
 
+# The quick tier: lint and the unit tests (no lab), under two minutes.
+check: lint test-unit
+
+# Everything. Lab tests run on two workers (each lab has its own namespaces); one file per worker at a time.
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider tests $(COLL)/tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile tests $(COLL)/tests/unit
 	$(MAKE) molecule
 	$(MAKE) chaos-short
 

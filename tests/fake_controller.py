@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "watchdog"))
-from pubip import auth
+from pubip import protocol as auth
 
 ARGS = argparse.Namespace()
 JOBS: dict[int, dict] = {}

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "watchdog"))
-from pubip import auth
+from pubip import protocol as auth
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "watchdog"))
-from pubip.table import render
+from pubip.cli.table import render
 
 OUT = Path(__file__).resolve().parents[2] / ".bench"
 

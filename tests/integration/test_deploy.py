@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pubip import wdconfig
+from pubip.node import config as wdconfig
 from tests import labkit
 
 pytestmark = pytest.mark.lab

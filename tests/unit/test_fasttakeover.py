@@ -8,11 +8,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pubip import auth, fasttakeover
+from pubip import protocol as auth
 from pubip._collection import module_utils
-from pubip.orders import Orders
-from pubip.requester import RequestFailed, signed_answer
-from pubip.wdconfig import ListenerBackend
+from pubip.controller import fasttakeover
+from pubip.controller.orders import Orders
+from pubip.node.config import ListenerBackend
+from pubip.node.requester import RequestFailed, signed_answer
 
 takeover = module_utils("takeover")
 
@@ -36,7 +37,7 @@ def gathered_from(holdings: dict[str, list[str]], ips: list[dict[str, Any]], ali
                    "interfaces": [{"name": "eth0"}]} for name in alive}
 
 
-def snapshot_of(plan: dict[str, Any]) -> dict[str, Any]:
+def last_run_of(plan: dict[str, Any]) -> dict[str, Any]:
     """What the listener keeps of a finished run (listener.run_playbook)."""
     return {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
             "nodes": plan["record"]["nodes"], "algorithm": plan["algorithm"], "options": plan["options"],
@@ -56,7 +57,7 @@ def test_orders_leave_nothing_for_the_verifying_run_to_move(n_nodes: int, n_ips:
         if node:
             holdings.setdefault(node, []).append(ip)
     dead = names[-min(dead_count, n_nodes - 1):]
-    orders = fasttakeover.orders(snapshot_of(first), dead)
+    orders = fasttakeover.orders(last_run_of(first), dead)
     # Only dead nodes' IPs, only to live nodes, each IP once.
     ordered = [o["ip"] for batch in orders.values() for o in batch]
     assert len(ordered) == len(set(ordered))
@@ -73,13 +74,13 @@ def test_orders_leave_nothing_for_the_verifying_run_to_move(n_nodes: int, n_ips:
             assert new is None or ip in holdings.get(new, []), (ip, new, orders)
 
 
-def test_no_orders_without_a_snapshot_or_without_dead_nodes() -> None:
+def test_no_orders_without_a_last_run_or_without_dead_nodes() -> None:
     nodes, ips = cluster(3, 6)
     first = takeover.plan(nodes, ips, gathered_from({}, ips, ["node1", "node2", "node3"]))
     assert fasttakeover.orders({}, ["node3"]) == {}
-    assert fasttakeover.orders(snapshot_of(first), []) == {}
+    assert fasttakeover.orders(last_run_of(first), []) == {}
     # every node dead: nobody to order
-    assert fasttakeover.orders(snapshot_of(first), ["node1", "node2", "node3"]) == {}
+    assert fasttakeover.orders(last_run_of(first), ["node1", "node2", "node3"]) == {}
 
 
 def test_restricted_ips_go_only_to_allowed_nodes() -> None:
@@ -88,7 +89,7 @@ def test_restricted_ips_go_only_to_allowed_nodes() -> None:
     first = takeover.plan(nodes, ips, gathered_from({}, ips, names))
     allowed = {ip["ip"]: ip["nodes"] for ip in ips}
     for dead in names:
-        for node, batch in fasttakeover.orders(snapshot_of(first), [dead]).items():
+        for node, batch in fasttakeover.orders(last_run_of(first), [dead]).items():
             assert all(node in allowed[o["ip"]] for o in batch)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pubip import wdcheck
+from pubip.node import check as wdcheck
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pubip import wdconfig
+from pubip.node import config as wdconfig
 
 GOOD = """\
 node: node1
@@ -79,7 +79,7 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pubip import wddaemon
+    from pubip.node import daemon as wddaemon
 
     code = wddaemon.main(["--config", write(tmp_path, "node: n1\nbogus: 1\n")])
     assert code == wddaemon.EXIT_ERROR
@@ -90,7 +90,7 @@ def test_metrics_exporter_serves_the_counters() -> None:
     import socket
     import urllib.request
 
-    from pubip import wddaemon
+    from pubip.node import daemon as wddaemon
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

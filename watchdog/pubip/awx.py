@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import PubipError
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
 ACTIVE = ("pending", "waiting", "running")
 FINISHED = ("successful", "failed", "error", "canceled")
 PLAN_TASK = "Plan the assignment"
+
+
+@dataclass
+class AwxBackend:
+    url: str
+    job_template: int
+    token: str
+    api_prefix: str = "/api/v2/"
+    timeout: float = 5.0
+    verify_tls: bool = True
 
 
 class AwxError(PubipError):

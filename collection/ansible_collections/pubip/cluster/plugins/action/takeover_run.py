@@ -184,36 +184,30 @@ class ActionModule(ActionBase):
         if host not in plan["connected"]:
             return {"changed": False, "skipped": True, "skip_reason": "%s is disconnected" % host}
         hostvars = task_vars["hostvars"]
-        stuck = {}  # ip -> host that failed to release it
-        for name in plan["connected"]:
-            rel = hostvars[name].get(args["release_var"]) or {}
-            for ip in rel.get("failed_ips") or []:
-                stuck[ip] = name
-        wanted = [t for t in plan["take"].get(host, []) if t["ip"] not in stuck or stuck[t["ip"]] == host]
+        failed = {name: (hostvars[name].get(args["release_var"]) or {}).get("failed_ips") or []
+                  for name in plan["connected"]}
         held_ok = {h["ip"] for h in (hostvars[host].get(args["gather_var"]) or {}).get("public_ips") or []
                    if h.get("link") == "up"}
-        todo = [t for t in wanted if t["ip"] not in held_ok or t["ip"] in plan["release"].get(host, [])]
+        step = _takeover.take_phase(plan, host, failed, held_ok)
         out = {"changed": False, "taken": [], "messages": []}
-        if todo and self._task.check_mode:
-            out.update(changed=True, taken=[t["ip"] for t in todo])
-        elif todo:
-            res = self._call(task_vars, state="present", addresses=wanted, adopt=True,
+        if step["todo"] and self._task.check_mode:
+            out.update(changed=True, taken=[t["ip"] for t in step["todo"]])
+        elif step["todo"]:
+            res = self._call(task_vars, state="present", addresses=step["wanted"], adopt=True,
                              run_started=plan["run_started"])
             out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
                        taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
             if res.get("failed"):
                 out.update(failed=True, msg="Takeover on %s failed: %s" % (host, res.get("msg")))
                 return out
-        own = sorted(ip for ip, name in stuck.items() if name == host)
-        if own:
+        if step["own_stuck"]:
             rel = hostvars[host].get(args["release_var"]) or {}
             out.update(failed=True, msg="Release of IP %s on %s failed, so no other node took it: %s"
-                       % (", ".join(own), host, rel.get("release_msg") or "see the release task"))
-        skipped = sorted(ip for ip, name in stuck.items() if name != host and
-                         any(t["ip"] == ip for t in plan["take"].get(host, [])))
-        if skipped:
-            out["not_taken"] = skipped
-            display.warning("%s did not take %s: its holder failed to release it" % (host, ", ".join(skipped)))
+                       % (", ".join(step["own_stuck"]), host, rel.get("release_msg") or "see the release task"))
+        if step["not_taken"]:
+            out["not_taken"] = step["not_taken"]
+            display.warning("%s did not take %s: its holder failed to release it"
+                            % (host, ", ".join(step["not_taken"])))
         return out
 
     def _record(self, args, host, task_vars):

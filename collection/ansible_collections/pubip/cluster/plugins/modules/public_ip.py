@@ -348,13 +348,7 @@ def _mark_run_started(settings, existing, started):
 
 
 def _record_state(module, nl, settings, existing):
-    given = module.params["record"]
-    new = _record.empty(settings.node)
-    new.update(generation=given["generation"], nodes=given["nodes"], run_started=given["run_started"],
-               run_finished=given["run_finished"])
-    new["public_ips"] = sorted(({"ip": e["ip"], "node": e.get("node"), "interfaces": list(e.get("interfaces") or [])}
-                                for e in given["public_ips"]), key=lambda e: e["ip"])
-    new["this_node"] = sorted(e["ip"] for e in new["public_ips"] if e["node"] == settings.node)
+    new = _record.from_run(module.params["record"], settings.node)
     changed = new != existing
     result = dict(changed=changed, hooks=[])
     if changed and not module.check_mode:

@@ -58,6 +58,20 @@ def write(path, data):
         raise
 
 
+def from_run(given, node):
+    """The record NODE keeps for a takeover run's result GIVEN (generation, nodes, public_ips, run times).
+
+    Pure; the public IPs sorted, so that an unchanged assignment gives an identical record (no rewrite).
+    """
+    new = empty(node)
+    new.update(generation=given["generation"], nodes=given["nodes"], run_started=given["run_started"],
+               run_finished=given["run_finished"])
+    new["public_ips"] = sorted(({"ip": e["ip"], "node": e.get("node"), "interfaces": list(e.get("interfaces") or [])}
+                                for e in given["public_ips"]), key=lambda e: e["ip"])
+    new["this_node"] = sorted(e["ip"] for e in new["public_ips"] if e["node"] == node)
+    return new
+
+
 def assigned_node(record, cidr_or_address):
     """The node the record assigns an IP to (None: unassigned or unknown)."""
     if not record:

@@ -180,6 +180,28 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     }
 
 
+def take_phase(plan, host, failed_releases, held_with_link):
+    """What HOST does in the take phase, from the plan and the release phase's results.
+
+    ``failed_releases``: connected host -> IPs it failed to release; ``held_with_link``: IPs HOST held
+    at gather on a link with carrier. An IP whose holder failed to release it is taken by nobody else
+    (it would be on two hosts). Returns {wanted: the take specs to hand to the module, todo: those that
+    change something, own_stuck: IPs HOST itself failed to release, not_taken: IPs of HOST's plan held
+    back because another host failed to release them}.
+    """
+    stuck = {}
+    for name in plan["connected"]:
+        for ip in failed_releases.get(name) or []:
+            stuck[ip] = name
+    mine = plan["take"].get(host, [])
+    wanted = [t for t in mine if t["ip"] not in stuck or stuck[t["ip"]] == host]
+    released_here = plan["release"].get(host, [])
+    todo = [t for t in wanted if t["ip"] not in held_with_link or t["ip"] in released_here]
+    return {"wanted": wanted, "todo": todo,
+            "own_stuck": sorted(ip for ip, name in stuck.items() if name == host),
+            "not_taken": sorted(ip for ip, name in stuck.items() if name != host and any(t["ip"] == ip for t in mine))}
+
+
 def _check_interfaces(ips, gathered):
     """An IP whose interfaces exist on no connected node is an inventory error."""
     if not gathered:

@@ -14,31 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-from . import _collection, auth, fasttakeover, liveness
+from .. import _collection, protocol
+from ..awx import AwxBackend
+from . import fasttakeover, liveness
 from .orders import Orders
+from .runners import AwxRunner, PlaybookRunner, Runner
 from .store import Store
-from .wdconfig import AwxBackend
 
 log = logging.getLogger("pubip.listener")
-ADMIN = "_admin"  # the secrets file's key for operations (pubip disable / enable / moveip / reloadips)
+ADMIN = protocol.ADMIN
 OPS = ("disable", "enable", "moveip", "reloadips")
-
-
-class Rejected(Exception):
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Listener:
@@ -57,9 +47,6 @@ class Listener:
         self.max_body = max_body
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.playbook = playbook or str(_collection.PLAYBOOKS / "takeover_run.yml")
-        self.ssh_timeout = ssh_timeout
-        self.awx = awx  # launch the job template on AWX instead of running the playbook here
         self.probe_port = probe_port
         self.probe_timeout = probe_timeout
         self.fast_takeover = fast_takeover
@@ -70,16 +57,20 @@ class Listener:
         self.membership = threading.Event()  # a node died or came back: a failed run is retried at once
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
+        # Runs are AWX jobs of a job template, or the main job through ansible-runner here.
+        self.runner: Runner = AwxRunner(awx, self.stopping) if awx is not None else PlaybookRunner(
+            self.state_dir, inventory, self.stopping, playbook or str(_collection.PLAYBOOKS / "takeover_run.yml"),
+            ssh_timeout)
         self.running_run: int | None = None
         self.rejections: dict[str, int] = {}
         self.last_found: dict[str, Any] = {}
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
         try:
-            self.assignment: dict[str, Any] = json.loads((self.state_dir / "assignment.json").read_text())
+            self.last_run: dict[str, Any] = json.loads((self.state_dir / "last_run.json").read_text())
         except (OSError, ValueError):
-            self.assignment = {}
-        self.orders.issued_for = self.assignment.get("orders_issued_for")
+            self.last_run = {}
+        self.orders.issued_for = self.last_run.get("orders_issued_for")
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -94,24 +85,24 @@ class Listener:
 
     # --- authentication -----------------------------------------------------------
     def authenticate(self, headers: dict[str, str], body: bytes, path: str) -> str:
-        node = headers.get(auth.NODE_HEADER, "")
-        secrets = self.secrets if not path.startswith("/v1/admin") else (
+        node = headers.get(protocol.NODE_HEADER, "")
+        secrets = self.secrets if path != protocol.ADMIN_PATH else (
             {ADMIN: self.admin_secret} if self.admin_secret else {})
         if node not in secrets:
-            raise Rejected(403, f"unknown node {node!r}")
+            raise protocol.Rejected(403, f"unknown node {node!r}")
         try:
-            stamp = float(headers.get(auth.TIME_HEADER, ""))
+            stamp = float(headers.get(protocol.TIME_HEADER, ""))
         except ValueError:
-            raise Rejected(401, "missing or malformed timestamp") from None
+            raise protocol.Rejected(401, "missing or malformed timestamp") from None
         if abs(time.time() - stamp) > self.window:
-            raise Rejected(401, f"clock skew {time.time() - stamp:+.1f}s beyond the {self.window:.0f}s window")
-        if not auth.verify(secrets[node], headers, body, path):
-            raise Rejected(401, f"bad signature for node {node}")
-        if not self.store.use_nonce(headers.get(auth.NONCE_HEADER, ""), self.window):
-            raise Rejected(401, f"replayed nonce from node {node}")
+            raise protocol.Rejected(401, f"clock skew {time.time() - stamp:+.1f}s beyond the {self.window:.0f}s window")
+        if not protocol.verify(secrets[node], headers, body, path):
+            raise protocol.Rejected(401, f"bad signature for node {node}")
+        if not self.store.use_nonce(headers.get(protocol.NONCE_HEADER, ""), self.window):
+            raise protocol.Rejected(401, f"replayed nonce from node {node}")
         return node
 
-    def reject(self, peer: str, exc: Rejected) -> None:
+    def reject(self, peer: str, exc: protocol.Rejected) -> None:
         self.rejections[exc.reason.split(" ")[0]] = self.rejections.get(exc.reason.split(" ")[0], 0) + 1
         log.warning("Rejected request from %s: %s", peer, exc.reason)
 
@@ -153,6 +144,13 @@ class Listener:
         if not self.alive[node]:
             return []
         return [o.wire() for o in self.orders.deliver(node)]
+
+    def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
+        return {"orders": self.heartbeat(node, peer, payload),
+                "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
+                "running": self.running_run is not None,
+                "generation": self.last_run.get("generation")}
 
     def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -200,35 +198,35 @@ class Listener:
     def issue_orders(self) -> None:
         """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them."""
         with self.order_lock:
-            snapshot = self.assignment
-            if self.running_run is not None or not snapshot.get("public_ips"):
+            last_run = self.last_run
+            if self.running_run is not None or not last_run.get("public_ips"):
                 log.info("No fast takeover: %s", "a takeover run is running" if self.running_run is not None
                          else "no completed takeover run to start from")
                 return
             dead = self.dead_nodes()
             try:
-                by_node = fasttakeover.orders(snapshot, dead)
+                by_node = fasttakeover.orders(last_run, dead)
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
-            batch = self.orders.issue(int(snapshot.get("generation") or 0), by_node)
+            batch = self.orders.issue(int(last_run.get("generation") or 0), by_node)
             if not batch and by_node:
-                log.info("No fast takeover: generation %s already had its orders", snapshot.get("generation"))
+                log.info("No fast takeover: generation %s already had its orders", last_run.get("generation"))
             for order in batch:
                 log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node,
                          order.generation, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))
             if batch:
                 # Their owners must not put these IPs back by themselves under this generation (fast retake):
                 # each heartbeat answer tells a node the generation it was given away under.
-                given_away = self.assignment.setdefault("declared_dead", {})
+                given_away = self.last_run.setdefault("declared_dead", {})
                 for order in batch:
                     for entry in order.ips:
                         given_away[entry["from"]] = order.generation
-                self.assignment["orders_issued_for"] = self.orders.issued_for
-                self._save_assignment()
+                self.last_run["orders_issued_for"] = self.orders.issued_for
+                self._save_last_run()
 
-    def _save_assignment(self) -> None:
-        (self.state_dir / "assignment.json").write_text(json.dumps(self.assignment))
+    def _save_last_run(self) -> None:
+        (self.state_dir / "last_run.json").write_text(json.dumps(self.last_run))
 
     def dead_nodes(self) -> list[str]:
         return sorted(n for n, ok in self.alive.items() if not ok)
@@ -291,122 +289,33 @@ class Listener:
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
             ) -> tuple[bool, int | None, str]:
-        if self.awx is not None:
-            return self.run_awx(run_id, dead, extravars, check)
-        return self.run_playbook(run_id, dead, extravars, check)
+        out = self.runner.run(run_id, dead, extravars, check)
+        self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures}
+        if out.ok and out.plan and not check:
+            self.adopt(out.plan)
+        return out.ok, out.generation, out.detail
 
     def adopt(self, plan: dict[str, Any]) -> None:
         """Keep a completed run's plan: the status, and what a fast takeover plans from (fasttakeover.py)."""
         record = plan.get("record") or {}
-        self.assignment = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
+        self.last_run = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
                            "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
                            "algorithm": plan.get("algorithm"), "options": plan.get("options"),
                            "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,
-                           "declared_dead": self.assignment.get("declared_dead") or {}}
-        self._save_assignment()
-
-    def run_awx(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
-                ) -> tuple[bool, int | None, str]:
-        """The takeover run as a job of the AWX job template: launch it, follow it, read its plan."""
-        from .awx import AwxClient, AwxError
-
-        assert self.awx is not None
-        awx = self.awx
-        client = AwxClient(awx.url, awx.token, awx.api_prefix, awx.timeout, awx.verify_tls)
-        started = time.monotonic()
-        self.last_found = {"generation": None, "failures": []}
-        try:
-            other = client.active_job(awx.job_template)
-            if other and other.get("id"):  # one takeover run at a time, whoever launched the other
-                log.info("Takeover run %d: waiting for AWX job %s (%s) of template %d", run_id, other["id"],
-                         other.get("status"), awx.job_template)
-                client.wait(int(other["id"]), 3600, cancelled=self.stopping.is_set)
-            job = client.launch(awx.job_template, extravars, check=check)
-            log.info("Takeover run %d%s: AWX job %d of template %d launched%s", run_id, " (check)" if check else "",
-                     job, awx.job_template, f" (dead: {', '.join(dead)})" if dead else "")
-            result = client.wait(job, 3600, on_status=lambda st: log.info("Takeover run %d: AWX job %d %s",
-                                                                           run_id, job, st),
-                                 cancelled=self.stopping.is_set)
-            ok = result.get("status") == "successful"
-            plan = client.plan(job)
-        except AwxError as exc:
-            log.info("Takeover run %d FAILED in %.2fs: %s", run_id, time.monotonic() - started, exc)
-            return False, None, f"AWX: {exc}"
-        generation = plan.get("generation") if plan else None
-        self.last_found = {"generation": generation, "plan": plan, "failures": []}
-        if ok and plan and not check:
-            self.adopt(plan)
-        log.info("Takeover run %d %s in %.2fs (AWX job %d, generation %s)", run_id, "finished" if ok else "FAILED",
-                 time.monotonic() - started, job, generation)
-        return ok, generation, "" if ok else f"AWX job {job} {result.get('status')}: {result.get('job_explanation')}"
-
-    def run_playbook(self, run_id: int, dead: list[str], extravars: dict[str, Any],
-                     check: bool = False) -> tuple[bool, int | None, str]:
-        import ansible_runner
-
-        started = time.monotonic()
-        found: dict[str, Any] = {"generation": None, "failures": []}
-
-        def on_event(event: dict[str, Any]) -> bool:
-            data = event.get("event_data") or {}
-            kind = event.get("event")
-            if kind == "playbook_on_task_start":
-                task = data.get("task", "").split(" : ")[-1]
-                if task != found.get("task"):  # one progress line per phase
-                    log.info("Takeover run %d: %s", run_id, task)
-                found["task"] = task
-            elif kind == "runner_on_ok":
-                res = data.get("res") or {}
-                if "generation" in res:
-                    found["generation"] = res["generation"]
-                plan = (res.get("ansible_facts") or {}).get("pubip_plan")
-                if plan:
-                    if found["generation"] is None:
-                        found["generation"] = plan.get("generation")
-                    found["plan"] = plan
-            elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-                res = data.get("res") or {}
-                found["failures"].append(f"{data.get('host')}: {res.get('msg', kind)}")
-            return True
-
-        log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
-        bin_dir = str(Path(sys.executable).parent)
-        envvars = {
-            "ANSIBLE_CONFIG": str(_collection.ANSIBLE_CFG),
-            "ANSIBLE_COLLECTIONS_PATH": str(_collection.COLLECTIONS),
-            "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        }
-        # ansible-runner keeps env/ files (cmdline, extravars) between runs: a check run's --check would
-        # stick to the next real run. Every run starts from a clean env/.
-        shutil.rmtree(self.state_dir / "runner" / "env", ignore_errors=True)
-        runner = ansible_runner.run(
-            private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
-            extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
-            cmdline="--check --diff" if check else None,
-            cancel_callback=lambda: self.stopping.is_set(), ident=f"run{run_id}-{int(time.time())}",
-            rotate_artifacts=10)
-        ok = runner.status == "successful" and runner.rc == 0
-        self.last_found = found
-        if ok and found.get("plan") and not check:
-            self.adopt(found["plan"])
-        took = time.monotonic() - started
-        detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
-        log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED", took,
-                 found["generation"])
-        return ok, found["generation"], detail if not ok else ""
+                           "declared_dead": self.last_run.get("declared_dead") or {}}
+        self._save_last_run()
 
     # --- operations ----------------------------------------------------------------------
     def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
         """pubip disable / enable / moveip / reloadips: a takeover run under the hood; with check, a preview."""
         op = payload.get("op")
         if op not in OPS:
-            raise Rejected(400, f"unknown operation {op!r}: use one of {', '.join(OPS)}")
+            raise protocol.Rejected(400, f"unknown operation {op!r}: use one of {', '.join(OPS)}")
         node, ip = str(payload.get("node") or ""), str(payload.get("ip") or "")
         if op in ("disable", "enable", "moveip") and node not in self.secrets:
-            raise Rejected(400, f"{op}: {node!r} is not a node of this cluster")
+            raise protocol.Rejected(400, f"{op}: {node!r} is not a node of this cluster")
         if op == "moveip" and not ip:
-            raise Rejected(400, "moveip needs an ip")
+            raise protocol.Rejected(400, "moveip needs an ip")
         states = dict(self.store.overrides("state"))
         moves = dict(self.store.overrides("moveip"))
         if op == "disable":
@@ -440,14 +349,14 @@ class Listener:
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         nodes = {}
-        known = self.assignment.get("nodes") or {}
+        known = self.last_run.get("nodes") or {}
         for node in sorted(self.secrets):
             seen = self.last_seen.get(node)
             nodes[node] = {"alive": self.alive.get(node, True), "pnn": (known.get(node) or {}).get("pnn"),
                            "state": (known.get(node) or {}).get("state"),
                            "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None}
-        public = [{"ip": ip, "node": node} for ip, node in (self.assignment.get("assignment") or {}).items()]
-        return {"nodes": nodes, "generation": self.assignment.get("generation"), "public_ips": public,
+        public = [{"ip": ip, "node": node} for ip, node in (self.last_run.get("assignment") or {}).items()]
+        return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": public,
                 "pending_requests": len(self.store.pending()), "running": self.running_run,
                 "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections,
                 "fast_takeover_orders": self.orders.recent()}
@@ -471,114 +380,3 @@ class Listener:
             lines += ["# TYPE pubip_listener_last_run_seconds gauge",
                       f"pubip_listener_last_run_seconds {last['duration']:.3f}"]
         return "\n".join(lines) + "\n"
-
-    # --- serving ---------------------------------------------------------------------------
-    def serve(self, bind: str, port: int) -> None:
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def send(self, code: int, body: Any, ctype: str = "application/json") -> None:
-                raw = (body if isinstance(body, str) else json.dumps(body)).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self) -> None:
-                path = urlparse(self.path).path
-                if path == "/v1/status":
-                    return self.send(200, listener.status())
-                if path == "/metrics":
-                    return self.send(200, listener.metrics(), "text/plain; version=0.0.4")
-                return self.send(404, {"error": "not found"})
-
-            def do_POST(self) -> None:
-                url = urlparse(self.path)
-                peer = self.client_address[0]
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > listener.max_body:
-                        raise Rejected(413, f"body of {length} bytes exceeds {listener.max_body}")
-                    body = self.rfile.read(length)
-                    if url.path not in ("/v1/takeover-run", "/v1/heartbeat", "/v1/admin"):
-                        return self.send(404, {"error": "not found"})
-                    node = listener.authenticate(dict(self.headers.items()), body, url.path)
-                    payload = json.loads(body or b"{}")
-                    if not isinstance(payload, dict):
-                        raise Rejected(400, "body is not a JSON object")
-                except Rejected as exc:
-                    listener.reject(peer, exc)
-                    return self.send(exc.code, {"error": exc.reason})
-                except (ValueError, json.JSONDecodeError):
-                    listener.reject(peer, Rejected(400, "malformed request"))
-                    return self.send(400, {"error": "malformed request"})
-                if url.path == "/v1/heartbeat":
-                    signed = {"orders": listener.heartbeat(node, peer, payload),
-                              "declared_dead": (listener.assignment.get("declared_dead") or {}).get(node),
-                              "running": listener.running_run is not None,
-                              "generation": listener.assignment.get("generation")}
-                    # Signed: a watchdog acts on orders only with the listener's signature over them.
-                    sig = auth.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path,
-                                                json.dumps(signed, sort_keys=True).encode())
-                    return self.send(200, {"ok": True, **signed, "signature": sig})
-                if url.path == "/v1/admin":
-                    try:
-                        return self.send(200, listener.operation(payload))
-                    except Rejected as exc:
-                        listener.reject(peer, exc)
-                        return self.send(exc.code, {"error": exc.reason})
-                listener.heartbeat(node, peer)
-                request_id = listener.takeover_request(node, payload)
-                wait = float((parse_qs(url.query).get("wait") or ["0"])[0])
-                if wait > 0:
-                    return self.send(200, listener.wait_for(request_id, min(wait, 600.0)))
-                return self.send(202, {"request": request_id, "queued": True})
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256  # a whole cluster's watchdogs may call at once
-
-        server = Server((bind, port), Handler)
-        threading.Thread(target=self.work, name="pubip-runs", daemon=True).start()
-        threading.Thread(target=self.watch_liveness, name="pubip-liveness", daemon=True).start()
-        log.info("Listener on %s:%d for %d nodes; inventory %s", bind, port, len(self.secrets), self.inventory)
-        try:
-            server.serve_forever(poll_interval=0.2)
-        finally:
-            self.stopping.set()
-            server.server_close()
-
-
-def main(args: Any) -> int:
-    import signal
-
-    handler: logging.Handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s pubip-listener[%(process)d]: %(levelname)s %(message)s"))
-    logging.getLogger("pubip").addHandler(handler)
-    logging.getLogger("pubip").setLevel(logging.INFO)
-    secrets = json.loads(Path(args.secrets).read_text())
-    awx = None
-    if args.backend == "awx":
-        from .wdconfig import read_secret
-
-        if not (args.awx_url and args.awx_job_template and args.awx_token_file):
-            raise SystemExit("pubip listen: --backend awx needs --awx-url, --awx-job-template and --awx-token-file")
-        awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
-                         token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
-                         verify_tls=not args.awx_insecure)
-    listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after,
-                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx)
-
-    def stop(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        listener.serve(args.bind, args.port)
-    except KeyboardInterrupt:
-        log.info("Listener stopping")
-    return 0

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import urllib.request
 from typing import Any
 
-from .errors import PubipError
+from .. import protocol
+from ..errors import PubipError
 from .table import render
 
 
 def fetch(url: str) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=5) as resp:
+        with urllib.request.urlopen(url.rstrip("/") + protocol.STATUS_PATH, timeout=5) as resp:
             return dict(json.loads(resp.read()))
     except OSError as exc:
         raise PubipError(f"cannot reach the listener at {url}: {exc}") from None
@@ -48,13 +48,6 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.lab:
-        from . import lab
-
-        info = lab.load(args.lab)
-        url = f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}"
-        cmd = [info["python"], "-m", "pubip.cli", "status", "--listener", url] + (["--json"] if args.json else [])
-        return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd])
     st = fetch(args.listener)
     if args.json:
         json.dump(st, sys.stdout, indent=2)

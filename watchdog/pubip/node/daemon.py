@@ -18,15 +18,16 @@ import threading
 import time
 from typing import Any
 
-from . import wdactions, wdcheck
-from ._collection import module_utils
+from .. import _collection, protocol
+from . import actions
+from . import check as ipcheck
+from .config import DEFAULT_PATH, Config, ConfigError, load
 from .requester import Requester
-from .wdconfig import DEFAULT_PATH, Config, ConfigError, load
 
-_locking = module_utils("locking")
-_netlink = module_utils("netlink")
-_record = module_utils("record")
-_rtdump = module_utils("rtdump")
+_locking = _collection.module_utils("locking")
+_netlink = _collection.module_utils("netlink")
+_record = _collection.module_utils("record")
+_rtdump = _collection.module_utils("rtdump")
 log = logging.getLogger("pubip.watchdog")
 EXIT_CLEAN, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
 
@@ -100,7 +101,7 @@ class Watchdog:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
 
     # --- the check ------------------------------------------------------------
-    def check(self) -> wdcheck.Result:
+    def check(self) -> ipcheck.Result:
         started = time.monotonic()
         trigger, self.trigger = self.trigger, "interval"
         self.metrics.checks.labels(trigger).inc()
@@ -111,18 +112,18 @@ class Watchdog:
         except (OSError, ValueError) as exc:
             log.error("Cannot check: %s", exc)
             raise
-        result = wdcheck.check(first, again, ifaces, self.cfg.node, self.links)
-        if self.cfg.release_on_link_loss and first and wdactions.stranded(first, ifaces):
-            wdactions.release_stranded(self.cfg, self.nl, first)
+        result = ipcheck.check(first, again, ifaces, self.cfg.node, self.links)
+        if self.cfg.release_on_link_loss and first and actions.stranded(first, ifaces):
+            actions.release_stranded(self.cfg, self.nl, first)
         if self.ordered and first is not None:
             # Taken on the listener's order: the verifying run is already coming; no need to ask for one.
             gen = first.get("generation")
             for ip in [ip for ip, g in list(self.ordered.items()) if g != gen]:
                 self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
-            result.findings = [f for f in result.findings if not (f.rule == wdcheck.FOREIGN and f.ip in self.ordered)]
-        foreign = [f.ip for f in result.findings if f.rule == wdcheck.FOREIGN]
+            result.findings = [f for f in result.findings if not (f.rule == ipcheck.FOREIGN and f.ip in self.ordered)]
+        foreign = [f.ip for f in result.findings if f.rule == ipcheck.FOREIGN]
         if self.cfg.release_foreign and foreign and first is not None and not result.skipped:
-            wdactions.release_foreign(self.cfg, self.nl, first, foreign)
+            actions.release_foreign(self.cfg, self.nl, first, foreign)
         if result.skipped:
             self.metrics.skips.labels(result.skipped).inc()
             if result.skipped != self.last_skip:
@@ -148,7 +149,7 @@ class Watchdog:
         self.metrics.duration.set(time.monotonic() - started)
         return result
 
-    def _ask(self, record: dict[str, Any] | None, result: wdcheck.Result, trigger: str) -> None:
+    def _ask(self, record: dict[str, Any] | None, result: ipcheck.Result, trigger: str) -> None:
         key = ((record or {}).get("generation"), tuple(sorted((f.rule, f.ip) for f in result.findings)))
         # The same findings under the same generation are asked for again only after retry_max.
         if key == self.last_request and time.monotonic() - self.last_request_at < self.cfg.retry_max:
@@ -198,10 +199,10 @@ class Watchdog:
         try:
             with _locking.InterfaceLock(self.cfg.lock_path, timeout=0.5):
                 current = _record.read(self.cfg.record_path)
-                if wdcheck.record_key(current) != wdcheck.record_key(record) or _record.in_progress(current):
+                if ipcheck.record_key(current) != ipcheck.record_key(record) or _record.in_progress(current):
                     log.info("Fast retake skipped: the assignment record changed")
                     return
-                for act in wdactions.take(self.cfg, self.nl, record, wdactions.specs_of(record, wanted)):
+                for act in actions.take(self.cfg, self.nl, record, actions.specs_of(record, wanted)):
                     if act.kind == "take" and not act.error:
                         self.metrics.fast_retakes.inc()
                         log.warning("Fast retake: %s", act.message)
@@ -240,7 +241,7 @@ class Watchdog:
         try:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
-                {"node": self.cfg.node, **({"done": done} if done else {}), **(extra or {})}, "/v1/heartbeat")
+                {"node": self.cfg.node, **({"done": done} if done else {}), **(extra or {})}, protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
         except RequestFailed:
@@ -257,7 +258,7 @@ class Watchdog:
             ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
             for ip in ips:  # before the take: its netlink events wake a check that must know
                 self.ordered[ip] = order.get("generation")
-            result = wdactions.take_ordered(self.cfg, self.order_nl, order, received)
+            result = actions.take_ordered(self.cfg, self.order_nl, order, received)
             for ip in set(ips) - set(result["taken"]):
                 self.ordered.pop(ip, None)
             self.order_results.append(result)

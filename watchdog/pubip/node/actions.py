@@ -18,8 +18,8 @@ import logging
 import time
 from typing import Any
 
-from ._collection import module_utils
-from .wdconfig import Config
+from .._collection import module_utils
+from .config import Config
 
 _addresses = module_utils("addresses")
 _host = module_utils("host")

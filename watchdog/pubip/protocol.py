@@ -1,4 +1,5 @@
-"""Request authentication between watchdogs and the listener.
+"""The wire between watchdogs, operators and the listener: paths, names, and request authentication.
+Shared by the node and the controller side; pure apart from the clock and the random nonce.
 
 Each node has its own secret. A request carries its node, a timestamp and a
 random nonce; the signature is HMAC-SHA256 over node, path, timestamp, nonce
@@ -13,6 +14,15 @@ import hmac
 import os
 import time
 
+TAKEOVER_RUN_PATH = "/v1/takeover-run"  # POST: ask for a takeover run (?wait=SECONDS for its result)
+HEARTBEAT_PATH = "/v1/heartbeat"  # POST: a sign of life; the signed answer may carry fast takeover orders
+ADMIN_PATH = "/v1/admin"  # POST: operations (disable, enable, moveip, reloadips), signed as ADMIN
+STATUS_PATH = "/v1/status"  # GET: the cluster as the listener sees it
+METRICS_PATH = "/metrics"  # GET: Prometheus text
+ADMIN = "_admin"  # the secrets file's key, and the signer's name, for operations
+# The signed part of a heartbeat's answer (answer_signature covers exactly these keys).
+ANSWER_FIELDS = ("orders", "declared_dead", "running", "generation")
+
 NODE_HEADER = "X-Pubip-Node"
 TIME_HEADER = "X-Pubip-Timestamp"
 NONCE_HEADER = "X-Pubip-Nonce"
@@ -24,7 +34,7 @@ def signature(secret: str, node: str, path: str, timestamp: str, nonce: str, bod
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str, node: str, body: bytes, path: str = "/v1/takeover-run",
+def sign(secret: str, node: str, body: bytes, path: str = TAKEOVER_RUN_PATH,
          now: float | None = None) -> dict[str, str]:
     timestamp = f"{time.time() if now is None else now:.6f}"
     nonce = os.urandom(16).hex()
@@ -32,7 +42,7 @@ def sign(secret: str, node: str, body: bytes, path: str = "/v1/takeover-run",
             SIGNATURE_HEADER: signature(secret, node, path, timestamp, nonce, body)}
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, path: str = "/v1/takeover-run") -> bool:
+def verify(secret: str, headers: dict[str, str], body: bytes, path: str = TAKEOVER_RUN_PATH) -> bool:
     try:
         expected = signature(secret, headers[NODE_HEADER], path, headers[TIME_HEADER], headers[NONCE_HEADER], body)
     except KeyError:
@@ -49,3 +59,12 @@ def answer_signature(secret: str, request_headers: dict[str, str], path: str, bo
 
 def verify_answer(secret: str, request_headers: dict[str, str], path: str, body: bytes, sig: str) -> bool:
     return hmac.compare_digest(answer_signature(secret, request_headers, path, body), sig)
+
+
+class Rejected(Exception):
+    """A request the listener refuses: the HTTP code and a reason that names the culprit."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ssl
 
-from . import auth
-from .wdconfig import AwxBackend, Config, ListenerBackend, WebhookBackend
+from .. import protocol
+from .config import AwxBackend, Config, ListenerBackend, WebhookBackend
 
 log = logging.getLogger("pubip.watchdog")
 
@@ -89,11 +89,11 @@ def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, An
                       ) -> tuple[int, Any, dict[str, str], str]:
     """One signed POST to the listener: (status, answer, the request's signed headers, the URL path)."""
     body = json.dumps(payload, sort_keys=True).encode()
-    url = backend.url if path is None else backend.url.rsplit("/v1/", 1)[0] + path
+    url = backend.url if path is None else backend.url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0] + path
     from urllib.parse import urlsplit
 
     url_path = urlsplit(url).path
-    signed = auth.sign(backend.secret, node, body, url_path)
+    signed = protocol.sign(backend.secret, node, body, url_path)
     status, answer = plain_post(url, body, {"Content-Type": "application/json", **signed}, backend.timeout)
     return status, answer, signed, url_path
 
@@ -109,17 +109,17 @@ def signed_answer(backend: ListenerBackend, answer: Any, signed: dict[str, str],
     run's generation - if the listener's signature over it holds."""
     if not isinstance(answer, dict):
         raise RequestFailed("heartbeat answer is not a JSON object")
-    part = {"orders": answer.get("orders") or [], "declared_dead": answer.get("declared_dead"),
-            "running": answer.get("running"), "generation": answer.get("generation")}
+    part = {key: answer.get(key) for key in protocol.ANSWER_FIELDS}
+    part["orders"] = part["orders"] or []
     raw = json.dumps(part, sort_keys=True).encode()
-    if not isinstance(part["orders"], list) or not auth.verify_answer(backend.secret, signed, path, raw,
+    if not isinstance(part["orders"], list) or not protocol.verify_answer(backend.secret, signed, path, raw,
                                                                       str(answer.get("signature", ""))):
         raise RequestFailed("heartbeat answer without a valid listener signature: ignored")
     return part
 
 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:
-    from .awx import AwxClient, AwxError
+    from ..awx import AwxClient, AwxError
 
     client = AwxClient(backend.url, backend.token, backend.api_prefix, backend.timeout, backend.verify_tls)
     try:

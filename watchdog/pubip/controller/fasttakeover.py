@@ -1,6 +1,6 @@
 """Fast takeover: who takes a dead node's public IPs, decided by the listener without an Ansible run.
 
-Pure: the last completed takeover run's plan (the listener's snapshot) and the
+Pure: the last completed takeover run's plan (the listener's last_run) and the
 dead nodes in, takeover orders out. It calls the takeover run's own planner
 with what that run left behind as the gathered state, the dead nodes missing
 (DISCONNECTED), so the verifying run that follows finds every IP already where
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ._collection import module_utils
+from .._collection import module_utils
 
 
 def preload() -> None:
@@ -23,14 +23,14 @@ def preload() -> None:
         import numpy  # noqa: F401
 
 
-def orders(snapshot: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str, Any]]]:
+def orders(last_run: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str, Any]]]:
     """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now."""
     takeover = module_utils("takeover")
-    records = snapshot.get("public_ips") or []
-    known = snapshot.get("nodes") or {}
+    records = last_run.get("public_ips") or []
+    known = last_run.get("nodes") or {}
     if not records or not known or not dead:
         return {}
-    allowed = snapshot.get("allowed") or {}
+    allowed = last_run.get("allowed") or {}
     nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": n["state"]}
                     for name, n in known.items()), key=lambda n: n["pnn"])
     ips = [{"ip": e["ip"], "address": e["ip"].split("/", 1)[0], "interfaces": list(e["interfaces"]),
@@ -47,8 +47,8 @@ def orders(snapshot: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str
         }
     if not gathered:
         return {}
-    result = takeover.plan(nodes, ips, gathered, algorithm=snapshot.get("algorithm") or "lcp2",
-                           **(snapshot.get("options") or {}))
+    result = takeover.plan(nodes, ips, gathered, algorithm=last_run.get("algorithm") or "lcp2",
+                           **(last_run.get("options") or {}))
     by_ip = {e["ip"]: e for e in records}
     out: dict[str, list[dict[str, Any]]] = {}
     for move in result["moves"]:

@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import auth
-from .errors import PubipError
-
-ADMIN = "_admin"
+from .. import protocol
+from ..errors import PubipError
 
 
 def call(listener: str, secrets_file: str, payload: dict[str, Any]) -> dict[str, Any]:
     try:
-        secret = json.loads(Path(secrets_file).read_text())[ADMIN]
+        secret = json.loads(Path(secrets_file).read_text())[protocol.ADMIN]
     except (OSError, ValueError, KeyError):
-        raise PubipError(f"{secrets_file} has no '{ADMIN}' secret for operations") from None
+        raise PubipError(f"{secrets_file} has no '{protocol.ADMIN}' secret for operations") from None
     body = json.dumps(payload).encode()
-    req = urllib.request.Request(listener.rstrip("/") + "/v1/admin", data=body, method="POST", headers={
-        "Content-Type": "application/json", **auth.sign(secret, ADMIN, body, "/v1/admin")})
+    req = urllib.request.Request(listener.rstrip("/") + protocol.ADMIN_PATH, data=body, method="POST", headers={
+        "Content-Type": "application/json", **protocol.sign(secret, protocol.ADMIN, body, protocol.ADMIN_PATH)})
     try:
         with urllib.request.urlopen(req, timeout=900) as resp:
             return dict(json.loads(resp.read()))
@@ -46,15 +43,6 @@ def main(args: argparse.Namespace) -> int:
         payload["node"] = args.host
     if getattr(args, "ip", None):
         payload["ip"] = args.ip
-    if args.lab:
-        from . import lab
-
-        info = lab.load(args.lab)
-        cmd = [info["python"], "-m", "pubip.cli", args.op, *([args.ip] if getattr(args, "ip", None) else []),
-               *([args.host] if getattr(args, "host", None) else []), *(["--check"] if args.check else []),
-               *(["--json"] if args.json else []), "--listener", f"http://{lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}",
-               "--secrets", str(Path(info["dir"]) / "listener-secrets.json")]
-        return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd])
     if not args.listener or not args.secrets:
         raise PubipError(f"pubip {args.op} needs --listener and --secrets (or --lab)")
     result = call(args.listener, args.secrets, payload)

@@ -8,7 +8,7 @@ import sys
 
 
 def _lab_up(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     vips = args.vips if args.vips is not None else 2 * args.nodes
     the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6 or args.vips6 is not None, vips6=args.vips6,
@@ -34,7 +34,7 @@ def _lab_up(args: argparse.Namespace) -> int:
 
 
 def _lab_down(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     names = lab.existing_labs() if args.all else [args.name]
     for name in names:
@@ -44,22 +44,22 @@ def _lab_down(args: argparse.Namespace) -> int:
 
 
 def _lab_status(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     rows = lab.status(args.name)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from . import table
+    from .table import render
 
-    print(table.render(["node", "pnn", "address", "sshd", "public IPs"],
+    print(render(["node", "pnn", "address", "sshd", "public IPs"],
                        [[r["name"], r["pnn"], r["address"], "up" if r["sshd"] else "DOWN",
                          " ".join(r["public_ips"]) or "-"] for r in rows]))
     return 0
 
 
 def _lab_exec(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -68,7 +68,7 @@ def _lab_exec(args: argparse.Namespace) -> int:
 
 
 def _lab_start(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     started = lab.start_missing(lab.load(args.name))
     print(json.dumps({"started": started}))
@@ -76,14 +76,14 @@ def _lab_start(args: argparse.Namespace) -> int:
 
 
 def _lab_arp(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     print(json.dumps(lab.arp_answers(lab.load(args.name)), indent=1))
     return 0
 
 
 def _lab_kill(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     info = lab.load(args.name)
     if args.wait:
@@ -99,7 +99,7 @@ def _lab_kill(args: argparse.Namespace) -> int:
 
 
 def _lab_revive(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     info = lab.load(args.name)
     lab.revive_host(info, args.host)
@@ -111,9 +111,9 @@ def _lab_revive(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from . import listener
+    from ..controller import service
 
-    return listener.main(args)
+    return service.main(args)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _lab_restart_network(args: argparse.Namespace) -> int:
-    from . import lab
+    from .. import lab
 
     info = lab.load(args.name)
     print(f"{args.host}: networking restart (flush eth0, re-add {args.host}'s own address)", flush=True)
@@ -237,11 +237,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _through_lab(args: argparse.Namespace, argv: list[str]) -> int:
+    """An operator command with --lab NAME: the same command inside the lab's controller namespace, pointed at
+    its listener and secrets (the lab is reachable from there only)."""
+    import subprocess
+
+    from .. import lab
+
+    where = lab.target(args.lab)
+    rest, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--lab":
+            skip = True
+        elif not word.startswith("--lab="):
+            rest.append(word)
+    rest += ["--listener", where["listener"]] + (["--secrets", where["secrets"]] if args.command != "status" else [])
+    return subprocess.call(["ip", "netns", "exec", where["netns"], where["python"], "-m", "pubip.cli", *rest])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    from .errors import PubipError
+    from ..errors import PubipError
 
     try:
+        if getattr(args, "lab", None):
+            return _through_lab(args, argv)
         return int(args.func(args))
     except PubipError as exc:
         print(f"pubip: {exc}", file=sys.stderr)

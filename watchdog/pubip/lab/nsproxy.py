@@ -1,7 +1,7 @@
 """ssh ProxyCommand into a lab: relay stdin/stdout to HOST:PORT (run inside the controller namespace).
 
 Lets Ansible in the root namespace (Molecule, say) reach lab hosts without a
-route into the lab: `-o ProxyCommand="ip netns exec CTL python -m pubip.nsproxy %h %p"`.
+route into the lab: `-o ProxyCommand="ip netns exec CTL python -m pubip.lab.nsproxy %h %p"`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def relay(host: str, port: int) -> int:
 
 def main() -> int:
     if len(sys.argv) != 3:
-        print("usage: python -m pubip.nsproxy HOST PORT", file=sys.stderr)
+        print("usage: python -m pubip.lab.nsproxy HOST PORT", file=sys.stderr)
         return 2
     try:
         return relay(sys.argv[1], int(sys.argv[2]))
     except OSError as exc:
-        print(f"pubip.nsproxy: {sys.argv[1]}:{sys.argv[2]}: {exc}", file=sys.stderr)
+        print(f"pubip.lab.nsproxy: {sys.argv[1]}:{sys.argv[2]}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from ._collection import ipalloc
+from .._collection import ipalloc
 
 LEVELS = {"ERR": ipalloc.LOG_ERR, "WARNING": ipalloc.LOG_WARNING, "NOTICE": ipalloc.LOG_NOTICE,
           "INFO": ipalloc.LOG_INFO, "DEBUG": ipalloc.LOG_DEBUG}

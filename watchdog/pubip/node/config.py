@@ -6,8 +6,6 @@ must not be readable by group or others.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from .errors import PubipError
+from ..awx import AwxBackend
+from ..errors import PubipError
+from ..secrets import SecretError, read_secret
 
 DEFAULT_PATH = "/etc/pubip/watchdog.yml"
 
@@ -31,16 +31,6 @@ class ListenerBackend:
     url: str
     secret: str
     timeout: float = 2.0
-
-
-@dataclass
-class AwxBackend:
-    url: str
-    job_template: int
-    token: str
-    api_prefix: str = "/api/v2/"
-    timeout: float = 5.0
-    verify_tls: bool = True
 
 
 @dataclass
@@ -133,20 +123,6 @@ def _check(section: str, data: Any, schema: Mapping[str, tuple[type, bool]], whe
     return out
 
 
-def read_secret(path: str, what: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError(f"{what} file {path}: {exc.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{what} file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-                          f"chmod 600 it")
-    value = Path(path).read_text().strip()
-    if not value:
-        raise ConfigError(f"{what} file {path} is empty")
-    return value
-
-
 def _positive(where: str, name: str, value: float, minimum: float = 0.0) -> None:
     if value <= minimum:
         raise ConfigError(f"{where}: '{name}' must be greater than {minimum}, got {value}")
@@ -226,7 +202,10 @@ def _secret(section: dict[str, Any], name: str, where: str) -> str:
     if name in section and f"{name}_file" in section:
         raise ConfigError(f"{where}: give either '{name}' or '{name}_file', not both")
     if f"{name}_file" in section:
-        return read_secret(section[f"{name}_file"], name)
+        try:
+            return read_secret(section[f"{name}_file"], name)
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
     if section.get(name):
         return str(section[name])
     raise ConfigError(f"{where}: missing '{name}_file' (or '{name}')")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,35 +27,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PubipError
-
-NETNS_PREFIX = "pubip-"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
-MAX_NODES = 250
-MAX_VIPS = 250
-HOST_NET = "192.0.2"
-ETH1_NET = "203.0.113"
-VIP_NET = "198.51.100"
-VIP6_NET = "2001:db8:100::"
-CONTROLLER_ADDR = f"{HOST_NET}.254"
-LISTENER_PORT = 8750
-SSHD = "/usr/sbin/sshd"
-
-
-class LabError(PubipError):
-    """A lab request that cannot be carried out; the message names the culprit."""
-
-
-def lab_root() -> Path:
-    return Path(os.environ.get("PUBIP_LAB_ROOT", "/run/pubip/labs"))
-
-
-def lab_dir(name: str) -> Path:
-    return lab_root() / name
-
-
-def ns_name(lab: str, part: str) -> str:
-    return f"{NETNS_PREFIX}{lab}-{part}"
+from .. import protocol
+from .base import (
+    CONTROLLER_ADDR,
+    ETH1_NET,
+    HOST_NET,
+    LISTENER_PORT,
+    MAX_NODES,
+    MAX_VIPS,
+    NAME_RE,
+    SSHD,
+    VIP6_NET,
+    VIP_NET,
+    LabError,
+    alive,
+    controller_env,
+    host_entry,
+    ip_batch,
+    kill_netns_processes,
+    lab_dir,
+    list_netns,
+    load,
+    ns_name,
+    run,
+    save,
+)
 
 
 def validate(name: str, nodes: int, vips: int) -> None:
@@ -68,22 +63,6 @@ def validate(name: str, nodes: int, vips: int) -> None:
         raise LabError(f"--nodes {nodes} is out of range: a lab has 1 to {MAX_NODES} hosts")
     if not 0 <= vips <= MAX_VIPS:
         raise LabError(f"--vips {vips} is out of range: a lab has 0 to {MAX_VIPS} public IPs")
-
-
-def run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, input=input, text=True, capture_output=True, check=False)
-    if check and proc.returncode != 0:
-        raise LabError(f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}")
-    return proc
-
-
-def ip_batch(netns: str, lines: list[str]) -> None:
-    run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n")
-
-
-def list_netns() -> list[str]:
-    out = run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
-    return [entry["name"] for entry in json.loads(out)] if out else []
 
 
 def public_ips(vips: int, ipv6: bool, vips6: int | None = None) -> list[str]:
@@ -143,7 +122,7 @@ class Lab:
                 f.write(secret + "\n")
             (hdir / "watchdog.yml").write_text(watchdog_yaml(h, info, self.fast_retake))
             h["watchdog_config"] = str(hdir / "watchdog.yml")
-        secrets["_admin"] = os.urandom(24).hex()  # pubip disable / enable / moveip / reloadips
+        secrets[protocol.ADMIN] = os.urandom(24).hex()  # pubip disable / enable / moveip / reloadips
         fd = os.open(self.dir / "listener-secrets.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(secrets, f)
@@ -161,7 +140,7 @@ class Lab:
             info = self._describe(hosts)
             self._write_inventory(info)
             self._write_watchdog_configs(info)
-            (self.dir / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
+            save(info)
             progress(f"lab {self.name}: {self.nodes} hosts up, sshd on {HOST_NET}.1-{self.nodes}")
             return info
         except BaseException:
@@ -234,7 +213,7 @@ class Lab:
             hosts.append({"name": self.host_name(i), "pnn": i - 1, "netns": self.host_ns(i),
                           "address": addr, "interfaces": self.interfaces, "dir": str(hdir)})
         for host in hosts:
-            host["sshd_pid"] = _wait_pidfile(Path(str(host["dir"])) / "sshd.pid")
+            host["sshd_pid"] = wait_pidfile(Path(str(host["dir"])) / "sshd.pid")
         return hosts
 
     def _describe(self, hosts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -268,7 +247,7 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
         f"fast_retake: {'true' if fast_retake else 'false'}",
         "backend: listener",
         "listener:",
-        f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}/v1/takeover-run",
+        f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.TAKEOVER_RUN_PATH}",
         f"  secret_file: {d}/secret",
         "retry:",
         "  initial: 0.2",
@@ -281,9 +260,9 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
 
 def start_watchdog(info: dict[str, Any], host: str) -> int:
     """Start HOST's watchdog as a process inside its namespace (no systemd in the lab)."""
-    h = _host(info, host)
+    h = host_entry(info, host)
     log = open(Path(h["dir"]) / "watchdog.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.wddaemon",
+    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.node.daemon",
                              "--config", h["watchdog_config"]], stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
@@ -313,79 +292,41 @@ def start_listener(info: dict[str, Any]) -> int:
     raise LabError(f"the listener did not start: see {d / 'listener.out'}")
 
 
-def _stop(owner: dict[str, Any], key: str, sig: int) -> None:
+def stop(owner: dict[str, Any], key: str, sig: int) -> None:
     """Signal the process whose pid OWNER[KEY] holds and wait (3 s at most) until it is gone."""
     pid = owner.get(key)
     if pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + 3
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         owner[key] = None
 
 
 def stop_listener(info: dict[str, Any]) -> None:
     """SIGKILL: the listener dies as a crash would (tests check that it recovers)."""
-    _stop(info, "listener_pid", signal.SIGKILL)
+    stop(info, "listener_pid", signal.SIGKILL)
 
 
 def stop_watchdog(info: dict[str, Any], host: str) -> None:
-    _stop(_host(info, host), "watchdog_pid", signal.SIGTERM)
+    stop(host_entry(info, host), "watchdog_pid", signal.SIGTERM)
 
 
 def start_missing(info: dict[str, Any]) -> list[str]:
     """Start the listener and every live host's watchdog that is not running; returns what was started."""
     started = []
-    if not (info.get("listener_pid") and _alive(info["listener_pid"])):
+    if not (info.get("listener_pid") and alive(info["listener_pid"])):
         start_listener(info)
         started.append("listener")
     for h in info["hosts"]:
-        if not (h.get("sshd_pid") and _alive(h["sshd_pid"])):
+        if not (h.get("sshd_pid") and alive(h["sshd_pid"])):
             continue  # a dead host runs nothing
-        if not (h.get("watchdog_pid") and _alive(h["watchdog_pid"])):
+        if not (h.get("watchdog_pid") and alive(h["watchdog_pid"])):
             start_watchdog(info, h["name"])
             started.append(f"watchdog {h['name']}")
     save(info)
     return started
-
-
-_KNOCK = """import socket, sys, time
-for ip in sys.argv[1:]:
-    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        try:
-            s.sendto(b"pubip", (ip, 9))
-        except OSError:
-            pass
-time.sleep(0.5)
-"""
-
-
-def arp_answers(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Ask, from the controller namespace, who answers ARP / neighbour solicitation for each public IP:
-    public IP -> {mac, holder} (holder: the lab host whose interface has that MAC; None: no answer)."""
-    ctl = info["controller"]["netns"]
-    ips = [ip.split("/", 1)[0] for ip in info["public_ips"]]
-    for ip in ips:  # forget what was learnt before: only a fresh answer counts
-        run(["ip", "-n", ctl, "neigh", "flush", "to", ip], check=False)
-    run(["ip", "netns", "exec", ctl, info["python"], "-c", _KNOCK, *ips])
-    macs = {}
-    for h in info["hosts"]:
-        for link in json.loads(run(["ip", "-n", h["netns"], "-j", "link", "show"]).stdout or "[]"):
-            if link.get("address") and link.get("ifname") != "lo":
-                macs[link["address"]] = h["name"]
-    answers = {}
-    for cidr, ip in zip(info["public_ips"], ips, strict=True):
-        entries = json.loads(run(["ip", "-n", ctl, "-j", "neigh", "show", "to", ip]).stdout or "[]")
-        mac = next((e.get("lladdr") for e in entries if e.get("lladdr") and
-                    not set(e.get("state") or []) & {"FAILED", "INCOMPLETE"}), None)
-        answers[cidr] = {"mac": mac, "holder": macs.get(mac) if mac else None}
-    return answers
-
-
-def save(info: dict[str, Any]) -> None:
-    (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
@@ -414,7 +355,7 @@ def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
         ],
     }
     if from_root:  # through the controller namespace: the root namespace has no route into the lab
-        proxy = f"ip netns exec {info['controller']['netns']} {info['python']} -m pubip.nsproxy %h %p"
+        proxy = f"ip netns exec {info['controller']['netns']} {info['python']} -m pubip.lab.nsproxy %h %p"
         group_vars["ansible_ssh_common_args"] += f" -o ProxyCommand=\"{proxy}\""
         group_vars["ansible_control_path_dir"] = f"{d}/cp-root"
     doc = {"all": {"children": {"pubip_nodes": {"hosts": hosts, "vars": group_vars}}}}
@@ -422,7 +363,7 @@ def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
     return "---\n# Generated by `pubip lab up`; removed by `pubip lab down`.\n" + json.dumps(doc, indent=2) + "\n"
 
 
-def _wait_pidfile(path: Path, timeout: float = 10.0) -> int:
+def wait_pidfile(path: Path, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -434,23 +375,6 @@ def _wait_pidfile(path: Path, timeout: float = 10.0) -> int:
     raise LabError(f"sshd did not start: no pid in {path} after {timeout}s (see sshd.log beside it)")
 
 
-def load(name: str) -> dict[str, Any]:
-    path = lab_dir(name) / "lab.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LabError(f"no lab {name!r}: {path} does not exist (pubip lab up --name {name} creates it)") from None
-
-
-def existing_labs() -> list[str]:
-    names = {p.name for p in lab_root().iterdir() if p.is_dir()} if lab_root().is_dir() else set()
-    for ns in list_netns():
-        if ns.startswith(NETNS_PREFIX):
-            rest = ns[len(NETNS_PREFIX):]
-            names.add(rest.rsplit("-", 1)[0])
-    return sorted(names)
-
-
 def down(name: str) -> list[str]:
     """Remove every namespace, process and file of lab NAME; also after a crashed up."""
     if not NAME_RE.match(name):
@@ -458,169 +382,11 @@ def down(name: str) -> list[str]:
     prefix = ns_name(name, "")
     mine = [ns for ns in list_netns() if ns.startswith(prefix) and "-" not in ns[len(prefix):]]
     for ns in mine:
-        _kill_netns_processes(ns)
+        kill_netns_processes(ns)
     for ns in mine:
         run(["ip", "netns", "delete", ns], check=False)
     shutil.rmtree(lab_dir(name), ignore_errors=True)
     return mine
-
-
-def _kill_netns_processes(netns: str) -> None:
-    pids = [int(p) for p in run(["ip", "netns", "pids", netns], check=False).stdout.split()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 2.0
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            if pids:
-                time.sleep(0.02)
-        if not pids:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        # A zombie (our own child not yet reaped) counts as gone.
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _host(info: dict[str, Any], host: str) -> dict[str, Any]:
-    for h in info["hosts"]:
-        if h["name"] == host:
-            return h
-    raise LabError(f"lab {info['name']} has no host {host!r}")
-
-
-def _bridge_ports(info: dict[str, Any], h: dict[str, Any]) -> list[str]:
-    i = h["pnn"] + 1
-    return [f"h{i}e{idx}" for idx in range(len(h["interfaces"]))]
-
-
-def cut_host(info: dict[str, Any], host: str) -> None:
-    """A host dies: every process in its namespace stops and its links lose carrier."""
-    h = _host(info, host)
-    _kill_netns_processes(h["netns"])
-    set_host_links(info, host, up=False)
-
-
-def set_host_links(info: dict[str, Any], host: str, up: bool) -> None:
-    """Cut a host off (its links lose carrier, its processes keep running) or plug it back in."""
-    ip_batch(info["bridge_netns"], [f"link set {port} {'up' if up else 'down'}"
-                                    for port in _bridge_ports(info, _host(info, host))])
-
-
-def revive_host(info: dict[str, Any], host: str) -> int:
-    """The host boots again: no public IPs, links up, sshd started. Returns sshd's pid."""
-    h = _host(info, host)
-    public = set(info["public_ips"])
-    lines = [f"addr del {ip} dev {ifname}" for ifname, ips in kernel_addresses(h["netns"]).items()
-             for ip in ips if ip in public]
-    if lines:  # -force: deleting a primary may already have taken its secondaries
-        run(["ip", "-force", "-n", h["netns"], "-batch", "-"], input="\n".join(lines) + "\n", check=False)
-    set_host_links(info, host, up=True)
-    hdir = Path(h["dir"])
-    (hdir / "sshd.pid").unlink(missing_ok=True)
-    run(["ip", "netns", "exec", h["netns"], SSHD, "-f", str(Path(info["dir"]) / "sshd_config"),
-         "-o", f"ListenAddress={h['address']}", "-o", f"HostKey={hdir / 'ssh_host_ed25519_key'}",
-         "-o", f"PidFile={hdir / 'sshd.pid'}", "-E", str(hdir / "sshd.log")])
-    h["sshd_pid"] = _wait_pidfile(hdir / "sshd.pid")
-    (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
-    return int(h["sshd_pid"])
-
-
-def public_by_carrier(info: dict[str, Any], netns: str, check: bool = True) -> tuple[list[str], list[str]]:
-    """The lab's public IPs in NETNS's kernel: (on a link with carrier, on a link without)."""
-    out = run(["ip", "-n", netns, "-j", "addr", "show"], check=check).stdout
-    public = set(info["public_ips"])
-    held: list[str] = []
-    stranded: list[str] = []
-    for link in json.loads(out or "[]"):
-        for a in link.get("addr_info", []):
-            ip = f"{a['local']}/{a['prefixlen']}"
-            if ip in public:
-                (held if "LOWER_UP" in link.get("flags", []) else stranded).append(ip)
-    return sorted(held), sorted(stranded)
-
-
-def public_held(info: dict[str, Any], host: str) -> list[str]:
-    """Public IPs HOST holds on a link with carrier, read from its kernel."""
-    return public_by_carrier(info, _host(info, host)["netns"])[0]
-
-
-def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
-    """The seed's `networking restart` on HOST: flush eth0, put the host's own address back; then wait
-    until its public IPs are back. Returns (the IPs, seconds from the flush until all were back)."""
-    h = _host(info, host)
-    before = public_held(info, host)
-    if not before:
-        raise LabError(f"{host} holds no public IP: nothing to lose")
-    t0 = time.monotonic()
-    ip_batch(h["netns"], ["addr flush dev eth0", f"addr add {h['address']}/24 dev eth0"])
-    while time.monotonic() - t0 < timeout:
-        if public_held(info, host) == before:
-            return before, time.monotonic() - t0
-        time.sleep(0.005)
-    raise LabError(f"{host}'s public IPs {', '.join(before)} were not back within {timeout:.0f}s")
-
-
-def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
-    url = f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}/v1/status"
-    proc = run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
-                f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', timeout=2).read()"
-                ".decode())"], check=False)
-    try:
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
-    except ValueError:
-        return None
-
-
-def wait_listener_idle(info: dict[str, Any], timeout: float = 60.0) -> None:
-    """Until the listener has no takeover run running or pending."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = listener_status(info)
-        if st and st["running"] is None and st["pending_requests"] == 0:
-            return
-        time.sleep(0.2)
-    raise LabError(f"the listener of lab {info['name']} was still busy after {timeout:.0f}s")
-
-
-def kill_host(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
-    """HOST dies (cut_host) once the listener is idle; then wait until every public IP it held is held
-    by another host. Returns (the IPs, seconds from the death until the survivors held them all)."""
-    wait_listener_idle(info, timeout)
-    lost = public_held(info, host)
-    if not lost:
-        raise LabError(f"{host} holds no public IP: nothing to move")
-    t0 = time.monotonic()
-    cut_host(info, host)
-    others = [h["name"] for h in info["hosts"] if h["name"] != host]
-    while time.monotonic() - t0 < timeout:
-        if set(lost) <= {ip for name in others for ip in public_held(info, name)}:
-            return lost, time.monotonic() - t0
-        time.sleep(0.005)
-    raise LabError(f"{host}'s public IPs {', '.join(lost)} were not held by a survivor within {timeout:.0f}s")
-
-
-def controller_env(info: dict[str, Any]) -> dict[str, str]:
-    """Environment for Ansible run from the controller namespace against the lab."""
-    from . import _collection
-
-    env = dict(os.environ)
-    env["ANSIBLE_INVENTORY"] = info["inventory"]
-    env["ANSIBLE_CONFIG"] = str(_collection.ANSIBLE_CFG)
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(_collection.COLLECTIONS)
-    env["PATH"] = f"{Path(info['python']).parent}:{env.get('PATH', '/usr/bin:/bin')}"
-    return env
 
 
 def exec_in_controller(name: str, cmd: list[str]) -> int:
@@ -631,29 +397,15 @@ def exec_in_controller(name: str, cmd: list[str]) -> int:
 
 def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:
     """Run one of the project's playbooks from the controller namespace against the lab."""
-    from . import _collection
+    from .. import _collection
 
     cmd = [str(Path(info["python"]).parent / "ansible-playbook"), str(_collection.PLAYBOOKS / playbook), *extra]
     return subprocess.call(["ip", "netns", "exec", info["controller"]["netns"], *cmd], env=controller_env(info))
 
 
-def kernel_addresses(netns: str) -> dict[str, list[str]]:
-    """Addresses per interface, read from the namespace's kernel."""
-    out = run(["ip", "-n", netns, "-j", "addr", "show"]).stdout
-    result: dict[str, list[str]] = {}
-    for link in json.loads(out or "[]"):
-        result[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
-                                  if a.get("scope") != "link" and a["family"] in ("inet", "inet6")]
-    return result
-
-
-def status(name: str) -> list[dict[str, Any]]:
-    """Every host's public IPs from its kernel: on a link with carrier (public_ips: what clients reach)
-    and on a link without (stranded)."""
+def target(name: str) -> dict[str, str]:
+    """How the operator commands reach lab NAME's listener: from its controller namespace, with its secrets."""
     info = load(name)
-    rows = []
-    for h in info["hosts"]:
-        held, stranded = public_by_carrier(info, h["netns"], check=False)
-        rows.append({"name": h["name"], "pnn": h["pnn"], "netns": h["netns"], "address": h["address"],
-                     "sshd": _alive(h["sshd_pid"]), "public_ips": held, "stranded": stranded})
-    return rows
+    return {"netns": info["controller"]["netns"], "python": info["python"],
+            "listener": f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}",
+            "secrets": str(Path(info["dir"]) / "listener-secrets.json")}

@@ -1,0 +1,114 @@
+"""The takeover_run action plugin phase by phase, with task vars as Ansible hands them and the module
+calls recorded (as ansible.posix tests its action plugins): which host is called with what, and what
+each phase returns."""
+
+from __future__ import annotations
+
+from unittest.mock import MagicMock
+
+import pytest
+from ansible.errors import AnsibleActionFail
+from ansible.playbook.task import Task
+
+from ansible_collections.pubip.cluster.plugins.action.takeover_run import ActionModule
+
+HOSTS = ["n1", "n2", "n3"]
+IPS = [{"ip": "198.51.100.%d/24" % i, "interfaces": ["eth0"]} for i in range(1, 4)]
+
+
+def report(held=()):
+    return {"interfaces": [{"name": "eth0", "link": "up"}], "can_host": [i["ip"] for i in IPS],
+            "public_ips": [{"ip": ip, "interface": "eth0", "link": "up"} for ip in held],
+            "record": {"generation": 0}, "time": 100.0}
+
+
+def task_vars(host, gathered=None, plan=None, releases=None, public_ips=IPS, **extra):
+    hostvars = {}
+    for h in HOSTS:
+        hv = {"pubip_public_ips": public_ips, "inventory_hostname": h}
+        if gathered is not None and h in gathered:
+            hv["takeover_gather"] = gathered[h]
+        if releases is not None:
+            hv["takeover_release"] = releases.get(h, {"failed_ips": []})
+        hostvars[h] = hv
+    out = {"inventory_hostname": host, "hostvars": hostvars, "groups": {"pubip_nodes": HOSTS},
+           "ansible_play_hosts_all": HOSTS, "pubip_public_ips": public_ips, **extra}
+    if plan is not None:
+        out["pubip_plan"] = plan
+    return out
+
+
+@pytest.fixture
+def action():
+    calls = []
+
+    def make(phase, check_mode=False, results=None):
+        task = MagicMock(Task)
+        task.args = {"phase": phase}
+        task.check_mode = check_mode
+        task.diff = False
+        task.async_val = 0
+        plugin = ActionModule(task, MagicMock(), MagicMock(), loader=None, templar=None, shared_loader_obj=None)
+
+        def execute_module(module_name, module_args, task_vars):
+            calls.append((task_vars["inventory_hostname"], module_args))
+            return dict((results or {}).get(task_vars["inventory_hostname"], {"changed": True, "actions": []}))
+
+        plugin._execute_module = execute_module
+        return plugin
+
+    make.calls = calls
+    return make
+
+
+def planned(gathered):
+    plugin = ActionModule(MagicMock(Task, args={"phase": "plan"}, check_mode=False, diff=False, async_val=0),
+                          MagicMock(), MagicMock(), loader=None, templar=None, shared_loader_obj=None)
+    return plugin.run(task_vars=task_vars("n1", gathered))["ansible_facts"]["pubip_plan"]
+
+
+def test_gather_skips_a_node_the_operator_named_dead_without_connecting(action):
+    out = action("gather").run(task_vars=task_vars("n3", pubip_dead_nodes=["n3"]))
+    assert out["skipped"] and "n3" in out["skip_reason"] and action.calls == []
+
+
+def test_gather_queries_the_node_for_every_public_ip(action):
+    results = {"n1": report(["198.51.100.1/24"])}
+    out = action("gather", results=results).run(task_vars=task_vars("n1"))
+    assert out["public_ips"][0]["ip"] == "198.51.100.1/24" and not out["changed"]
+    (host, args), = action.calls
+    assert host == "n1" and args["state"] == "query" and [a["ip"] for a in args["addresses"]] == [i["ip"] for i in IPS]
+
+
+def test_plan_gives_each_node_one_ip_and_calls_no_host(action):
+    out = action("plan").run(task_vars=task_vars("n1", {h: report() for h in HOSTS}))
+    plan = out["ansible_facts"]["pubip_plan"]
+    assert sorted(plan["assignment"].values()) == HOSTS and action.calls == []
+
+
+def test_a_bad_inventory_stops_the_run_naming_the_culprit(action):
+    bad = [{"ip": "198.51.100.1/24", "interfaces": []}]
+    with pytest.raises(AnsibleActionFail, match="stopped before any host changed.*198.51.100.1/24"):
+        action("plan").run(task_vars=task_vars("n1", {h: report() for h in HOSTS}, public_ips=bad))
+
+
+def test_release_in_check_mode_calls_no_host(action):
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    out = action("release", check_mode=True).run(task_vars=task_vars("n1", gathered, plan))
+    assert out["changed"] and len(out["released"]) == 2 and action.calls == []
+
+
+def test_no_host_takes_an_ip_its_holder_failed_to_release(action):
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    stuck = plan["release"]["n1"][0]
+    taker = plan["assignment"][stuck]
+    releases = {"n1": {"failed_ips": [stuck], "release_msg": "EPERM"}}
+    out = action("take").run(task_vars=task_vars(taker, gathered, plan, releases))
+    assert out["not_taken"] == [stuck]
+    assert all(a["ip"] != stuck for _h, args in action.calls for a in args["addresses"])
+    holder = action("take").run(task_vars=task_vars("n1", gathered, plan, releases))
+    assert holder["failed"] and stuck in holder["msg"] and "n1" in holder["msg"]

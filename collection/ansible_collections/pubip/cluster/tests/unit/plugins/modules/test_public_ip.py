@@ -1,0 +1,97 @@
+"""public_ip as Ansible runs it: arguments through patch_module_args, the result from exit_json/fail_json.
+
+Only states that touch no address run here (query, record, bad input); take and release over real
+netlink are tested on lab hosts (tests/integration/test_public_ip.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.pubip.cluster.plugins.modules import public_ip
+
+
+class Exit(Exception):
+    def __init__(self, result, failed):
+        super().__init__(result.get("msg"))
+        self.result = result
+        self.failed = failed
+
+
+@pytest.fixture
+def run_module(monkeypatch):
+    def exit_json(_self, **kwargs):
+        raise Exit(kwargs, False)
+
+    def fail_json(_self, **kwargs):
+        raise Exit(kwargs, True)
+
+    monkeypatch.setattr(public_ip.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(public_ip.AnsibleModule, "fail_json", fail_json)
+
+    def run(args):
+        with patch_module_args(args), pytest.raises(Exit) as info:
+            public_ip.main()
+        return info.value
+
+    return run
+
+
+def paths(tmp_path):
+    (tmp_path / "hooks").mkdir()
+    return {"record_path": str(tmp_path / "record.json"), "lock_path": str(tmp_path / "lock"),
+            "hook_dir": str(tmp_path / "hooks")}
+
+
+RECORD = {"generation": 3, "nodes": {"n1": {"pnn": 0, "state": "enabled"}}, "run_started": 10.0, "run_finished": 11.0,
+          "public_ips": [{"ip": "198.51.100.2/24", "node": "n1", "interfaces": ["eth0"]},
+                         {"ip": "198.51.100.1/24", "node": None, "interfaces": ["eth0"]}]}
+
+
+def test_record_is_written_once_and_then_unchanged(run_module, tmp_path):
+    args = dict(paths(tmp_path), state="record", node="n1", record=RECORD)
+    first = run_module(args)
+    assert not first.failed and first.result["changed"]
+    written = json.loads((tmp_path / "record.json").read_text())
+    assert written["generation"] == 3 and written["this_node"] == ["198.51.100.2/24"]
+    assert [e["ip"] for e in written["public_ips"]] == ["198.51.100.1/24", "198.51.100.2/24"]
+    again = run_module(args)
+    assert not again.failed and not again.result["changed"]
+
+
+def test_record_in_check_mode_writes_nothing_and_shows_the_diff(run_module, tmp_path):
+    args = dict(paths(tmp_path), state="record", node="n1", record=RECORD, _ansible_check_mode=True,
+                _ansible_diff=True)
+    out = run_module(args)
+    assert out.result["changed"] and not (tmp_path / "record.json").exists()
+    assert '"generation": 3' in out.result["diff"]["after"] and out.result["diff"]["before"] == ""
+
+
+def test_query_reports_interfaces_and_changes_nothing(run_module, tmp_path):
+    out = run_module(dict(paths(tmp_path), state="query", addresses=[{"ip": "198.51.100.9/24", "interfaces": ["lo"]}]))
+    assert not out.failed and out.result["changed"] is False
+    assert "lo" in [i["name"] for i in out.result["interfaces"]]
+    assert not (tmp_path / "record.json").exists()
+
+
+@pytest.mark.parametrize(("addresses", "culprit"), [
+    ([{"ip": "198.51.100.300/24", "interfaces": ["eth0"]}], "198.51.100.300/24"),
+    ([{"ip": "not-an-ip", "interfaces": ["eth0"]}], "not-an-ip"),
+])
+def test_malformed_address_fails_naming_it(run_module, tmp_path, addresses, culprit):
+    out = run_module(dict(paths(tmp_path), state="query", addresses=addresses))
+    assert out.failed and culprit in out.result["msg"]
+
+
+def test_record_state_needs_a_record(run_module, tmp_path):
+    out = run_module(dict(paths(tmp_path), state="record"))
+    assert out.failed and "record" in out.result["msg"]
+
+
+def test_a_corrupt_record_is_an_error_not_an_empty_one(run_module, tmp_path):
+    (tmp_path / "record.json").write_text('{"version": 99}')
+    out = run_module(dict(paths(tmp_path), state="query"))
+    assert out.failed and "record.json" in out.result["msg"]

@@ -1,0 +1,99 @@
+"""The pubip package's layers (pubip/__init__.py): who may import whom, and no import cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "watchdog" / "pubip"
+SHARED = {"pubip", "pubip.errors", "pubip.protocol", "pubip.secrets", "pubip.awx", "pubip._collection"}
+# layer -> the layers it may import (its own included)
+ALLOWED = {
+    "shared": {"shared"},
+    "node": {"shared", "node"},
+    "controller": {"shared", "controller"},
+    "cli": {"shared", "node", "controller", "cli", "lab"},
+    "lab": {"shared", "lab"},
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(module: str) -> str:
+    if module in SHARED:
+        return "shared"
+    return module.split(".")[1]
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> the pubip modules it imports (anywhere in the file, function bodies included)."""
+    graph: dict[str, set[str]] = {}
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found: set[str] = set()
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue  # not imported at run time
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("pubip")}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if not target.startswith("pubip"):
+                    continue
+                for alias in node.names:  # `from . import x` names a module when x is one
+                    found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_every_module_is_in_a_known_layer() -> None:
+    assert {layer(m) for m in imports()} <= set(ALLOWED)
+
+
+def test_no_import_from_a_layer_it_may_not_use() -> None:
+    wrong = sorted(f"{m} imports {t}" for m, targets in imports().items() for t in targets
+                   if layer(t) not in ALLOWED[layer(m)])
+    assert wrong == []
+
+
+def test_only_the_cli_imports_the_lab() -> None:
+    users = sorted(m for m, targets in imports().items() for t in targets
+                   if layer(t) == "lab" and layer(m) not in ("lab", "cli"))
+    assert users == []
+
+
+def test_no_import_cycle() -> None:
+    graph = imports()
+    # a package's __init__ importing its own submodules (a facade) is not a cycle
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(edges[m]):
+            if state.get(t) == 1:
+                cycles.append(" -> ".join([*path[path.index(t):], t]))
+            elif t not in state:
+                visit(t, [*path, t])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []

@@ -1,0 +1,105 @@
+"""The listener's HTTP front: reads a request, authenticates it, routes it to the Listener, answers.
+
+No decisions here beyond the wire: the Listener decides, this file speaks protocol.py's paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
+
+from .. import protocol
+
+if TYPE_CHECKING:
+    from .listener import Listener
+
+log = logging.getLogger("pubip.listener")
+POST_PATHS = (protocol.TAKEOVER_RUN_PATH, protocol.HEARTBEAT_PATH, protocol.ADMIN_PATH)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # a whole cluster's watchdogs may call at once
+    listener: Listener
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send(self, code: int, body: Any, ctype: str = "application/json") -> None:
+        raw = (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        listener = self.server.listener
+        path = urlparse(self.path).path
+        if path == protocol.STATUS_PATH:
+            return self.send(200, listener.status())
+        if path == protocol.METRICS_PATH:
+            return self.send(200, listener.metrics(), "text/plain; version=0.0.4")
+        return self.send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        listener = self.server.listener
+        url = urlparse(self.path)
+        peer = self.client_address[0]
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > listener.max_body:
+                raise protocol.Rejected(413, f"body of {length} bytes exceeds {listener.max_body}")
+            body = self.rfile.read(length)
+            if url.path not in POST_PATHS:
+                return self.send(404, {"error": "not found"})
+            node = listener.authenticate(dict(self.headers.items()), body, url.path)
+            payload = json.loads(body or b"{}")
+            if not isinstance(payload, dict):
+                raise protocol.Rejected(400, "body is not a JSON object")
+        except protocol.Rejected as exc:
+            listener.reject(peer, exc)
+            return self.send(exc.code, {"error": exc.reason})
+        except (ValueError, json.JSONDecodeError):
+            listener.reject(peer, protocol.Rejected(400, "malformed request"))
+            return self.send(400, {"error": "malformed request"})
+        if url.path == protocol.HEARTBEAT_PATH:
+            signed = listener.heartbeat_answer(node, peer, payload)
+            # Signed: a watchdog acts on orders only with the listener's signature over them.
+            sig = protocol.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path,
+                                            json.dumps(signed, sort_keys=True).encode())
+            return self.send(200, {"ok": True, **signed, "signature": sig})
+        if url.path == protocol.ADMIN_PATH:
+            try:
+                return self.send(200, listener.operation(payload))
+            except protocol.Rejected as exc:
+                listener.reject(peer, exc)
+                return self.send(exc.code, {"error": exc.reason})
+        listener.heartbeat(node, peer)
+        request_id = listener.takeover_request(node, payload)
+        wait = float((parse_qs(url.query).get("wait") or ["0"])[0])
+        if wait > 0:
+            return self.send(200, listener.wait_for(request_id, min(wait, 600.0)))
+        return self.send(202, {"request": request_id, "queued": True})
+
+
+def serve(listener: Listener, bind: str, port: int) -> None:
+    """Serve until interrupted; the listener's run queue and liveness watch run in their own threads."""
+    server = Server((bind, port), Handler)
+    server.listener = listener
+    threading.Thread(target=listener.work, name="pubip-runs", daemon=True).start()
+    threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()
+    log.info("Listener on %s:%d for %d nodes; inventory %s", bind, port, len(listener.secrets), listener.inventory)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        listener.stopping.set()
+        server.server_close()

@@ -1,0 +1,134 @@
+"""How the listener carries out one takeover run: ansible-runner here, or a job of an AWX job template.
+
+A runner knows nothing of queues or liveness: run(run_id, dead, extravars, check) -> Outcome, with the
+plan the run computed (from its plan task's result) for the listener to adopt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import _collection
+from ..awx import AwxBackend
+
+log = logging.getLogger("pubip.listener")
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    generation: int | None
+    detail: str  # why it failed ("" when ok)
+    plan: dict[str, Any] | None = None  # the run's plan (pubip_plan fact), when it got that far
+    failures: list[str] = field(default_factory=list)
+
+
+class Runner(Protocol):
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome: ...
+
+
+@dataclass
+class PlaybookRunner:
+    """The main job through ansible-runner, from the listener's state directory."""
+
+    state_dir: Path
+    inventory: str
+    stopping: threading.Event
+    playbook: str = str(_collection.PLAYBOOKS / "takeover_run.yml")
+    ssh_timeout: int = 2
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        import ansible_runner
+
+        started = time.monotonic()
+        found: dict[str, Any] = {"generation": None, "failures": []}
+
+        def on_event(event: dict[str, Any]) -> bool:
+            data = event.get("event_data") or {}
+            kind = event.get("event")
+            if kind == "playbook_on_task_start":
+                task = data.get("task", "").split(" : ")[-1]
+                if task != found.get("task"):  # one progress line per phase
+                    log.info("Takeover run %d: %s", run_id, task)
+                found["task"] = task
+            elif kind == "runner_on_ok":
+                res = data.get("res") or {}
+                if "generation" in res:
+                    found["generation"] = res["generation"]
+                plan = (res.get("ansible_facts") or {}).get("pubip_plan")
+                if plan:
+                    if found["generation"] is None:
+                        found["generation"] = plan.get("generation")
+                    found["plan"] = plan
+            elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+                res = data.get("res") or {}
+                found["failures"].append(f"{data.get('host')}: {res.get('msg', kind)}")
+            return True
+
+        log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
+        bin_dir = str(Path(sys.executable).parent)
+        envvars = {
+            "ANSIBLE_CONFIG": str(_collection.ANSIBLE_CFG),
+            "ANSIBLE_COLLECTIONS_PATH": str(_collection.COLLECTIONS),
+            "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        # ansible-runner keeps env/ files (cmdline, extravars) between runs: a check run's --check would
+        # stick to the next real run. Every run starts from a clean env/.
+        shutil.rmtree(self.state_dir / "runner" / "env", ignore_errors=True)
+        runner = ansible_runner.run(
+            private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
+            extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
+            cmdline="--check --diff" if check else None,
+            cancel_callback=lambda: self.stopping.is_set(), ident=f"run{run_id}-{int(time.time())}",
+            rotate_artifacts=10)
+        ok = runner.status == "successful" and runner.rc == 0
+        log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED",
+                 time.monotonic() - started, found["generation"])
+        detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
+        return Outcome(ok, found["generation"], "" if ok else detail, found.get("plan"), found["failures"])
+
+
+@dataclass
+class AwxRunner:
+    """The takeover run as a job of the AWX job template: launch it, follow it, read its plan."""
+
+    awx: AwxBackend
+    stopping: threading.Event
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        from ..awx import AwxClient, AwxError
+
+        awx = self.awx
+        client = AwxClient(awx.url, awx.token, awx.api_prefix, awx.timeout, awx.verify_tls)
+        started = time.monotonic()
+        try:
+            other = client.active_job(awx.job_template)
+            if other and other.get("id"):  # one takeover run at a time, whoever launched the other
+                log.info("Takeover run %d: waiting for AWX job %s (%s) of template %d", run_id, other["id"],
+                         other.get("status"), awx.job_template)
+                client.wait(int(other["id"]), 3600, cancelled=self.stopping.is_set)
+            job = client.launch(awx.job_template, extravars, check=check)
+            log.info("Takeover run %d%s: AWX job %d of template %d launched%s", run_id, " (check)" if check else "",
+                     job, awx.job_template, f" (dead: {', '.join(dead)})" if dead else "")
+            result = client.wait(job, 3600, on_status=lambda st: log.info("Takeover run %d: AWX job %d %s",
+                                                                           run_id, job, st),
+                                 cancelled=self.stopping.is_set)
+            ok = result.get("status") == "successful"
+            plan = client.plan(job)
+        except AwxError as exc:
+            log.info("Takeover run %d FAILED in %.2fs: %s", run_id, time.monotonic() - started, exc)
+            return Outcome(False, None, f"AWX: {exc}")
+        generation = plan.get("generation") if plan else None
+        log.info("Takeover run %d %s in %.2fs (AWX job %d, generation %s)", run_id, "finished" if ok else "FAILED",
+                 time.monotonic() - started, job, generation)
+        detail = "" if ok else f"AWX job {job} {result.get('status')}: {result.get('job_explanation')}"
+        return Outcome(ok, generation, detail, plan or None)

@@ -1,0 +1,146 @@
+"""The lab's ground floor: names, paths, lab.json, commands in namespaces, processes. No lab is built here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import PubipError
+
+NETNS_PREFIX = "pubip-"
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+
+
+MAX_NODES = 250
+
+
+MAX_VIPS = 250
+
+
+HOST_NET = "192.0.2"
+
+
+ETH1_NET = "203.0.113"
+
+
+VIP_NET = "198.51.100"
+
+
+VIP6_NET = "2001:db8:100::"
+
+
+CONTROLLER_ADDR = f"{HOST_NET}.254"
+
+
+LISTENER_PORT = 8750
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+class LabError(PubipError):
+    """A lab request that cannot be carried out; the message names the culprit."""
+
+
+def lab_root() -> Path:
+    return Path(os.environ.get("PUBIP_LAB_ROOT", "/run/pubip/labs"))
+
+
+def lab_dir(name: str) -> Path:
+    return lab_root() / name
+
+
+def ns_name(lab: str, part: str) -> str:
+    return f"{NETNS_PREFIX}{lab}-{part}"
+
+
+def run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, input=input, text=True, capture_output=True, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}")
+    return proc
+
+
+def ip_batch(netns: str, lines: list[str]) -> None:
+    run(["ip", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n")
+
+
+def list_netns() -> list[str]:
+    out = run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    return [entry["name"] for entry in json.loads(out)] if out else []
+
+
+def save(info: dict[str, Any]) -> None:
+    (Path(info["dir"]) / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def load(name: str) -> dict[str, Any]:
+    path = lab_dir(name) / "lab.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"no lab {name!r}: {path} does not exist (pubip lab up --name {name} creates it)") from None
+
+
+def existing_labs() -> list[str]:
+    names = {p.name for p in lab_root().iterdir() if p.is_dir()} if lab_root().is_dir() else set()
+    for ns in list_netns():
+        if ns.startswith(NETNS_PREFIX):
+            rest = ns[len(NETNS_PREFIX):]
+            names.add(rest.rsplit("-", 1)[0])
+    return sorted(names)
+
+
+def kill_netns_processes(netns: str) -> None:
+    pids = [int(p) for p in run(["ip", "netns", "pids", netns], check=False).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2.0
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if alive(p)]
+            if pids:
+                time.sleep(0.02)
+        if not pids:
+            return
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        # A zombie (our own child not yet reaped) counts as gone.
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def host_entry(info: dict[str, Any], host: str) -> dict[str, Any]:
+    for h in info["hosts"]:
+        if h["name"] == host:
+            return h
+    raise LabError(f"lab {info['name']} has no host {host!r}")
+
+
+def controller_env(info: dict[str, Any]) -> dict[str, str]:
+    """Environment for Ansible run from the controller namespace against the lab."""
+    from .. import _collection
+
+    env = dict(os.environ)
+    env["ANSIBLE_INVENTORY"] = info["inventory"]
+    env["ANSIBLE_CONFIG"] = str(_collection.ANSIBLE_CFG)
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(_collection.COLLECTIONS)
+    env["PATH"] = f"{Path(info['python']).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env

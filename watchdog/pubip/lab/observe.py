@@ -1,0 +1,107 @@
+"""What the lab sees: public IPs in each host's kernel, ARP answers, the listener's status."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .. import protocol
+from .base import CONTROLLER_ADDR, LISTENER_PORT, LabError, alive, host_entry, load, run
+
+_KNOCK = """import socket, sys, time
+for ip in sys.argv[1:]:
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(b"pubip", (ip, 9))
+        except OSError:
+            pass
+time.sleep(0.5)
+"""
+
+
+def arp_answers(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Ask, from the controller namespace, who answers ARP / neighbour solicitation for each public IP:
+    public IP -> {mac, holder} (holder: the lab host whose interface has that MAC; None: no answer)."""
+    ctl = info["controller"]["netns"]
+    ips = [ip.split("/", 1)[0] for ip in info["public_ips"]]
+    for ip in ips:  # forget what was learnt before: only a fresh answer counts
+        run(["ip", "-n", ctl, "neigh", "flush", "to", ip], check=False)
+    run(["ip", "netns", "exec", ctl, info["python"], "-c", _KNOCK, *ips])
+    macs = {}
+    for h in info["hosts"]:
+        for link in json.loads(run(["ip", "-n", h["netns"], "-j", "link", "show"]).stdout or "[]"):
+            if link.get("address") and link.get("ifname") != "lo":
+                macs[link["address"]] = h["name"]
+    answers = {}
+    for cidr, ip in zip(info["public_ips"], ips, strict=True):
+        entries = json.loads(run(["ip", "-n", ctl, "-j", "neigh", "show", "to", ip]).stdout or "[]")
+        mac = next((e.get("lladdr") for e in entries if e.get("lladdr") and
+                    not set(e.get("state") or []) & {"FAILED", "INCOMPLETE"}), None)
+        answers[cidr] = {"mac": mac, "holder": macs.get(mac) if mac else None}
+    return answers
+
+
+def public_by_carrier(info: dict[str, Any], netns: str, check: bool = True) -> tuple[list[str], list[str]]:
+    """The lab's public IPs in NETNS's kernel: (on a link with carrier, on a link without)."""
+    out = run(["ip", "-n", netns, "-j", "addr", "show"], check=check).stdout
+    public = set(info["public_ips"])
+    held: list[str] = []
+    stranded: list[str] = []
+    for link in json.loads(out or "[]"):
+        for a in link.get("addr_info", []):
+            ip = f"{a['local']}/{a['prefixlen']}"
+            if ip in public:
+                (held if "LOWER_UP" in link.get("flags", []) else stranded).append(ip)
+    return sorted(held), sorted(stranded)
+
+
+def public_held(info: dict[str, Any], host: str) -> list[str]:
+    """Public IPs HOST holds on a link with carrier, read from its kernel."""
+    return public_by_carrier(info, host_entry(info, host)["netns"])[0]
+
+
+def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
+    url = f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.STATUS_PATH}"
+    proc = run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
+                f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', timeout=2).read()"
+                ".decode())"], check=False)
+    try:
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def wait_listener_idle(info: dict[str, Any], timeout: float = 60.0) -> None:
+    """Until the listener has no takeover run running or pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = listener_status(info)
+        if st and st["running"] is None and st["pending_requests"] == 0:
+            return
+        time.sleep(0.2)
+    raise LabError(f"the listener of lab {info['name']} was still busy after {timeout:.0f}s")
+
+
+def kernel_addresses(netns: str) -> dict[str, list[str]]:
+    """Addresses per interface, read from the namespace's kernel."""
+    out = run(["ip", "-n", netns, "-j", "addr", "show"]).stdout
+    result: dict[str, list[str]] = {}
+    for link in json.loads(out or "[]"):
+        result[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                                  if a.get("scope") != "link" and a["family"] in ("inet", "inet6")]
+    return result
+
+
+def status(name: str) -> list[dict[str, Any]]:
+    """Every host's public IPs from its kernel: on a link with carrier (public_ips: what clients reach)
+    and on a link without (stranded)."""
+    info = load(name)
+    rows = []
+    for h in info["hosts"]:
+        held, stranded = public_by_carrier(info, h["netns"], check=False)
+        rows.append({"name": h["name"], "pnn": h["pnn"], "netns": h["netns"], "address": h["address"],
+                     "sshd": alive(h["sshd_pid"]), "public_ips": held, "stranded": stranded})
+    return rows
