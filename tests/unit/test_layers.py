@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "watchdog" / "pubip"
-SHARED = {"pubip", "pubip.errors", "pubip.protocol", "pubip.secrets", "pubip.awx", "pubip._collection"}
+SHARED = {"pubip", "pubip.errors", "pubip.protocol", "pubip.membership", "pubip.secrets", "pubip.awx",
+          "pubip._collection"}
 # layer -> the layers it may import (its own included)
 ALLOWED = {
     "shared": {"shared"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import time
 
@@ -21,7 +22,7 @@ STATUS_PATH = "/v1/status"  # GET: the cluster as the listener sees it
 METRICS_PATH = "/metrics"  # GET: Prometheus text
 ADMIN = "_admin"  # the secrets file's key, and the signer's name, for operations
 # The signed part of a heartbeat's answer (answer_signature covers exactly these keys).
-ANSWER_FIELDS = ("orders", "declared_dead", "running", "generation")
+ANSWER_FIELDS = ("orders", "declared_dead", "running", "generation", "lease_ack", "tick")
 
 NODE_HEADER = "X-Pubip-Node"
 TIME_HEADER = "X-Pubip-Timestamp"
@@ -68,3 +69,28 @@ class Rejected(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+# --- peer heartbeats (UDP, between watchdogs) ---------------------------------------------------------
+PEER_PORT = 8751
+_PEER_CONTEXT = b"pubip-peer\n"  # a peer MAC never verifies as a request signature, nor the other way round
+
+
+def pack_peer(secret: str, message: dict[str, object]) -> bytes:
+    """One datagram: hex HMAC-SHA256, a space, the JSON message."""
+    body = json.dumps(message, sort_keys=True, separators=(",", ":")).encode()
+    mac = hmac.new(secret.encode(), _PEER_CONTEXT + body, hashlib.sha256).hexdigest().encode()
+    return mac + b" " + body
+
+
+def unpack_peer(secret: str, data: bytes) -> dict[str, object] | None:
+    """The message of a datagram whose MAC holds; None for anything else."""
+    mac, _sep, body = data.partition(b" ")
+    expected = hmac.new(secret.encode(), _PEER_CONTEXT + body, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

@@ -62,7 +62,8 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
             generation = (record or {}).get("generation")
             if age > cfg.order_max_age:
                 out["refused"] = f"order {order.get('id')} arrived {age:.2f}s ago (limit {cfg.order_max_age}s)"
-            elif record is None or _record.in_progress(record):
+            elif record is None or _record.marked(record):
+                # a mark past its deadline too: that run died mid-way and may have placed IPs it never recorded
                 out["refused"] = "a takeover run is in progress" if record else "no assignment record"
             elif generation != order.get("generation"):
                 out["refused"] = f"the record is generation {generation}, the order {order.get('generation')}"
@@ -106,6 +107,28 @@ def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]
                                 "%s", act.pip.cidr, act.message)
     except _locking.LockTimeout:
         log.info("Foreign IPs: interface lock busy, the release waits for the next check")
+    return done
+
+
+def release_all(cfg: Config, nl: Any, record: dict[str, Any] | None) -> list[str]:
+    """Lost the cluster: release every public IP of the record held here, at once - no hooks, and no waiting
+    on a takeover run's interface lock (the release must finish within the lease's release bound)."""
+    if not record:
+        return []
+    public = {e["ip"].split("/", 1)[0]: e for e in record.get("public_ips") or []}
+    ifaces = nl.interfaces()
+    held = sorted({public[a]["ip"] for i in ifaces.values() for a, _p, _v in i.addresses if a in public})
+    if not held:
+        return []
+    conf = settings(cfg)
+    conf.hook_dir = None
+    done = []
+    for act in _host.apply_actions(nl, _host.plan_release(ifaces, specs_of(record, held)), conf):
+        if act.error:
+            log.error("Lost the cluster: %s", act.message)
+        elif act.kind == "release":
+            done.append(act.pip.cidr)
+            log.warning("Lost the cluster: %s", act.message)
     return done
 
 

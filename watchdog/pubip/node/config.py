@@ -43,6 +43,16 @@ class WebhookBackend:
 
 
 @dataclass
+class PeersConfig:
+    """The other nodes' watchdogs, for heartbeats and leases (node/peers.py)."""
+
+    secret: str
+    nodes: dict[str, str]  # peer node name -> address
+    port: int = 8751
+    bind: str = "0.0.0.0"
+
+
+@dataclass
 class Config:
     node: str
     record_path: str = "/var/lib/pubip/record.json"
@@ -64,12 +74,15 @@ class Config:
     retry_initial: float = 0.2
     retry_max: float = 30.0
     retry_jitter: float = 0.2
-    heartbeat_interval: float = 0.5
+    heartbeat_interval: float = 0.2
     metrics_port: int = 0
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     log_file: str | None = None
     hook_dir: str | None = None
+    peers: PeersConfig | None = None
+    lease: float = 0.0  # seconds; 1.0 by default when peers are configured, 0 = no lease
+    lease_path: str = "/run/pubip/lease.json"
 
 
 # key: (type, required)
@@ -82,7 +95,10 @@ TOP = {
     "listener": (dict, False), "awx": (dict, False), "webhook": (dict, False), "retry": (dict, False),
     "heartbeat_interval": (float, False),
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
+    "peers": (dict, False), "lease": (float, False), "lease_path": (str, False),
 }
+PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
+         "bind": (str, False)}
 LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False)}
 AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
        "api_prefix": (str, False), "timeout": (float, False), "verify_tls": (bool, False)}
@@ -179,6 +195,28 @@ def load(path: str = DEFAULT_PATH) -> Config:
         _positive(where, "retry.initial", cfg.retry_initial)
         if cfg.retry_max < cfg.retry_initial:
             raise ConfigError(f"{where}: 'retry.max' must be at least 'retry.initial'")
+    if "peers" in top:
+        peers = _check("peers.", data["peers"], PEERS, where)
+        nodes = {str(k): v for k, v in peers["nodes"].items()}
+        for name, address in nodes.items():
+            _address(where, f"peers.nodes.{name}", address)
+        if cfg.node in nodes:
+            raise ConfigError(f"{where}: 'peers.nodes' lists this node ({cfg.node}) itself")
+        cfg.peers = PeersConfig(secret=_secret(peers, "secret", where), nodes=nodes,
+                                port=peers.get("port", 8751), bind=peers.get("bind", "0.0.0.0"))
+        _address(where, "peers.bind", cfg.peers.bind)
+        if not 1 <= cfg.peers.port <= 65535:
+            raise ConfigError(f"{where}: 'peers.port' must be 1 to 65535")
+        cfg.lease = 1.0
+    if "lease" in top:
+        cfg.lease = top["lease"]
+        if cfg.lease < 0 or cfg.lease != cfg.lease or cfg.lease == float("inf"):
+            raise ConfigError(f"{where}: 'lease' must be 0 (off) or a positive number of seconds")
+        if cfg.lease and cfg.peers is None:
+            raise ConfigError(f"{where}: 'lease' needs a 'peers' section (the other nodes' addresses and the peer "
+                              f"secret): without peers a listener outage would take every public IP down")
+    if "lease_path" in top:
+        cfg.lease_path = top["lease_path"]
     if "metrics" in top:
         metrics = _check("metrics.", data["metrics"], METRICS, where)
         cfg.metrics_port = metrics.get("port", 0)
@@ -209,6 +247,15 @@ def _secret(section: dict[str, Any], name: str, where: str) -> str:
     if section.get(name):
         return str(section[name])
     raise ConfigError(f"{where}: missing '{name}_file' (or '{name}')")
+
+
+def _address(where: str, name: str, address: object) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        raise ConfigError(f"{where}: '{name}' must be an IP address, got {address!r}") from None
 
 
 def _url(where: str, name: str, url: str) -> None:

@@ -19,11 +19,14 @@ import time
 from typing import Any
 
 from .. import _collection, protocol
+from ..membership import LISTENER, Ears, Timing
 from . import actions
 from . import check as ipcheck
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .lease import Lease
 from .requester import Requester
 
+_lease = _collection.module_utils("lease")
 _locking = _collection.module_utils("locking")
 _netlink = _collection.module_utils("netlink")
 _record = _collection.module_utils("record")
@@ -96,6 +99,28 @@ class Watchdog:
         self.order_lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
         self.order_nl: Any = None
         self.retake_held: str | None = None  # why the last fast retake was held back
+        # Membership (README, "Safety: one holder"): the lease, and whom this node hears and shuns.
+        self.timing = Timing(lease=cfg.lease or Timing.lease, heartbeat=cfg.heartbeat_interval)
+        peers = sorted(cfg.peers.nodes) if cfg.peers else []
+        voters = {cfg.node, *peers} | ({LISTENER} if cfg.backend == "listener" else set())
+        self.lease = Lease(cfg.node, voters, cfg.lease) if cfg.lease else None
+        self.ears = Ears(peers, self.timing)
+        self.membership_lock = threading.Lock()
+        self.listener_tick: float | None = None  # the listener's clock in its last answer, echoed in the next
+        self.lost_cluster = False
+        self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
+        self.started = time.monotonic()
+        if self.lease is not None:
+            # A restart of the watchdog, not of the host: the lease the previous process held still counts.
+            found, until = _lease.read_until(cfg.lease_path)
+            if found == _lease.VALID:
+                self.lease.carried = until
+
+    def has_lease(self) -> bool:
+        if self.lease is None:
+            return True
+        with self.membership_lock:
+            return self.lease.valid()
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
@@ -112,7 +137,12 @@ class Watchdog:
         except (OSError, ValueError) as exc:
             log.error("Cannot check: %s", exc)
             raise
-        result = ipcheck.check(first, again, ifaces, self.cfg.node, self.links)
+        expired = _record.mark_expired(first)
+        if expired and self.expired_run != (first or {}).get("run_started"):
+            log.warning("Takeover run %s marked this record in progress and is past its deadline: it died mid-way; "
+                        "checking without it (no fast retake)", (first or {}).get("run_id") or "?")
+        self.expired_run = (first or {}).get("run_started") if expired else None
+        result = ipcheck.check(first, again, ifaces, self.cfg.node, self.links, run_expired=expired)
         if self.cfg.release_on_link_loss and first and actions.stranded(first, ifaces):
             actions.release_stranded(self.cfg, self.nl, first)
         if self.ordered and first is not None:
@@ -161,33 +191,39 @@ class Watchdog:
         self.requester.request(payload)
 
     def _may_retake(self, record: dict[str, Any], wanted: list[str]) -> bool:
-        """With the listener, the record alone no longer proves these IPs are still ours: a takeover run
-        that could not reach this node, or a fast takeover while it was silent, may have given them to
-        another node without this node's record changing. So the listener is asked first (a heartbeat,
-        a few milliseconds): no run running, the record not older than its last run, and our IPs not
-        given away under this generation. Without an answer there is no fast retake."""
-        if self.cfg.backend != "listener":
-            return True
-        from .requester import RequestFailed
-
-        generation = int(record.get("generation") or 0)
+        """A fast retake needs a lease, a record whose last run did not die mid-way, and - with the listener -
+        the listener's word: the record alone no longer proves these IPs are still ours (a takeover run that
+        could not reach this node, or a fast takeover while it was silent, may have given them away without
+        this node's record changing). So the listener is asked (a heartbeat, a few milliseconds): no run
+        running, the record not older than its last run, our IPs not given away under this generation.
+        Without an answer there is no fast retake."""
         why: str | None = None
-        try:
-            answer = self.exchange({"retake": wanted})
-        except RequestFailed as exc:
-            why = f"the listener did not answer ({exc})"
-        else:
-            if answer.get("running"):
-                why = "a takeover run is running"
-            elif answer.get("generation") is not None and int(answer["generation"]) > generation:
-                why = f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
-            elif answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
-                why = f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
+        if not self.has_lease():
+            why = "this node has no lease (it lost the cluster)"
+        elif _record.mark_expired(record):
+            why = "the last takeover run died mid-way (its mark expired): where its IPs went is unknown"
+        elif self.cfg.backend == "listener":
+            why = self._listener_forbids(int(record.get("generation") or 0), wanted)
         if why:  # said once while it lasts
             log.log(logging.DEBUG if why == self.retake_held else logging.WARNING,
                     "Fast retake held back: %s; a takeover run decides", why)
         self.retake_held = why
         return why is None
+
+    def _listener_forbids(self, generation: int, wanted: list[str]) -> str | None:
+        from .requester import RequestFailed
+
+        try:
+            answer = self.exchange({"retake": wanted})
+        except RequestFailed as exc:
+            return f"the listener did not answer ({exc})"
+        if answer.get("running"):
+            return "a takeover run is running"
+        if answer.get("generation") is not None and int(answer["generation"]) > generation:
+            return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
+        if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
+            return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
+        return None
 
     def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> None:
         """Re-add IPs the current record assigns here, on the interface the record allows, under the lock.
@@ -238,21 +274,38 @@ class Watchdog:
         assert self.cfg.listener is not None
         with self.order_lock:
             done, self.order_results = self.order_results, []
+        with self.membership_lock:
+            membership = {"tick": self.listener_tick, "lease": self.cfg.lease,
+                          "lease_left": round(self.lease.remaining(), 3) if self.lease else None,
+                          **self.ears.report()}
+        sent = time.monotonic()
         try:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
-                {"node": self.cfg.node, **({"done": done} if done else {}), **(extra or {})}, protocol.HEARTBEAT_PATH)
+                {"node": self.cfg.node, "membership": membership, **({"done": done} if done else {}), **(extra or {})},
+                protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
         except RequestFailed:
             with self.order_lock:
                 self.order_results = done + self.order_results
             raise
+        with self.membership_lock:
+            if isinstance(part.get("tick"), (int, float)):
+                self.listener_tick = float(part["tick"])
+            if part.get("lease_ack") is True and self.lease is not None:
+                self.lease.acknowledged(LISTENER, sent)
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
 
     def _carry_out(self, order: dict[str, Any], received: float) -> None:
+        if not self.has_lease():
+            log.warning("Fast takeover order %s refused: this node has no lease", order.get("id"))
+            with self.order_lock:
+                self.order_results.append({"id": order.get("id"), "taken": [], "errors": [],
+                                           "refused": "this node has no lease (it lost the cluster)"})
+            return
         with self.order_lock:
             self.order_nl = self.order_nl or _netlink.Netlink()
             ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
@@ -281,6 +334,42 @@ class Watchdog:
                 failing = True
             if failing or not self.order_results:  # orders just carried out are reported at once
                 self.stopped.wait(self.cfg.heartbeat_interval)
+
+    def keep_lease(self) -> None:
+        """Every 50 ms (its own thread): write the lease file for public_ip; without a lease, release every
+        public IP held here (CTDB: "lost the cluster") - after a start-up grace of one lease time."""
+        assert self.lease is not None
+        nl = _netlink.Netlink()
+        written: float | None = None
+        while not self.stopped.wait(0.05):
+            try:
+                with self.membership_lock:
+                    expiry = self.lease.expiry()
+                    report = self.ears.report()
+                now = time.monotonic()
+                if expiry != written:
+                    _lease.write(self.cfg.lease_path, self.cfg.node, expiry)
+                    written = expiry
+                if expiry > now:
+                    if self.lost_cluster:
+                        log.warning("Lease regained: a quorum of voters hears this node again; public IPs "
+                                    "come back through a takeover run")
+                        self.lost_cluster = False
+                        self.trigger = "lease"
+                    continue
+                if now - self.started < self.cfg.lease:
+                    continue  # start-up: one lease time to hear a quorum
+                if not self.lost_cluster:
+                    silent = sorted(p for p, ago in report["hears"].items() if ago >= self.timing.suspect_after)
+                    log.error("Lost the cluster: no lease from a quorum of voters (peers not heard: %s; listener "
+                              "acknowledged %s): releasing all public IPs", ", ".join(silent) or "none",
+                              "never" if LISTENER not in self.lease.acks else
+                              f"{now - self.lease.acks[LISTENER]:.1f}s ago")
+                    self.lost_cluster = True
+                actions.release_all(self.cfg, nl, _record.read(self.cfg.record_path))
+            except Exception:  # the lease loop must outlive anything
+                log.exception("Lease check failed")
+                self.stopped.wait(0.5)
 
     def run_forever(self) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
@@ -313,9 +402,19 @@ class Watchdog:
             threading.Thread(target=self.monitor, args=(scheduler,), name="pubip-netlink", daemon=True).start()
         if self.cfg.backend == "listener" and self.cfg.listener is not None:
             threading.Thread(target=self.heartbeats, name="pubip-heartbeat", daemon=True).start()
-        log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s",
+        if self.cfg.peers is not None and self.lease is not None:
+            from .peers import Peers
+
+            peers = Peers(self.cfg.node, self.cfg.peers.nodes, self.cfg.peers.port, self.cfg.peers.bind,
+                          self.cfg.peers.secret, self.lease, self.ears, self.membership_lock,
+                          self.cfg.heartbeat_interval)
+            threading.Thread(target=peers.run, args=(self.stopped,), name="pubip-peers", daemon=True).start()
+            threading.Thread(target=self.keep_lease, name="pubip-lease", daemon=True).start()
+        log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s, lease %s",
                  self.cfg.node, self.cfg.interval, "on" if self.cfg.netlink else "off",
-                 "on" if self.cfg.fast_retake else "off", self.cfg.backend)
+                 "on" if self.cfg.fast_retake else "off", self.cfg.backend,
+                 f"{self.cfg.lease:.2f}s with {len(self.cfg.peers.nodes)} peers" if self.lease and self.cfg.peers
+                 else "off")
         scheduler.start()
 
     def _safe_check(self) -> None:

@@ -112,6 +112,21 @@ options:
       - With O(state=present) or O(state=absent), mark a takeover run as in progress (the record's
         C(run_started), epoch seconds) before changing anything, so that the watchdog holds off.
     type: float
+  run_id:
+    description:
+      - The takeover run's id, kept with the in-progress mark.
+    type: str
+  run_timeout:
+    description:
+      - Seconds after which the in-progress mark expires, on this host's monotonic clock; a watchdog never
+        waits longer on a run that died mid-way.
+    type: float
+    default: 120.0
+  lease_path:
+    description:
+      - The watchdog's lease file. With O(state=present), a node whose lease has run out takes nothing (it
+        lost the cluster). O(state=query) reports the lease. Unset or absent file means no lease is kept.
+    type: path
   record:
     description:
       - With O(state=record), the record to write. C(this_node) is derived from O(node).
@@ -173,6 +188,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lease:
+  description: The node's lease from O(lease_path) - C(valid), C(expired) (lost the cluster), or C(none).
+  returned: state is query
+  type: str
+  sample: valid
 actions:
   description: One entry per public IP with what was done (or would be, in check mode) and a CTDB-style message.
   returned: state is present or absent
@@ -235,6 +255,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import hooks as _hooks
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import host as _host
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease as _lease
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import netlink as _netlink
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import record as _record
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_specs
@@ -257,6 +278,9 @@ ARGUMENT_SPEC = dict(
     lock_path=dict(type="path", default="/run/pubip/interfaces.lock"),
     lock_timeout=dict(type="float", default=30.0),
     run_started=dict(type="float"),
+    run_id=dict(type="str"),
+    run_timeout=dict(type="float", default=120.0),
+    lease_path=dict(type="path"),
     record=dict(type="dict", options=dict(
         generation=dict(type="int", required=True),
         public_ips=dict(type="list", elements="dict", required=True),
@@ -291,7 +315,8 @@ def main():
     with _netlink.Netlink() as nl:
         ifaces = nl.interfaces()
         if state == "query":
-            module.exit_json(changed=False, **_host.report(ifaces, specs, existing, settings))
+            module.exit_json(changed=False, lease=_lease.state(p["lease_path"]),
+                             **_host.report(ifaces, specs, existing, settings))
         if state == "record":
             _record_state(module, nl, settings, existing)
         _change_state(module, nl, ifaces, specs, existing, settings)
@@ -312,6 +337,9 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
         module.fail_json(msg=str(exc))
     public = _public_addresses(specs, existing)
     if p["state"] == "present":
+        if _lease.state(p["lease_path"]) == _lease.EXPIRED:
+            module.fail_json(msg="%s has no lease (%s): it lost the cluster, so it takes no public IP"
+                             % (node_name(settings), p["lease_path"]))
         actions = _host.plan_take(ifaces, specs, existing, settings, public)
     else:
         actions = _host.plan_release(ifaces, specs)
@@ -323,14 +351,14 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
         try:
             with InterfaceLock(settings.lock_path, settings.lock_timeout):
                 if p["run_started"] is not None:
-                    _mark_run_started(settings, existing, p["run_started"])
+                    _mark_run_started(module, settings, existing)
                 _host.apply_actions(nl, actions, settings)
                 ifaces = nl.interfaces()
         except LockTimeout as exc:
             module.fail_json(msg=str(exc))
     elif p["run_started"] is not None and not module.check_mode:
         with InterfaceLock(settings.lock_path, settings.lock_timeout):
-            _mark_run_started(settings, existing, p["run_started"])
+            _mark_run_started(module, settings, existing)
     result = dict(changed=changed, actions=[a.as_dict() for a in actions], messages=[a.message for a in actions])
     result.update(_host.report(ifaces, specs, _record.read(settings.record_path), settings))
     if module._diff:
@@ -341,10 +369,14 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
     module.exit_json(**result)
 
 
-def _mark_run_started(settings, existing, started):
-    rec = dict(existing or _record.empty(settings.node))
-    rec["run_started"] = started
-    _record.write(settings.record_path, rec)
+def node_name(settings):
+    return settings.node or "this node"
+
+
+def _mark_run_started(module, settings, existing):
+    p = module.params
+    _record.write(settings.record_path, _record.mark(existing, settings.node, p["run_started"], p["run_id"],
+                                                     p["run_timeout"]))
 
 
 def _record_state(module, nl, settings, existing):

@@ -4,8 +4,10 @@
 """The assignment record: what the last takeover run decided, kept on each host.
 
 JSON, written atomically (temporary file, fsync, rename), readable by the
-watchdog without Ansible. ``run_started`` > ``run_finished`` means a takeover
-run is in progress (CTDB's last_recovery_started / last_recovery_finished).
+watchdog without Ansible. ``run_started`` > ``run_finished`` marks a takeover
+run in progress (CTDB's last_recovery_started / last_recovery_finished); the mark
+carries the run's id and a deadline on this host's monotonic clock (``run_deadline``,
+valid within one boot), so a watchdog never waits on a run that died.
 
     {"version": 1, "generation": 7, "node": "node1",
      "public_ips": [{"ip": "198.51.100.1/24", "node": "node2", "interfaces": ["eth0"]}, ...],
@@ -19,6 +21,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease as _lease
 
 VERSION = 1
 
@@ -83,5 +88,36 @@ def assigned_node(record, cidr_or_address):
     return None
 
 
-def in_progress(record):
+def marked(record):
+    """A takeover run marked this record as in progress (run_started after run_finished)."""
     return bool(record) and float(record.get("run_started") or 0) > float(record.get("run_finished") or 0)
+
+
+def mark(record, node, started, run_id, timeout, now=None, boot=None):
+    """RECORD marked in progress by run RUN_ID, until TIMEOUT seconds from now on this host's monotonic clock."""
+    rec = dict(record or empty(node))
+    rec["run_started"] = started
+    rec["run_id"] = run_id
+    rec["run_deadline"] = {"boot_id": _lease.boot_id() if boot is None else boot,
+                           "monotonic": (time.monotonic() if now is None else now) + timeout}
+    return rec
+
+
+def mark_expired(record, now=None, boot=None):
+    """The run that marked RECORD is past its deadline (or the host rebooted since): it died mid-way."""
+    if not marked(record):
+        return False
+    deadline = record.get("run_deadline")
+    if not isinstance(deadline, dict):  # a mark without a deadline: its run is over after ten minutes
+        return time.time() - float(record.get("run_started") or 0) > 600
+    if deadline.get("boot_id") != (_lease.boot_id() if boot is None else boot):
+        return True
+    try:
+        return (time.monotonic() if now is None else now) > float(deadline.get("monotonic"))
+    except (TypeError, ValueError):
+        return True
+
+
+def in_progress(record, now=None, boot=None):
+    """A takeover run is changing this host: marked, and its mark has not expired."""
+    return marked(record) and not mark_expired(record, now, boot)

@@ -37,7 +37,7 @@ def test_failing_and_slow_hooks_name_themselves(tmp_path):
 def test_record_write_is_atomic_and_versioned(tmp_path):
     path = str(tmp_path / "sub" / "record.json")
     assert record.read(path) is None
-    data = dict(record.empty("n1"), generation=3, run_started=5.0, run_finished=4.0,
+    data = dict(record.mark(record.empty("n1"), "n1", 5.0, "run-a", 60.0), generation=3, run_finished=4.0,
                 public_ips=[{"ip": "198.51.100.1/24", "node": "n2"}])
     record.write(path, data)
     assert record.read(path) == json.loads(json.dumps(data))
@@ -47,6 +47,29 @@ def test_record_write_is_atomic_and_versioned(tmp_path):
     (tmp_path / "bad.json").write_text('{"version": 99}')
     with pytest.raises(ValueError, match="not a pubip assignment record"):
         record.read(str(tmp_path / "bad.json"))
+
+
+def test_a_run_mark_expires_at_its_deadline_or_with_a_reboot():
+    rec = dict(record.mark(record.empty("n1"), "n1", 5.0, "run-a", 60.0, now=100.0, boot="b1"), run_finished=4.0)
+    assert rec["run_id"] == "run-a"
+    assert record.in_progress(rec, now=159.0, boot="b1") and not record.mark_expired(rec, now=159.0, boot="b1")
+    assert record.mark_expired(rec, now=160.5, boot="b1") and not record.in_progress(rec, now=160.5, boot="b1")
+    assert record.mark_expired(rec, now=101.0, boot="b2")  # the host rebooted: the run is gone
+    finished = dict(rec, run_finished=6.0)
+    assert not record.in_progress(finished, now=101.0, boot="b1") and not record.mark_expired(finished, 101.0, "b1")
+
+
+def test_lease_file_states(tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease
+
+    path = str(tmp_path / "lease.json")
+    assert lease.state(path) == lease.NONE and lease.state(None) == lease.NONE
+    lease.write(path, "n1", 1000.0)
+    assert lease.state(path, now=999.0) == lease.VALID and lease.state(path, now=1000.5) == lease.EXPIRED
+    with open(path, "w") as f:
+        f.write("{not json")
+    assert lease.state(path, now=0.0) == lease.EXPIRED
+
 
 
 def test_gratuitous_arp_frames():
