@@ -228,3 +228,22 @@ class Sampler:
 
     def samples(self) -> int:
         return sum(ev[-1].get("samples", 0) for ev in self.stop().values() if ev)
+
+    def unheld(self, start: float, end: float, min_gap: float = 0.0) -> list[str]:
+        """Stretches within [START, END] (monotonic seconds) in which a public IP was held by no host."""
+        found = []
+        spans = self.intervals()
+        firsts = [ev[0]["t"] for ev in self.stop().values() if ev]
+        start = max([start, *firsts])  # from the moment every sampler runs
+        for ip in self.handle.info["public_ips"]:
+            covered = sorted((a, b) for _h, a, b in spans.get(ip.split("/", 1)[0], []))
+            at = start
+            for a, b in covered:
+                if a > at and min(a, end) - at > min_gap:
+                    found.append(f"{ip} unheld {at:.3f}-{min(a, end):.3f}")
+                at = max(at, b)
+                if at >= end:
+                    break
+            if at < end and end - at > min_gap:
+                found.append(f"{ip} unheld {at:.3f}-{end:.3f}")
+        return found

@@ -110,6 +110,35 @@ def _lab_revive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab_partition(args: argparse.Namespace) -> int:
+    from .. import lab
+
+    info = lab.load(args.name)
+    sides = [[m.strip() for m in side.split(",") if m.strip()] for side in args.side]
+    lab.partition(info, *sides)
+    print(f"lab {args.name}: partitioned {' | '.join(','.join(s) for s in sides)} (links keep their carrier)")
+    return 0
+
+
+def _lab_heal(args: argparse.Namespace) -> int:
+    from .. import lab
+
+    lab.heal(lab.load(args.name))
+    print(f"lab {args.name}: partitions healed")
+    return 0
+
+
+def _lab_sshd(args: argparse.Namespace) -> int:
+    from .. import lab
+
+    info = lab.load(args.name)
+    if args.action == "stop":
+        print(f"{args.host}: {lab.stop_sshd(info, args.host)} sshd processes killed")
+    else:
+        print(f"{args.host}: sshd started (pid {lab.start_sshd(info, args.host)})")
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
     from ..controller import service
 
@@ -159,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--state-dir", default="/var/lib/pubip/listener")
     ls.add_argument("--bind", default="0.0.0.0")
     ls.add_argument("--port", type=int, default=8750)
-    ls.add_argument("--dead-after", type=float, default=1.5, help="seconds without heartbeat before a node is dead")
+    ls.add_argument("--lease", type=float, default=1.0,
+                    help="the nodes' lease in seconds (watchdog 'lease'); a silent node is dead after "
+                    "(1+1e-3) x lease + 0.5 s without a quorum hearing it")
     ls.add_argument("--probe-port", type=int, default=22,
                     help="TCP port knocked on before a silent node is declared dead (any answer: alive)")
     ls.add_argument("--no-fast-takeover", action="store_true",
@@ -230,6 +261,19 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("--host", required=True)
     rv.add_argument("--no-watchdog", action="store_true")
     rv.set_defaults(func=_lab_revive)
+    pa = lsub.add_parser("partition", help="split the lab, every link keeping its carrier (blackhole routes)")
+    pa.add_argument("--name", default="demo")
+    pa.add_argument("--side", action="append", required=True,
+                    help="members of one side, comma-separated: node names and 'listener'; give two or more")
+    pa.set_defaults(func=_lab_partition)
+    he = lsub.add_parser("heal", help="remove every partition")
+    he.add_argument("--name", default="demo")
+    he.set_defaults(func=_lab_heal)
+    sd = lsub.add_parser("sshd", help="stop or start a host's sshd (the host and its watchdog stay up)")
+    sd.add_argument("action", choices=["stop", "start"])
+    sd.add_argument("--name", default="demo")
+    sd.add_argument("--host", required=True)
+    sd.set_defaults(func=_lab_sshd)
     ex = lsub.add_parser("exec", help="run a command in the controller namespace, with the lab inventory")
     ex.add_argument("--name", default="demo")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)

@@ -53,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
         what = "Planned (check mode, nothing changed)" if result.get("check") else "Done"
         ok = result.get("success")
         print(f"{what}: pubip {args.op} - takeover run {'succeeded' if ok else 'FAILED'}")
+        if not ok and result.get("detail"):
+            print(f"  {result['detail']}")
         for m in result.get("moves") or []:
             print(f"  move {m['ip']}: {m['from'] or '-'} -> {m['to'] or '-'}")
         if result.get("summary"):

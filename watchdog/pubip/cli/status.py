@@ -26,11 +26,18 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
+def _lease(left: float | None) -> str:
+    if left is None:
+        return "-"
+    return f"{left:.1f}s" if left > 0 else "NONE (lost the cluster)"
+
+
 def render_status(st: dict[str, Any]) -> str:
-    out = [render(["Node", "PNN", "State", "Liveness", "Last heartbeat"],
+    out = [render(["Node", "PNN", "State", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
                   [[n, v.get("pnn") if v.get("pnn") is not None else "-", v.get("state") or "-",
                     "alive" if v["alive"] else "DEAD",
-                    f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never"]
+                    f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never",
+                    _lease(v.get("lease_left")), ", ".join(v.get("does_not_hear") or []) or "-"]
                    for n, v in st["nodes"].items()]), ""]
     out.append(render(["Public IP", "Node"], [[e["ip"], e["node"] or "-1 (unassigned)"]
                                               for e in st.get("public_ips") or []]))

@@ -32,6 +32,7 @@ class Verdict:
     why: str
     against: list[str] = field(default_factory=list)  # the voters that shun the node
     last_heard: float | None = None  # the last moment one of them heard it
+    quorum: bool = False  # a quorum shuns it: it is dead once its lease has certainly run out
 
 
 def verdict(node: str, now: float, nodes: list[str], listener_heard: float, reports: dict[str, Report],
@@ -61,6 +62,6 @@ def verdict(node: str, now: float, nodes: list[str], listener_heard: float, repo
         return Verdict(False, why + (f"; not heard lately: {', '.join(stale)})" if stale else ")"), against, last)
     if now - last < timing.dead_after:
         return Verdict(False, f"its lease may still hold ({now - last:.2f}s < {timing.dead_after:.2f}s)", against,
-                       last)
+                       last, True)
     return Verdict(True, f"{len(against)} of {len(voters)} voters ({', '.join(against)}) have not heard it for "
-                   f"{now - last:.2f}s", against, last)
+                   f"{now - last:.2f}s", against, last, True)

@@ -23,8 +23,10 @@ def preload() -> None:
         import numpy  # noqa: F401
 
 
-def orders(last_run: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now."""
+def orders(last_run: dict[str, Any], dead: list[str], unavailable: set[str] | frozenset[str] = frozenset()
+           ) -> dict[str, list[dict[str, Any]]]:
+    """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now.
+    UNAVAILABLE: live nodes that get no order (not heard lately: they may have no lease)."""
     takeover = module_utils("takeover")
     records = last_run.get("public_ips") or []
     known = last_run.get("nodes") or {}
@@ -38,7 +40,7 @@ def orders(last_run: dict[str, Any], dead: list[str]) -> dict[str, list[dict[str
     interfaces = [{"name": name} for name in sorted({i for e in records for i in e["interfaces"]})]
     gathered = {}
     for name, n in known.items():
-        if name in dead or not n.get("connected", True):
+        if name in dead or name in unavailable or not n.get("connected", True):
             continue  # not gathered: the planner treats it as DISCONNECTED
         gathered[name] = {
             "public_ips": [{"ip": e["ip"]} for e in records if e.get("node") == name],

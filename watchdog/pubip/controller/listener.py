@@ -5,8 +5,10 @@ node, timestamp, nonce and body); requests are queued and coalesced - however
 many arrive during a run, at most one more run follows - and each caller can
 learn the result of the run that covered its request. One takeover run at a
 time, through ansible-runner; a failed run is retried with backoff until one
-succeeds (CTDB's need_takeover_run). Heartbeats give node liveness: a node
-silent for `dead_after` is dead, and a run treats it as DISCONNECTED.
+succeeds (CTDB's need_takeover_run). Heartbeats give membership: the listener
+is a voter, acknowledges the nodes' leases, collects whom each node hears, and
+declares a node dead only with a quorum, after its lease (death.py); a run
+treats a dead node as DISCONNECTED.
 State (requests, runs, liveness) lives in sqlite and survives a restart.
 """
 
@@ -17,22 +19,24 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .. import _collection, protocol
 from ..awx import AwxBackend
-from . import fasttakeover, liveness
+from ..membership import Ears, Timing
+from . import death, fasttakeover, liveness
 from .orders import Orders
 from .runners import AwxRunner, PlaybookRunner, Runner
 from .store import Store
 
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
+BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
 OPS = ("disable", "enable", "moveip", "reloadips")
 
 
 class Listener:
-    def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, dead_after: float = 1.5,
+    def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, lease: float = 1.0,
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None):
@@ -42,7 +46,12 @@ class Listener:
         self.state_dir = Path(state_dir)
         (self.state_dir / "runner").mkdir(parents=True, exist_ok=True)
         self.store = Store(str(self.state_dir / "listener.sqlite"))
-        self.dead_after = dead_after
+        self.timing = Timing(lease=lease)
+        self.ears = Ears(sorted(self.secrets), self.timing)  # the listener as a voter: whom it hears and shuns
+        self.reports: dict[str, death.Report] = {}  # node -> what its last heartbeat said of its peers
+        self.leases: dict[str, float] = {}  # node -> the lease length it runs with
+        self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
+        self.ears_lock = threading.Lock()
         self.window = window
         self.max_body = max_body
         self.retry_initial = retry_initial
@@ -54,7 +63,7 @@ class Listener:
         self.order_lock = threading.Lock()  # orders are issued only while no run is running, and vice versa
         self.silent: set[str] = set()  # nodes without heartbeats whose host still answers the probe
         self.wake = threading.Event()
-        self.membership = threading.Event()  # a node died or came back: a failed run is retried at once
+        self.membership_changed = threading.Event()  # a node died or came back: a failed run is retried at once
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
         # Runs are AWX jobs of a job template, or the main job through ansible-runner here.
@@ -63,6 +72,8 @@ class Listener:
             ssh_timeout)
         self.running_run: int | None = None
         self.rejections: dict[str, int] = {}
+        self.awaited: set[int] = set()  # requests of operations waiting for the first run that covers them
+        self.attempts: dict[int, dict[str, Any]] = {}  # such a request -> that run's outcome
         self.last_found: dict[str, Any] = {}
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
@@ -118,7 +129,17 @@ class Listener:
     def heartbeat(self, node: str, peer: str | None = None, payload: dict[str, Any] | None = None
                   ) -> list[dict[str, Any]]:
         """A sign of life; returns the fast takeover orders for NODE (see orders.py)."""
-        self.last_seen[node] = time.monotonic()
+        now = time.monotonic()
+        self.last_seen[node] = now
+        report = (payload or {}).get("membership")
+        with self.ears_lock:
+            self.ears.hear(node)
+            if isinstance(report, dict):
+                self.reports[node] = _report(now, report, set(self.secrets))
+                if _number(report.get("lease")):
+                    self.leases[node] = float(report["lease"])
+                left = report.get("lease_left")
+                self.lease_left[node] = (float(left), now) if _number(left) else None
         if peer:
             self.peers[node] = peer
         self.store.heartbeat(node, peer)
@@ -137,7 +158,7 @@ class Listener:
             self.alive[node] = True
             self.store.set_alive(node, True)
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
-            self.membership.set()
+            self.membership_changed.set()
             self.store.add_request("listener", f"node {node} is back")
             self.wake.set()
         self.alive.setdefault(node, True)
@@ -147,10 +168,14 @@ class Listener:
 
     def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
         """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
-        return {"orders": self.heartbeat(node, peer, payload),
+        orders = self.heartbeat(node, peer, payload)
+        with self.ears_lock:
+            ack = not self.ears.shuns(node)
+        return {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
-                "generation": self.last_run.get("generation")}
+                "generation": self.last_run.get("generation"),
+                "lease_ack": ack, "tick": time.monotonic()}
 
     def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -161,17 +186,43 @@ class Listener:
             time.sleep(0.05)
 
     # --- liveness -------------------------------------------------------------------------
+    def timing_now(self) -> Timing:
+        """The listener's timing, with the longest lease any node runs with: D must cover it."""
+        longest = max([self.timing.lease, *self.leases.values()])
+        return self.timing if longest == self.timing.lease else Timing(lease=longest)
+
     def watch_liveness(self) -> None:
-        # Watchdogs get a grace period after the listener starts to send their first heartbeat.
-        start = time.monotonic() + max(5.0, self.dead_after) - self.dead_after
+        """Every 50 ms, the death verdict (death.py) for every live node. A node dead by it whose host still
+        answers a TCP knock is not dead either: its watchdog is down, and nobody would release its IPs.
+        Nodes that fall together (a partition) are declared dead together, in one batch of fast takeover
+        orders: a death waits (up to BATCH_WAIT) for the other nodes a quorum already shuns."""
         probed: dict[str, float] = {}
+        suspected: set[str] = set()
+        ready_since: float | None = None
         while not self.stopping.is_set():
             now = time.monotonic()
-            for node in self.secrets:
-                seen = self.last_seen.get(node, start)
-                if not self.alive.get(node, True) or now - seen <= self.dead_after:
+            nodes = sorted(self.secrets)
+            with self.ears_lock:
+                reports = dict(self.reports)
+                heard = dict(self.ears.heard)
+            timing = self.timing_now()
+            died: list[tuple[str, float, str]] = []
+            shunned = []  # a quorum shuns them; their leases are running out
+            for node in nodes:
+                silent = now - heard[node]
+                if silent < timing.suspect_after:
+                    suspected.discard(node)
+                if not self.alive.get(node, True):
                     continue
-                if now - probed.get(node, 0.0) < self.dead_after:
+                verdict = death.verdict(node, now, nodes, heard[node], reports, timing)
+                if not verdict.dead:
+                    if silent >= timing.suspect_after and node not in suspected:
+                        suspected.add(node)
+                        log.warning("Node %s sent no heartbeat for %.1fs: suspected (%s)", node, silent, verdict.why)
+                    if verdict.quorum:
+                        shunned.append(node)
+                    continue
+                if now - probed.get(node, -timing.dead_after) < timing.dead_after:
                     continue  # its host answered the probe lately: wait before knocking again
                 peer = self.peers.get(node)
                 if peer and liveness.probe(peer, self.probe_port, self.probe_timeout) == liveness.ALIVE:
@@ -179,24 +230,37 @@ class Listener:
                     if node not in self.silent:
                         self.silent.add(node)
                         log.warning("Node %s sent no heartbeat for %.1fs but its host %s answers: not dead "
-                                    "(is its watchdog down?)", node, now - seen, peer)
+                                    "(is its watchdog down?)", node, silent, peer)
                     continue
-                self.node_died(node, now - seen, "its host does not answer" if peer else "no address to probe")
+                died.append((node, silent, f"{verdict.why}; "
+                             + ("its host does not answer" if peer else "no address to probe")))
+            if died and shunned:
+                ready_since = now if ready_since is None else ready_since
+                if now - ready_since < BATCH_WAIT:
+                    self.stopping.wait(0.05)
+                    continue  # the others fall within moments: one batch for all
+            ready_since = None
+            if died:
+                for node, silent, why in died:
+                    self.node_died(node, silent, why)
+                # One batch of orders for all: a second batch under the same generation would wait for the run.
+                if self.fast_takeover:
+                    self.issue_orders(exclude=set(suspected) | set(shunned))
+                self.membership_changed.set()
+                names = [n for n, _s, _w in died]
+                self.store.add_request("listener", f"node{'s' if len(names) > 1 else ''} {', '.join(names)} dead")
+                self.wake.set()
             self.stopping.wait(0.05)
 
     def node_died(self, node: str, silent_for: float, why: str) -> None:
         self.alive[node] = False
         self.silent.discard(node)
         self.store.set_alive(node, False)
-        log.warning("Node %s is dead (no heartbeat for %.1fs, %s): takeover run without it", node, silent_for, why)
-        if self.fast_takeover:
-            self.issue_orders()
-        self.membership.set()
-        self.store.add_request("listener", f"node {node} is dead")
-        self.wake.set()
+        log.warning("Node %s is dead (no heartbeat for %.1fs; %s): takeover run without it", node, silent_for, why)
 
-    def issue_orders(self) -> None:
-        """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them."""
+    def issue_orders(self, exclude: set[str] | None = None) -> None:
+        """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them; none to
+        EXCLUDE (nodes the listener does not hear: they may have no lease and could not take anyway)."""
         with self.order_lock:
             last_run = self.last_run
             if self.running_run is not None or not last_run.get("public_ips"):
@@ -205,7 +269,7 @@ class Listener:
                 return
             dead = self.dead_nodes()
             try:
-                by_node = fasttakeover.orders(last_run, dead)
+                by_node = fasttakeover.orders(last_run, dead, exclude or set())
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
@@ -257,6 +321,9 @@ class Listener:
                 ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
             self.running_run = None
             self.store.finish_run(run_id, ok, generation, detail)
+            for request_id in set(pending) & self.awaited:  # what an operation waiting on it answers
+                self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
+                                             "detail": detail, "done": True}
             if ok:
                 delay = self.retry_initial
                 continue
@@ -264,8 +331,8 @@ class Listener:
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
             # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
             # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
-            self.membership.clear()
-            if self.membership.wait(delay):
+            self.membership_changed.clear()
+            if self.membership_changed.wait(delay):
                 log.info("Takeover run %d: retrying now, a node died or came back", run_id)
             delay = min(delay * 2, self.retry_max)
 
@@ -339,8 +406,13 @@ class Listener:
             self.store.set_override("moveip", ip, node)
         log.info("Operation %s%s%s: takeover run", op, f" {ip}" if ip else "", f" {node}" if node else "")
         request_id = self.store.add_request(ADMIN, f"pubip {op}")
+        self.awaited.add(request_id)
         self.wake.set()
-        result = self.wait_for(request_id, 600)
+        deadline = time.monotonic() + 600
+        while request_id not in self.attempts and time.monotonic() < deadline and not self.stopping.is_set():
+            time.sleep(0.05)
+        self.awaited.discard(request_id)
+        result = self.attempts.pop(request_id, None) or self.wait_for(request_id, 0)
         plan = self.last_found.get("plan") or {}
         return {"op": op, "check": False, **result, "moves": plan.get("moves", []),
                 "summary": plan.get("summary", "")}
@@ -352,9 +424,16 @@ class Listener:
         known = self.last_run.get("nodes") or {}
         for node in sorted(self.secrets):
             seen = self.last_seen.get(node)
+            with self.ears_lock:
+                report = self.reports.get(node)
+                left = self.lease_left.get(node)
+            silent = sorted(p for p, ago in (report.hears if report else {}).items()
+                            if ago >= self.timing.suspect_after)
             nodes[node] = {"alive": self.alive.get(node, True), "pnn": (known.get(node) or {}).get("pnn"),
                            "state": (known.get(node) or {}).get("state"),
-                           "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None}
+                           "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None,
+                           "lease_left": round(max(0.0, left[0] - (now - left[1])), 3) if left else None,
+                           "does_not_hear": silent}
         public = [{"ip": ip, "node": node} for ip, node in (self.last_run.get("assignment") or {}).items()]
         return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": public,
                 "pending_requests": len(self.store.pending()), "running": self.running_run,
@@ -380,3 +459,19 @@ class Listener:
             lines += ["# TYPE pubip_listener_last_run_seconds gauge",
                       f"pubip_listener_last_run_seconds {last['duration']:.3f}"]
         return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e9
+
+
+def _report(received: float, report: dict[str, Any], nodes: set[str]) -> death.Report:
+    """A node's membership report, with anything malformed left out (a missing entry is never a vote)."""
+    def table(key: str) -> dict[str, float]:
+        raw = report.get(key)
+        if not isinstance(raw, dict):
+            return {}
+        return {str(k): float(v) for k, v in raw.items() if k in nodes and _number(v) and v >= 0}
+
+    tick = report.get("tick")
+    return death.Report(received, float(tick) if _number(tick) else None, table("hears"), table("shuns"))

@@ -31,7 +31,7 @@ def main(args: Any) -> int:
         awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
                          token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
                          verify_tls=not args.awx_insecure)
-    listener = Listener(args.inventory, secrets, args.state_dir, dead_after=args.dead_after,
+    listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx)
 
     def stop(_signum: int, _frame: Any) -> None:

@@ -113,13 +113,10 @@ class Lab:
     # --- watchdogs -------------------------------------------------------------
     def _write_watchdog_configs(self, info: dict[str, Any]) -> None:
         secrets = {}
+        _secret_file(self.dir / "peer-secret", os.urandom(24).hex())  # the cluster's secret for peer heartbeats
         for h in info["hosts"]:
             hdir = Path(h["dir"])
-            secret = os.urandom(24).hex()
-            secrets[h["name"]] = secret
-            fd = os.open(hdir / "secret", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secret + "\n")
+            secrets[h["name"]] = _secret_file(hdir / "secret", os.urandom(24).hex())
             (hdir / "watchdog.yml").write_text(watchdog_yaml(h, info, self.fast_retake))
             h["watchdog_config"] = str(hdir / "watchdog.yml")
         secrets[protocol.ADMIN] = os.urandom(24).hex()  # pubip disable / enable / moveip / reloadips
@@ -236,8 +233,16 @@ class Lab:
         (self.dir / "inventory-root.yml").write_text(render_inventory(info, from_root=True))
 
 
+def _secret_file(path: Path, secret: str) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) -> str:
     d = h["dir"]
+    peers = [f"    {p['name']}: {p['address']}" for p in info["hosts"] if p["name"] != h["name"]]
     return "\n".join([
         "# pubip-watchdog for lab host " + h["name"],
         f"node: {h['name']}",
@@ -254,6 +259,12 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
         "  max: 5.0",
         f"hook_dir: {d}/hooks",
         f"log_file: {d}/watchdog.log",
+        f"lease_path: {d}/lease.json",
+        "peers:",
+        f"  bind: {h['address']}",
+        f"  secret_file: {info['dir']}/peer-secret",
+        "  nodes:" + ("" if peers else " {}"),
+        *peers,
         "",
     ])
 
@@ -342,6 +353,7 @@ def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
             "pubip_record_path": f"{h['dir']}/record.json",
             "pubip_lock_path": f"{h['dir']}/lock",
             "pubip_hook_dir": f"{h['dir']}/hooks",
+            "pubip_lease_path": f"{h['dir']}/lease.json",
         }
     group_vars = {
         "ansible_user": "root",

@@ -1,12 +1,17 @@
-"""Faults the lab injects: a host dies, is cut off, boots again, restarts its network."""
+"""Faults the lab injects: a host dies, is cut off (links down, or a partition that keeps carrier), boots again,
+restarts its network, loses its sshd."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from .base import LabError, host_entry, ip_batch, kill_netns_processes, run, save
+from .base import CONTROLLER_ADDR, LabError, host_entry, ip_batch, kill_netns_processes, run, save
 from .build import SSHD, wait_pidfile
 from .observe import kernel_addresses, public_held, wait_listener_idle
 
@@ -38,14 +43,7 @@ def revive_host(info: dict[str, Any], host: str) -> int:
     if lines:  # -force: deleting a primary may already have taken its secondaries
         run(["ip", "-force", "-n", h["netns"], "-batch", "-"], input="\n".join(lines) + "\n", check=False)
     set_host_links(info, host, up=True)
-    hdir = Path(h["dir"])
-    (hdir / "sshd.pid").unlink(missing_ok=True)
-    run(["ip", "netns", "exec", h["netns"], SSHD, "-f", str(Path(info["dir"]) / "sshd_config"),
-         "-o", f"ListenAddress={h['address']}", "-o", f"HostKey={hdir / 'ssh_host_ed25519_key'}",
-         "-o", f"PidFile={hdir / 'sshd.pid'}", "-E", str(hdir / "sshd.log")])
-    h["sshd_pid"] = wait_pidfile(hdir / "sshd.pid")
-    save(info)
-    return int(h["sshd_pid"])
+    return start_sshd(info, host)
 
 
 def restart_network(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[list[str], float]:
@@ -79,3 +77,66 @@ def kill_host(info: dict[str, Any], host: str, timeout: float = 60.0) -> tuple[l
             return lost, time.monotonic() - t0
         time.sleep(0.005)
     raise LabError(f"{host}'s public IPs {', '.join(lost)} were not held by a survivor within {timeout:.0f}s")
+
+
+def _addresses_of(info: dict[str, Any], member: str) -> list[str]:
+    if member == "listener":
+        return [CONTROLLER_ADDR]
+    return [host_entry(info, member)["address"]]  # all cluster traffic (ssh, heartbeats) goes over eth0
+
+
+def _netns_of(info: dict[str, Any], member: str) -> str:
+    return str(info["controller"]["netns"] if member == "listener" else host_entry(info, member)["netns"])
+
+
+def partition(info: dict[str, Any], *sides: list[str]) -> None:
+    """Split the lab into SIDES (host names, and "listener" for the controller) that cannot reach each other,
+    while every link keeps its carrier: blackhole routes in both directions, as a broken switch or firewall
+    would. Members left out of every side stay connected to all."""
+    for i, side in enumerate(sides):
+        others = [m for j, other in enumerate(sides) if j != i for m in other]
+        for member in side:
+            lines = [f"route add blackhole {addr}/32" for other in others for addr in _addresses_of(info, other)]
+            if lines:
+                ip_batch(_netns_of(info, member), lines)
+
+
+def heal(info: dict[str, Any]) -> None:
+    """Remove every partition: all blackhole routes in the lab's hosts and controller."""
+    for netns in [info["controller"]["netns"], *(h["netns"] for h in info["hosts"])]:
+        out = run(["ip", "-n", netns, "-j", "route", "show", "type", "blackhole"], check=False).stdout
+        lines = [f"route del blackhole {r['dst']}" for r in json.loads(out or "[]") if r.get("dst")]
+        if lines:
+            ip_batch(netns, lines)
+
+
+def stop_sshd(info: dict[str, Any], host: str) -> int:
+    """Every sshd process of HOST stops (its other processes, the watchdog too, go on). Returns how many."""
+    h = host_entry(info, host)
+    pids = [int(p) for p in run(["ip", "netns", "pids", h["netns"]], check=False).stdout.split()]
+    mine = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
+                mine.append(pid)
+        except OSError:
+            pass
+    for pid in mine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    h["sshd_pid"] = None
+    save(info)
+    return len(mine)
+
+
+def start_sshd(info: dict[str, Any], host: str) -> int:
+    """Start HOST's sshd again; returns its pid."""
+    h = host_entry(info, host)
+    hdir = Path(h["dir"])
+    (hdir / "sshd.pid").unlink(missing_ok=True)
+    run(["ip", "netns", "exec", h["netns"], SSHD, "-f", str(Path(info["dir"]) / "sshd_config"),
+         "-o", f"ListenAddress={h['address']}", "-o", f"HostKey={hdir / 'ssh_host_ed25519_key'}",
+         "-o", f"PidFile={hdir / 'sshd.pid'}", "-E", str(hdir / "sshd.log")])
+    h["sshd_pid"] = wait_pidfile(hdir / "sshd.pid")
+    save(info)
+    return int(h["sshd_pid"])

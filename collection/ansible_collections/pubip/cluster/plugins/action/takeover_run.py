@@ -4,7 +4,9 @@
 """The controller side of a takeover run (CTDB's ctdb_takeover_run), one phase per task.
 
 gather (every node: public_ip state=query) -> plan (run_once, on the controller)
--> release (every node) -> take (every node) -> record (every node).
+-> release (every node) -> take (every node) -> record (every node) -> finish (run_once).
+Unreachable is not dead: a node that cannot be gathered keeps its IPs (pinned) unless it is dead by the
+listener's quorum or the operator's word (pubip_dead_nodes), or the inventory says pubip_unreachable_is_dead.
 Ansible's linear strategy finishes a task on every host before the next task
 starts: that is the barrier that keeps every release before any take.
 Phases with nothing to do for a host return without connecting to it.
@@ -37,10 +39,12 @@ HOST_SETTINGS = {
     "hook_timeout": "pubip_hook_timeout",
     "announce_count": "pubip_announce_count",
     "announce_interval": "pubip_announce_interval",
+    "lease_path": "pubip_lease_path",
+    "run_timeout": "pubip_run_timeout",
 }
 
 ARGUMENT_SPEC = dict(
-    phase=dict(type="str", required=True, choices=["gather", "plan", "release", "take", "record"]),
+    phase=dict(type="str", required=True, choices=["gather", "plan", "release", "take", "record", "finish"]),
     group=dict(type="str", default="pubip_nodes"),
     public_ips=dict(type="list", elements="raw"),
     algorithm=dict(type="str"),
@@ -48,6 +52,8 @@ ARGUMENT_SPEC = dict(
     no_ip_takeover=dict(type="bool"),
     gather_var=dict(type="str", default="takeover_gather"),
     release_var=dict(type="str", default="takeover_release"),
+    take_var=dict(type="str", default="takeover_take"),
+    record_var=dict(type="str", default="takeover_result"),
 )
 
 
@@ -134,7 +140,9 @@ class ActionModule(ActionBase):
         nodes, ips, options = self._cluster(args, task_vars)
         hostvars = task_vars["hostvars"]
         play_hosts = set(task_vars.get("ansible_play_hosts_all") or [])
-        gathered = {}
+        dead = set(task_vars.get("pubip_dead_nodes") or [])
+        unreachable_is_dead = bool(hostvars[nodes[0]["name"]].get("pubip_unreachable_is_dead", False))
+        gathered, pinned = {}, {}
         for node in nodes:
             name = node["name"]
             if play_hosts and name not in play_hosts:
@@ -144,8 +152,15 @@ class ActionModule(ActionBase):
             report = hostvars[name].get(args["gather_var"])
             if report and not report.get("failed") and not report.get("unreachable") and "can_host" in report:
                 gathered[name] = report
+            elif name not in dead and not unreachable_is_dead:
+                why = (report or {}).get("msg") or ("unreachable" if (report or {}).get("unreachable") else "no report")
+                pinned[name] = " ".join(str(why).split())[:300]
+        for name, why in sorted(pinned.items()):
+            display.warning("%s could not be gathered (%s): alive as far as anyone knows, so its public IPs stay "
+                            "with it (pubip_dead_nodes names a node that is down)" % (name, why))
         plan = _takeover.plan(nodes, ips, gathered, now=time.time(),
-                              move_requests=task_vars.get("pubip_moveip") or {}, **options)
+                              move_requests=task_vars.get("pubip_moveip") or {}, pinned=pinned, **options)
+        plan["run_id"] = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), int(time.time() * 1000) % 1000000)
         plan["summary"] = _takeover.summary(plan, nodes)
         for line in plan["log"]:
             display.vv("ipalloc: %s" % line)
@@ -172,7 +187,7 @@ class ActionModule(ActionBase):
         if not plan["changed"] or self._task.check_mode:
             return {"changed": bool(mine), "released": mine if self._task.check_mode else [], "failed_ips": []}
         res = self._call(task_vars, state="absent", addresses=[{"ip": ip} for ip in mine],
-                         run_started=plan["run_started"])
+                         run_started=plan["run_started"], run_id=plan.get("run_id"))
         failed_ips = sorted(a["ip"] for a in res.get("actions") or [] if a.get("error"))
         if res.get("failed") and not failed_ips:
             failed_ips = list(mine)  # the module failed before it could say which
@@ -184,8 +199,8 @@ class ActionModule(ActionBase):
         if host not in plan["connected"]:
             return {"changed": False, "skipped": True, "skip_reason": "%s is disconnected" % host}
         hostvars = task_vars["hostvars"]
-        failed = {name: (hostvars[name].get(args["release_var"]) or {}).get("failed_ips") or []
-                  for name in plan["connected"]}
+        failed = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
+                                                   for name in plan["connected"]})
         held_ok = {h["ip"] for h in (hostvars[host].get(args["gather_var"]) or {}).get("public_ips") or []
                    if h.get("link") == "up"}
         step = _takeover.take_phase(plan, host, failed, held_ok)
@@ -194,7 +209,7 @@ class ActionModule(ActionBase):
             out.update(changed=True, taken=[t["ip"] for t in step["todo"]])
         elif step["todo"]:
             res = self._call(task_vars, state="present", addresses=step["wanted"], adopt=True,
-                             run_started=plan["run_started"])
+                             run_started=plan["run_started"], run_id=plan.get("run_id"))
             out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
                        taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
             if res.get("failed"):
@@ -229,4 +244,18 @@ class ActionModule(ActionBase):
             out.update(failed=True, msg="Recording the assignment on %s failed: %s" % (host, res.get("msg")))
             return out
         out.update(changed=True, hooks=res.get("hooks") or [])
+        return out
+
+    def _finish(self, args, host, task_vars):
+        """Run once, last: the summary, and a failure naming every host that kept the run from completing."""
+        plan = self._plan_of(task_vars)
+        hostvars = task_vars["hostvars"]
+        results = {name: {"release": hostvars[name].get(args["release_var"]),
+                          "take": hostvars[name].get(args["take_var"]),
+                          "record": hostvars[name].get(args["record_var"])} for name in plan["connected"]}
+        problems = _takeover.finish(plan, results)
+        out = {"changed": False, "summary": plan["summary"], "generation": plan["generation"]}
+        if problems:
+            out.update(failed=True, problems=problems,
+                       msg="Takeover run generation %d incomplete: %s" % (plan["generation"], "; ".join(problems)))
         return out

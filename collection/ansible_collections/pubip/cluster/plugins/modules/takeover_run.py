@@ -10,15 +10,20 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: takeover_run
-short_description: One phase of a pubip takeover run - gather, plan, release, take, record
+short_description: One phase of a pubip takeover run - gather, plan, release, take, record, finish
 version_added: 0.1.0
 description:
   - The controller side of CTDB's C(ctdb_takeover_run), split in phases that the role
     M(pubip.cluster.takeover) (and C(playbooks/takeover_run.yml)) runs in order. Each phase finishes on every
     node before the next starts (linear strategy), so every node releases before any node takes over.
   - V(gather) queries every node with M(pubip.cluster.public_ip) (C(state=query)); register its result as
-    C(takeover_gather). A node that is unreachable (use C(ignore_unreachable)) or fails is DISCONNECTED, and so
-    is a node named in the extra var C(pubip_dead_nodes) (the listener's liveness), which is not even contacted.
+    C(takeover_gather). A node named in the extra var C(pubip_dead_nodes) - the listener's quorum decision, or
+    the operator's word that the host is down - is not even contacted and is DISCONNECTED; its IPs move.
+  - Unreachable is not dead. A node that is unreachable or fails the gather (use C(ignore_unreachable) and
+    C(ignore_errors)) is pinned - the IPs the newest assignment record gives it stay its own, counted as held,
+    and it gets nothing new - and the run ends failed naming it. A cluster that runs no watchdogs can keep
+    CTDB's old rule (unreachable means DISCONNECTED) with the group var C(pubip_unreachable_is_dead=true).
+  - A node whose watchdog reports no lease (C(pubip_lease_path); it lost the cluster) hosts nothing.
   - The extra var C(pubip_state_overrides) (node to state, from C(pubip disable) and C(pubip enable)) wins over
     C(pubip_state); C(pubip_moveip) (IP to node, from C(pubip moveip)) makes the plan start as if that node held
     the IP, so it stays there when the node can host it.
@@ -28,10 +33,14 @@ description:
   - V(release) releases on each node what it must no longer hold, and marks the run in progress in the node's
     assignment record; register it as C(takeover_release). A node that fails to release an IP keeps it and no other
     node takes it in this run; the run then fails naming the node and the IP.
-  - V(take) takes over on each node what is assigned to it (adopting IPs it already holds).
+  - V(take) takes over on each node what is assigned to it (adopting IPs it already holds); register it as
+    C(takeover_take). Use C(ignore_unreachable) on release, take and record - a node lost mid-run keeps what it may
+    hold (no other node takes an IP it did not release), the others go on.
   - V(record) writes the assignment record (new generation, run start and end) on every connected node and runs
     the C(ipreallocated) hooks. Its result carries C(summary), a C(ctdb ip)-like table with the counts moved,
     kept and unassigned.
+  - V(finish) (C(run_once), last) fails naming every node that kept the run from completing - pinned, unreachable,
+    or failing a phase - and why.
   - A phase with nothing to do for a node returns without connecting to it; a run that changes nothing changes
     no record either.
   - "Inventory contract: hosts in one group (O(group)); group vars C(pubip_public_ips) (a list of
@@ -61,7 +70,7 @@ options:
     description: The phase to run; see the description.
     type: str
     required: true
-    choices: [gather, plan, release, take, record]
+    choices: [gather, plan, release, take, record, finish]
   group:
     description: The inventory group of the cluster's nodes. Every node must be in the play (no C(--limit)).
     type: str
@@ -88,6 +97,14 @@ options:
     description: Name of the variable the release phase is registered as.
     type: str
     default: takeover_release
+  take_var:
+    description: Name of the variable the take phase is registered as.
+    type: str
+    default: takeover_take
+  record_var:
+    description: Name of the variable the record phase is registered as.
+    type: str
+    default: takeover_result
 notes:
   - Use the role M(pubip.cluster.takeover) rather than calling the phases by hand.
 seealso:
@@ -99,6 +116,7 @@ EXAMPLES = r"""
   pubip.cluster.takeover_run:
     phase: gather
   ignore_unreachable: true
+  ignore_errors: true
   register: takeover_gather
 
 - name: Plan the assignment
@@ -109,16 +127,25 @@ EXAMPLES = r"""
 - name: Release public IPs that must leave a node
   pubip.cluster.takeover_run:
     phase: release
+  ignore_unreachable: true
   register: takeover_release
 
 - name: Take over assigned public IPs
   pubip.cluster.takeover_run:
     phase: take
+  ignore_unreachable: true
+  register: takeover_take
 
 - name: Record the assignment and run ipreallocated hooks
   pubip.cluster.takeover_run:
     phase: record
+  ignore_unreachable: true
   register: takeover_result
+
+- name: Fail for every node that kept the run from completing
+  pubip.cluster.takeover_run:
+    phase: finish
+  run_once: true
 """
 
 RETURN = r"""
@@ -161,6 +188,12 @@ taken:
   type: list
   elements: str
   sample: ["198.51.100.8/24"]
+problems:
+  description: Why the run is incomplete, one line per node (pinned, unreachable, or failing a phase).
+  returned: phase finish, when the run failed
+  type: list
+  elements: str
+  sample: ["node1 could not be gathered (unreachable); its public IPs 198.51.100.1/24 stay with it"]
 ansible_facts:
   description: The plan, as the fact C(pubip_plan), for the later phases.
   returned: phase plan

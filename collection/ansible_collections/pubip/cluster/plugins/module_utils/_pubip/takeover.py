@@ -78,14 +78,23 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars):
 
 
 def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
-         move_requests=None):
+         move_requests=None, pinned=None):
     """Compute the takeover run.
 
-    ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record) for every
-    connected node; a node missing from it is DISCONNECTED. ``move_requests``: ip -> node, CTDB's
-    moveip: the engine starts as if that node held the IP, so it stays there when the node can host it.
+    ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record, lease) for every
+    connected node; a node missing from it is DISCONNECTED. ``pinned``: host -> why it could not be
+    gathered, for nodes that are alive as far as anyone knows (unreachable is not dead): the IPs the newest
+    record gives them stay theirs, counted as held, and they get nothing new. A node whose lease has run out
+    (lease "expired": it lost the cluster) hosts nothing. ``move_requests``: ip -> node, CTDB's moveip: the
+    engine starts as if that node held the IP, so it stays there when the node can host it.
     """
+    pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
+    unleased = sorted(h for h in connected if gathered[h].get("lease") == "expired")
+    newest = max((gathered[h].get("record") or {} for h in connected),
+                 key=lambda r: int(r.get("generation") or 0), default={})
+    owner = {e["ip"].split("/", 1)[0]: e.get("node") for e in newest.get("public_ips") or []}
+    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips if owner.get(ip["address"]) in pinned}
     _check_interfaces(ips, gathered)
     index = {n["name"]: i for i, n in enumerate(nodes)}  # engine pnn = rank by pubip_pnn
     by_address = {ip["address"]: ip for ip in ips}
@@ -114,8 +123,11 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
         wanted_moves[address] = node
     engine_ips = []
     for ip in ips:
+        if ip["address"] in pinned_ips:
+            continue  # stays where it is: the engine neither moves it nor counts it
         allowed = ip["nodes"] if ip["nodes"] is not None else [n["name"] for n in nodes]
-        able = [index[h] for h in allowed if ip["ip"] in gathered.get(h, {}).get("can_host", [])]
+        able = [index[h] for h in allowed if ip["ip"] in gathered.get(h, {}).get("can_host", [])
+                and h not in unleased]
         current = holders.get(ip["address"], [])
         if ip["address"] in wanted_moves:
             current = [wanted_moves[ip["address"]]]
@@ -126,6 +138,12 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
                               {"no_ip_failback": bool(no_ip_failback), "no_ip_takeover": bool(no_ip_takeover)})
     name_of = {i: n["name"] for n, i in ((n, index[n["name"]]) for n in nodes)}
     assignment = {a["ip"]: (name_of[a["pnn"]] if a["pnn"] >= 0 else None) for a in result["assignments"]}
+    if pinned_ips:  # back in, in CTDB's order (descending address)
+        for ip in ips:
+            if ip["address"] in pinned_ips:
+                assignment[ip["ip"]] = pinned_ips[ip["address"]]
+        assignment = {ip["ip"]: assignment[ip["ip"]]
+                      for ip in sorted(ips, key=lambda i: ipalloc.ip_key(i["ip"]), reverse=True)}
 
     release = {h: sorted(stray.get(h, [])) for h in connected}
     take = {h: [] for h in connected}
@@ -136,10 +154,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
         for h in current:
             if h != new:
                 release[h].append(ip["ip"])
-        if new is not None:
+        if new is not None and new in take:
             take[new].append({"ip": ip["ip"], "interfaces": ip["interfaces"]})
         was = current[-1] if current else None
-        if current == [new]:
+        if current == [new] or (ip["address"] in pinned_ips and not current):
             kept += 1
         else:
             moves.append({"ip": ip["ip"], "from": was, "to": new, "also_held_by": current[:-1]})
@@ -151,6 +169,8 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     public_record = [{"ip": ip["ip"], "node": assignment[ip["ip"]], "interfaces": ip["interfaces"]} for ip in ips]
     node_record = {n["name"]: {"pnn": n["pnn"], "state": n["state"],
                                "connected": n["name"] in gathered} for n in nodes}
+    for name in pinned:
+        node_record[name]["pinned"] = True
     wanted = sorted(public_record, key=lambda e: e["ip"])
     stale = any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != wanted
                 or r.get("nodes") != node_record or int(r.get("generation") or 0) != last_generation
@@ -164,7 +184,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
         # Which nodes may serve a restricted IP: with the record, what a fast takeover needs to plan.
         "allowed": {ip["ip"]: ip["nodes"] for ip in ips if ip["nodes"] is not None},
         "connected": connected,
-        "disconnected": [n["name"] for n in nodes if n["name"] not in gathered],
+        "disconnected": [n["name"] for n in nodes if n["name"] not in gathered and n["name"] not in pinned],
+        "pinned": {name: {"reason": why, "ips": sorted(ip["ip"] for ip in ips if pinned_ips.get(ip["address"]) == name)}
+                   for name, why in sorted(pinned.items())},
+        "unleased": unleased,
         "assignment": assignment,
         "release": release,
         "take": take,
@@ -178,6 +201,48 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
         "record": {"public_ips": public_record, "nodes": node_record},
         "log": [line for _level, line in result["log"]],
     }
+
+
+def failed_releases(plan, release_results):
+    """Connected host -> the IPs it may still hold after the release phase: those it reported failing,
+    or all it had to release when it did not answer (unreachable, no result, a failure before any action)."""
+    out = {}
+    for name in plan["connected"]:
+        mine = plan["release"].get(name, [])
+        rel = release_results.get(name)
+        if not mine:
+            continue
+        if not rel or rel.get("unreachable") or (rel.get("skipped") and "failed_ips" not in rel):
+            out[name] = list(mine)
+        else:
+            out[name] = list(rel.get("failed_ips") or [])
+    return out
+
+
+def finish(plan, results):
+    """Why the run failed, host by host (empty: it did not), after every phase.
+
+    ``results``: host -> {phase: registered result}; pinned nodes are failures too (unreachable is not dead).
+    """
+    problems = []
+    for name, info in sorted((plan.get("pinned") or {}).items()):
+        problems.append("%s could not be gathered (%s); its public IPs %s stay with it"
+                        % (name, info["reason"], ", ".join(info["ips"]) or "(none)"))
+    for name in plan["connected"]:
+        for phase in ("release", "take", "record"):
+            res = (results.get(name) or {}).get(phase)
+            if res is None:
+                continue
+            if res.get("unreachable"):
+                problems.append("%s was unreachable in the %s phase: %s" % (name, phase, res.get("msg", "")))
+                break
+            if res.get("failed"):
+                problems.append("%s failed in the %s phase: %s" % (name, phase, res.get("msg", "")))
+                break
+            if phase == "release" and res.get("failed_ips"):
+                problems.append("%s failed to release %s" % (name, ", ".join(res["failed_ips"])))
+                break
+    return problems
 
 
 def take_phase(plan, host, failed_releases, held_with_link):
@@ -230,5 +295,9 @@ def summary(result, nodes):
         result["generation"], result["algorithm"], c["moved"], c["kept"], c["unassigned"])
     if result["disconnected"]:
         head += "; disconnected: %s" % ", ".join(result["disconnected"])
+    if result.get("pinned"):
+        head += "; pinned (not reached, IPs kept): %s" % ", ".join(result["pinned"])
+    if result.get("unleased"):
+        head += "; without lease: %s" % ", ".join(result["unleased"])
     moves = ["Move %s: %s -> %s" % (m["ip"], m["from"] or "-", m["to"] or "-") for m in result["moves"]]
     return "\n".join([head] + lines + moves)

@@ -95,3 +95,63 @@ def test_summary_table():
     assert text.splitlines()[0] == "Takeover run generation 1 (lcp2): 6 moved, 0 kept, 0 unassigned"
     assert "Public IP" in text.splitlines()[1]
     assert len([line for line in text.splitlines() if line.startswith("198.51.100.")]) == 6
+
+
+def settled_record():
+    """Generation 1 as a run left it: n1 .1 .2, n2 .3 .4, n3 .5 .6."""
+    owners = {1: "n1", 2: "n1", 3: "n2", 4: "n2", 5: "n3", 6: "n3"}
+    return {"generation": 1, "run_started": 1.0, "run_finished": 2.0,
+            "public_ips": [{"ip": "198.51.100.%d/24" % i, "node": owners[i], "interfaces": ["eth0"]} for i in owners],
+            "nodes": {}}
+
+
+def test_an_unreachable_node_is_pinned_not_disconnected():
+    nodes, ips = cluster()
+    rec = settled_record()
+    gathered = {"n2": dict(report(["198.51.100.3/24", "198.51.100.4/24"]), record=rec),
+                "n3": dict(report(["198.51.100.5/24", "198.51.100.6/24"]), record=rec)}
+    plan = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
+    assert plan["assignment"]["198.51.100.1/24"] == "n1" and plan["assignment"]["198.51.100.2/24"] == "n1"
+    assert plan["pinned"] == {"n1": {"reason": "unreachable", "ips": ["198.51.100.1/24", "198.51.100.2/24"]}}
+    assert plan["disconnected"] == [] and "n1" not in plan["take"] and not plan["moves"]
+    assert all(e["node"] == "n1" for e in plan["record"]["public_ips"] if e["ip"] in plan["pinned"]["n1"]["ips"])
+    # the same node named dead: DISCONNECTED, its IPs move
+    dead = takeover.plan(nodes, ips, gathered)
+    assert {dead["assignment"]["198.51.100.1/24"], dead["assignment"]["198.51.100.2/24"]} <= {"n2", "n3"}
+
+
+def test_a_pinned_ip_someone_else_also_holds_is_released_there():
+    nodes, ips = cluster()
+    rec = settled_record()
+    gathered = {"n2": dict(report(["198.51.100.1/24", "198.51.100.3/24", "198.51.100.4/24"]), record=rec),
+                "n3": dict(report(["198.51.100.5/24", "198.51.100.6/24"]), record=rec)}
+    plan = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
+    assert plan["release"]["n2"] == ["198.51.100.1/24"] and plan["assignment"]["198.51.100.1/24"] == "n1"
+
+
+def test_a_node_without_lease_hosts_nothing():
+    nodes, ips = cluster()
+    gathered = {h: report() for h in HOSTS}
+    gathered["n1"] = dict(report(["198.51.100.1/24"]), lease="expired")
+    plan = takeover.plan(nodes, ips, gathered)
+    assert "n1" not in plan["assignment"].values() and plan["release"]["n1"] == ["198.51.100.1/24"]
+    assert plan["unleased"] == ["n1"] and "without lease: n1" in takeover.summary(plan, nodes)
+
+
+def test_a_release_without_an_answer_counts_as_failed_for_every_ip():
+    plan = {"connected": ["n1", "n2"], "release": {"n1": ["198.51.100.1/24"], "n2": ["198.51.100.2/24"]}}
+    failed = takeover.failed_releases(plan, {"n1": {"unreachable": True, "msg": "timeout"},
+                                             "n2": {"failed_ips": [], "released": ["198.51.100.2/24"]}})
+    assert failed == {"n1": ["198.51.100.1/24"], "n2": []}
+    assert takeover.failed_releases(plan, {})["n2"] == ["198.51.100.2/24"]  # no result at all
+
+
+def test_finish_names_every_host_that_kept_the_run_from_completing():
+    plan = {"connected": ["n2", "n3"], "pinned": {"n1": {"reason": "ssh: connect refused", "ips": ["198.51.100.1/24"]}}}
+    problems = takeover.finish(plan, {"n2": {"release": {"failed_ips": []}, "take": {"unreachable": True, "msg": "gone"},
+                                             "record": None},
+                                      "n3": {"release": {"failed_ips": []}, "take": {}, "record": {}}})
+    assert len(problems) == 2
+    assert "n1 could not be gathered (ssh: connect refused)" in problems[0] and "198.51.100.1/24" in problems[0]
+    assert "n2 was unreachable in the take phase" in problems[1]
+    assert takeover.finish({"connected": ["n3"], "pinned": {}}, {"n3": {"release": {}, "take": {}}}) == []
