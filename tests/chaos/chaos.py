@@ -47,6 +47,7 @@ class Chaos:
         self.kinds = {
             "flush": self.flush, "link_flap": self.link_flap, "watchdog_restart": self.watchdog_restart,
             "cut_off": self.cut_off, "listener_restart": self.listener_restart, "foreign_ip": self.foreign_ip,
+            "partition": self.partition, "sshd_death": self.sshd_death, "host_death": self.host_death,
         }
 
     def host(self) -> dict[str, Any]:
@@ -78,6 +79,34 @@ class Chaos:
         lab.set_host_links(self.info, h["name"], up=False)
         time.sleep(self.rng.uniform(3.0, 6.0))
         lab.set_host_links(self.info, h["name"], up=True)
+        return h["name"]
+
+    def partition(self) -> str:
+        """A split that keeps carrier (blackhole routes): one host alone, or the cluster in two, the listener
+        on a random side; 3-7 s."""
+        names = [h["name"] for h in self.info["hosts"]]
+        self.rng.shuffle(names)
+        cut = 1 if self.rng.random() < 0.5 else self.rng.randint(1, len(names) // 2)
+        a, b = names[:cut], names[cut:]
+        (a if self.rng.random() < 0.3 else b).append("listener")
+        lab.partition(self.info, a, b)
+        time.sleep(self.rng.uniform(3.0, 7.0))
+        lab.heal(self.info)
+        return f"{','.join(sorted(a))} | {','.join(sorted(b))}"
+
+    def sshd_death(self) -> str:
+        h = self.host()  # the host and its watchdog live on; runs cannot reach it
+        lab.stop_sshd(self.info, h["name"])
+        time.sleep(self.rng.uniform(2.0, 5.0))
+        lab.start_sshd(self.info, h["name"])
+        return h["name"]
+
+    def host_death(self) -> str:
+        h = self.host()
+        lab.cut_host(self.info, h["name"])
+        time.sleep(self.rng.uniform(3.0, 6.0))
+        lab.revive_host(self.info, h["name"])
+        lab.start_watchdog(self.info, h["name"])
         return h["name"]
 
     def listener_restart(self) -> str:
@@ -157,6 +186,21 @@ def single_again(spans: list[tuple[str, float, float]], since: float) -> float:
         elif doubled:
             return t
     return float("inf")
+
+
+def by_kind(events: list[dict[str, Any]], doubles: list[dict[str, Any]],
+            spans: dict[str, list[tuple[str, float, float]]], ips: list[str], end: float) -> dict[str, dict[str, Any]]:
+    """Per fault kind: how many, double holdings that began while one of its faults was on (or in the 5 s after),
+    and the longest stretch an IP was unheld that began then."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, e in enumerate(events):
+        until = min(e["undone"] + 5.0, events[i + 1]["t"] if i + 1 < len(events) else end)
+        row = out.setdefault(e["kind"], {"faults": 0, "double_holdings": 0, "longest_unheld_s": 0.0})
+        row["faults"] += 1
+        row["double_holdings"] += sum(1 for d in doubles if e["t"] <= d["from"] < until)
+        gaps = unheld_gaps(spans, ips, e["t"], until)
+        row["longest_unheld_s"] = max(row["longest_unheld_s"], *(g[1] - g[0] for g in gaps.values()))
+    return out
 
 
 def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
@@ -240,13 +284,15 @@ def main() -> int:
         gaps = unheld_gaps(spans, [ip.split("/", 1)[0] for ip in info["public_ips"]], t_start, t_end)
         worst_ip = max(gaps, key=lambda ip: gaps[ip][1] - gaps[ip][0])
         worst = gaps[worst_ip][1] - gaps[worst_ip][0]
+        kinds_table = by_kind(chaos.events, doubles, spans, [ip.split("/", 1)[0] for ip in info["public_ips"]], t_end)
         runs, requests, coalesced = coalescing(info)
         samples = sampler.samples()
     finally:
         if not args.keep:
             lab.down(name)
 
-    rows = [[f"faults: {k}", v, ""] for k, v in sorted(kinds.items())]
+    rows = [[f"faults: {k}", v, f"double holdings {kinds_table[k]['double_holdings']}, longest unheld "
+             f"{kinds_table[k]['longest_unheld_s']:.2f}s"] for k, v in sorted(kinds.items())]
     rows += [
         ["faults in all", sum(kinds.values()), ""],
         ["IP on two hosts (moments)", len(doubles), "must be 0"],
@@ -260,7 +306,8 @@ def main() -> int:
         ["samples (20 ms, all hosts)", samples, ""],
     ]
     record = {"seed": seed, "hosts": args.hosts, "public_ips": info["public_ips"], "faults": dict(kinds),
-              "double_holdings": doubles, "longest_unheld_s": worst, "longest_unheld_ip": worst_ip,
+              "double_holdings": doubles, "longest_unheld_s": worst, "by_kind": kinds_table,
+              "longest_unheld_ip": worst_ip,
               "longest_unheld_from": gaps[worst_ip][0] - t_start,
               "unheld_by_ip_s": {ip: g[1] - g[0] for ip, g in gaps.items()},
               "fault_log": [{**e, "t": e["t"] - t_start, "undone": e["undone"] - t_start} for e in chaos.events],

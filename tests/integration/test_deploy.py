@@ -24,7 +24,7 @@ def deploy(handle: labkit.LabHandle, *extra: str) -> subprocess.CompletedProcess
         d = next(h["dir"] for h in handle.hosts if h["name"] == name)
         hv.update(watchdog_config_dir=f"{d}/etc", watchdog_unit_dir=f"{d}/units", watchdog_secret=f"s-{name}")
     doc["all"]["children"]["pubip_nodes"]["vars"].update(
-        watchdog_install=False, watchdog_manage_service=False, watchdog_venv=VENV,
+        watchdog_install=False, watchdog_manage_service=False, watchdog_venv=VENV, watchdog_peer_secret="peer-s3cret",
         watchdog_listener_url="http://192.0.2.254:8750/v1/takeover-run")
     handle.write_inventory(doc)
     return handle.playbook("playbooks/deploy.yml", *extra)
@@ -38,6 +38,10 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
         etc = Path(h["dir"]) / "etc"
         cfg = wdconfig.load(str(etc / "watchdog.yml"))
         assert cfg.node == h["name"] and cfg.listener is not None and cfg.listener.secret == f"s-{h['name']}"
+        # leases: every other node is a peer, by its address, with the cluster's peer secret
+        assert cfg.lease == 1.0 and cfg.peers is not None and cfg.peers.secret == "peer-s3cret"
+        assert cfg.peers.nodes == {o["name"]: o["address"] for o in handle.hosts if o["name"] != h["name"]}
+        assert stat.S_IMODE((etc / "peer-secret").stat().st_mode) == 0o600
         assert stat.S_IMODE((etc / "secret").stat().st_mode) == 0o600
         units = Path(h["dir"]) / "units"
         for unit in UNITS:

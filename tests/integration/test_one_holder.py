@@ -19,7 +19,7 @@ pytestmark = pytest.mark.lab
 LabFactory = Callable[..., labkit.LabHandle]
 
 
-def settled(handle: labkit.LabHandle, timeout: float = 30.0) -> dict[str, list[str]]:
+def settled(handle: labkit.LabHandle, timeout: float = 60.0) -> dict[str, list[str]]:
     """Wait until every public IP is on exactly one host and the listener is idle."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -53,11 +53,29 @@ def test_first_run_spreads_evenly_and_second_run_changes_nothing(lab: labkit.Lab
         assert sorted(rec["this_node"]) == sorted(ip for ip, n in placed.items() if n == h["name"])
 
 
+DEAD_NODE3 = ("-e", '{"pubip_dead_nodes": ["node3"]}')
+
+
+def test_unreachable_host_keeps_its_ips_until_named_dead(lab: labkit.LabHandle) -> None:
+    run_ok(lab)
+    held = lab.count_by_host()
+    lab.cut("node3")
+    proc = lab.takeover_run()
+    assert proc.returncode != 0
+    assert "node3 could not be gathered" in proc.stdout and "stay with it" in proc.stdout
+    assert "pinned (not reached, IPs kept): node3" in proc.stdout
+    assert {h: n for h, n in lab.count_by_host().items() if h != "node3"} == \
+        {h: n for h, n in held.items() if h != "node3"}  # nothing of node3's went anywhere
+    lab.set_group_var("pubip_unreachable_is_dead", True)  # CTDB's old rule, for clusters without watchdogs
+    out = run_ok(lab)
+    assert "disconnected: node3" in out and lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}
+
+
 def test_unreachable_host_loses_its_ips_and_gets_them_back_with_lcp2(lab: labkit.LabHandle) -> None:
     run_ok(lab)
     with labkit.Sampler(lab) as sampler:
         lab.cut("node3")
-        out = run_ok(lab)
+        out = run_ok(lab, *DEAD_NODE3)
         assert "disconnected: node3" in out
         assert lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}
         every_ip_on_one_host(lab)
@@ -73,7 +91,7 @@ def test_no_ip_failback_keeps_ips_where_they_are(lab: labkit.LabHandle) -> None:
     run_ok(lab)
     with labkit.Sampler(lab) as sampler:
         lab.cut("node3")
-        run_ok(lab)
+        run_ok(lab, *DEAD_NODE3)
         placed = every_ip_on_one_host(lab)
         lab.revive("node3")
         out = run_ok(lab)
@@ -155,9 +173,9 @@ def test_ipv6_lab_works_the_same(lab_factory) -> None:  # type: ignore[no-untype
         v6 = [ip for ip in lab6.info["public_ips"] if ":" in ip]
         assert len(v6) == 3 and all(len(lab6.holders()[ip]) == 1 for ip in v6)
         lab6.cut("node1")
-        run_ok(lab6)
+        run_ok(lab6, "-e", '{"pubip_dead_nodes": ["node1"]}')
         every_ip_on_one_host(lab6)
         assert lab6.count_by_host()["node1"] == 0
-        out = run_ok(lab6)
+        out = run_ok(lab6, "-e", '{"pubip_dead_nodes": ["node1"]}')
         assert "0 moved, 6 kept" in out
     assert sampler.double_holdings() == []

@@ -28,3 +28,15 @@ def test_longest_unheld_stretch() -> None:
     gaps = chaos.unheld_gaps(spans, ["198.51.100.1", "198.51.100.2"], 0.0, 10.0)
     assert gaps["198.51.100.1"] == (2.0, 4.0)
     assert gaps["198.51.100.2"] == (0.0, 10.0)  # never held
+
+
+def test_report_per_fault_kind() -> None:
+    events = [{"kind": "partition", "where": "n1 | n2", "t": 10.0, "undone": 15.0},
+              {"kind": "flush", "where": "n2", "t": 30.0, "undone": 30.1}]
+    spans = {"198.51.100.1": [("n1", 0.0, 12.0), ("n2", 13.5, 40.0)],
+             "198.51.100.2": [("n2", 0.0, 31.0), ("n2", 31.4, 40.0)]}
+    doubles = [{"ip": "198.51.100.1", "hosts": ["n1", "n2"], "from": 31.0, "until": 31.1}]
+    table = chaos.by_kind(events, doubles, spans, ["198.51.100.1", "198.51.100.2"], 40.0)
+    assert table["partition"]["faults"] == 1 and table["partition"]["double_holdings"] == 0
+    assert abs(table["partition"]["longest_unheld_s"] - 1.5) < 1e-9
+    assert table["flush"]["double_holdings"] == 1 and abs(table["flush"]["longest_unheld_s"] - 0.4) < 1e-9

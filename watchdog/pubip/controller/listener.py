@@ -62,6 +62,7 @@ class Listener:
         self.orders = Orders()
         self.order_lock = threading.Lock()  # orders are issued only while no run is running, and vice versa
         self.silent: set[str] = set()  # nodes without heartbeats whose host still answers the probe
+        self.suspected: set[str] = set()  # nodes not heard for suspect_after (logged once)
         self.wake = threading.Event()
         self.membership_changed = threading.Event()  # a node died or came back: a failed run is retried at once
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
@@ -143,8 +144,9 @@ class Listener:
         if peer:
             self.peers[node] = peer
         self.store.heartbeat(node, peer)
-        if node in self.silent:
+        if node in self.silent or node in self.suspected:
             self.silent.discard(node)
+            self.suspected.discard(node)
             log.info("Node %s sends heartbeats again", node)
         for order in self.orders.acknowledge(node, list((payload or {}).get("done") or [])):
             res = order.result or {}
@@ -197,7 +199,7 @@ class Listener:
         Nodes that fall together (a partition) are declared dead together, in one batch of fast takeover
         orders: a death waits (up to BATCH_WAIT) for the other nodes a quorum already shuns."""
         probed: dict[str, float] = {}
-        suspected: set[str] = set()
+        suspected = self.suspected
         ready_since: float | None = None
         while not self.stopping.is_set():
             now = time.monotonic()

@@ -110,6 +110,10 @@ class Watchdog:
         self.lost_cluster = False
         self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
         self.started = time.monotonic()
+        # A watchdog that was down longer than suspect_after is shunned for shun_hold after it speaks again:
+        # it keeps what it holds that long (plus a lease and two heartbeats) before deciding it lost the cluster.
+        # Only a host that lost its watchdog and its network at once could be dead meanwhile (README, Limits).
+        self.start_grace = self.timing.shun_hold + self.timing.lease + 2 * self.timing.heartbeat
         if self.lease is not None:
             # A restart of the watchdog, not of the host: the lease the previous process held still counts.
             found, until = _lease.read_until(cfg.lease_path)
@@ -355,10 +359,13 @@ class Watchdog:
                         log.warning("Lease regained: a quorum of voters hears this node again; public IPs "
                                     "come back through a takeover run")
                         self.lost_cluster = False
-                        self.trigger = "lease"
+                        # It can host again: a run gives it its share (CTDB rebalances a node that comes back).
+                        self.requester.request({"node": self.cfg.node, "trigger": "lease",
+                                                "reason": "Lease regained: this node can host public IPs again",
+                                                "findings": []})
                     continue
-                if now - self.started < self.cfg.lease:
-                    continue  # start-up: one lease time to hear a quorum
+                if now - self.started < self.start_grace:
+                    continue  # start-up: time to hear a quorum, past the shuns a restart may have caused
                 if not self.lost_cluster:
                     silent = sorted(p for p, ago in report["hears"].items() if ago >= self.timing.suspect_after)
                     log.error("Lost the cluster: no lease from a quorum of voters (peers not heard: %s; listener "

@@ -280,7 +280,7 @@ ARGUMENT_SPEC = dict(
     run_started=dict(type="float"),
     run_id=dict(type="str"),
     run_timeout=dict(type="float", default=120.0),
-    lease_path=dict(type="path"),
+    lease_path=dict(type="path", default="/run/pubip/lease.json"),
     record=dict(type="dict", options=dict(
         generation=dict(type="int", required=True),
         public_ips=dict(type="list", elements="dict", required=True),
