@@ -76,7 +76,7 @@ molecule: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test --all
 
 test-unit: venv
-	$(BIN)/pytest -q -m "not lab" tests $(COLL)/tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -m "not lab and not install" tests $(COLL)/tests/unit
 
 lint: venv
 	$(BIN)/ruff check watchdog tests $(COLL)/plugins
@@ -107,7 +107,9 @@ bench-failover: venv
 bench-watchdog: venv
 	$(PY) tests/bench/bench_watchdog.py
 
+# The wheel (pubip + the collection as ansible_collections.pubip.cluster) and the galaxy tarball.
 build: venv
+	$(BIN)/pip wheel -q --no-deps -w dist .
 	$(BIN)/ansible-galaxy collection build --force --output-path dist $(COLL)
 
 clean:

@@ -1,23 +1,34 @@
-"""Find the pubip.cluster collection of this checkout, so the CLI imports the
-very same module_utils code as the action plugin and the modules."""
+"""The pubip.cluster collection, imported as the ordinary package ansible_collections.pubip.cluster - from
+the wheel's site-packages, or from this checkout under an editable install - so the CLI, the watchdog and
+ansible-core load the very same module_utils code. Shared by both sides.
+"""
 
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-COLLECTIONS = ROOT / "collection"
-PLAYBOOKS = ROOT / "playbooks"
-ANSIBLE_CFG = ROOT / "ansible.cfg"
+import ansible_collections.pubip.cluster as _cluster
+from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
 
-if (COLLECTIONS / "ansible_collections").is_dir() and str(COLLECTIONS) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS))
-
-# Re-exported from here so that no import sorter can move it above the path set-up.
-from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc  # noqa: E402
+COLLECTION = Path(next(iter(_cluster.__path__)))  # .../ansible_collections/pubip/cluster
+COLLECTIONS = COLLECTION.parents[2]  # the directory holding ansible_collections/: ANSIBLE_COLLECTIONS_PATH
+PLAYBOOKS = COLLECTION / "playbooks"
+TAKEOVER_RUN = "pubip.cluster.takeover_run"  # the main job, as a collection playbook
+# Ansible settings for the runs pubip starts (the listener, the lab): what a hand-written ansible.cfg would
+# say, as environment variables, so no config file from a checkout is needed. `--ansible-cfg` replaces them.
+RUN_ENV = {
+    "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ConnectTimeout=5 -o ServerAliveInterval=1 "
+                        "-o ServerAliveCountMax=3",
+    "ANSIBLE_FORKS": "50",
+    "ANSIBLE_GATHERING": "explicit",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+}
 
 
 def module_utils(name: str) -> ModuleType:
@@ -26,4 +37,4 @@ def module_utils(name: str) -> ModuleType:
     return importlib.import_module(f"ansible_collections.pubip.cluster.plugins.module_utils._pubip.{name}")
 
 
-__all__ = ["ANSIBLE_CFG", "COLLECTIONS", "PLAYBOOKS", "ROOT", "ipalloc", "module_utils"]
+__all__ = ["COLLECTION", "COLLECTIONS", "PLAYBOOKS", "RUN_ENV", "TAKEOVER_RUN", "ipalloc", "module_utils"]

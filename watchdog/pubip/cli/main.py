@@ -174,7 +174,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     p = argparse.ArgumentParser(prog="pubip", description="Floating (public) IP management, CTDB-style.")
+    p.add_argument("--version", action="version", version=f"pubip {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     pl = sub.add_parser("plan", help="compute an assignment from JSON input (CTDB vector schema)")
@@ -184,6 +187,10 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("listen", help="the listener: coalesced takeover runs on request, node liveness")
     ls.add_argument("--inventory", required=True)
+    ls.add_argument("--playbook", default=None,
+                    help="the takeover run's playbook (default: the collection's pubip.cluster.takeover_run)")
+    ls.add_argument("--ansible-cfg", default=None,
+                    help="an ansible.cfg for the runs, instead of pubip's settings (pipelining, ControlPersist)")
     ls.add_argument("--secrets", required=True, help="JSON file: node name -> secret (mode 0600)")
     ls.add_argument("--state-dir", default="/var/lib/pubip/listener")
     ls.add_argument("--bind", default="0.0.0.0")

@@ -39,7 +39,8 @@ class Listener:
     def __init__(self, inventory: str, secrets: dict[str, str], state_dir: str, *, lease: float = 1.0,
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
-                 probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None):
+                 probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
+                 ansible_cfg: str | None = None):
         self.inventory = inventory
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
@@ -69,8 +70,7 @@ class Listener:
         self.stopping = threading.Event()
         # Runs are AWX jobs of a job template, or the main job through ansible-runner here.
         self.runner: Runner = AwxRunner(awx, self.stopping) if awx is not None else PlaybookRunner(
-            self.state_dir, inventory, self.stopping, playbook or str(_collection.PLAYBOOKS / "takeover_run.yml"),
-            ssh_timeout)
+            self.state_dir, inventory, self.stopping, playbook or _collection.TAKEOVER_RUN, ssh_timeout, ansible_cfg)
         self.running_run: int | None = None
         self.rejections: dict[str, int] = {}
         self.awaited: set[int] = set()  # requests of operations waiting for the first run that covers them

@@ -42,8 +42,9 @@ class PlaybookRunner:
     state_dir: Path
     inventory: str
     stopping: threading.Event
-    playbook: str = str(_collection.PLAYBOOKS / "takeover_run.yml")
+    playbook: str = _collection.TAKEOVER_RUN  # a collection playbook's FQCN, or a path
     ssh_timeout: int = 2
+    ansible_cfg: str | None = None  # a config file of the user's instead of pubip's settings (RUN_ENV)
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
         import ansible_runner
@@ -76,8 +77,7 @@ class PlaybookRunner:
         log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
         bin_dir = str(Path(sys.executable).parent)
         envvars = {
-            "ANSIBLE_CONFIG": str(_collection.ANSIBLE_CFG),
-            "ANSIBLE_COLLECTIONS_PATH": str(_collection.COLLECTIONS),
+            **({"ANSIBLE_CONFIG": self.ansible_cfg} if self.ansible_cfg else _collection.RUN_ENV),
             "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }

@@ -32,7 +32,8 @@ def main(args: Any) -> int:
                          token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
                          verify_tls=not args.awx_insecure)
     listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
-                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx)
+                        probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
+                        playbook=args.playbook, ansible_cfg=args.ansible_cfg)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -139,8 +139,7 @@ def controller_env(info: dict[str, Any]) -> dict[str, str]:
     from .. import _collection
 
     env = dict(os.environ)
+    env.update(_collection.RUN_ENV)
     env["ANSIBLE_INVENTORY"] = info["inventory"]
-    env["ANSIBLE_CONFIG"] = str(_collection.ANSIBLE_CFG)
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(_collection.COLLECTIONS)
     env["PATH"] = f"{Path(info['python']).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     return env

@@ -408,7 +408,8 @@ def exec_in_controller(name: str, cmd: list[str]) -> int:
 
 
 def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:
-    """Run one of the project's playbooks from the controller namespace against the lab."""
+    """Run one of the collection's playbooks (takeover_run.yml, deploy.yml) from the controller namespace
+    against the lab."""
     from .. import _collection
 
     cmd = [str(Path(info["python"]).parent / "ansible-playbook"), str(_collection.PLAYBOOKS / playbook), *extra]
