@@ -51,6 +51,7 @@ class Listener:
         self.ears = Ears(sorted(self.secrets), self.timing)  # the listener as a voter: whom it hears and shuns
         self.reports: dict[str, death.Report] = {}  # node -> what its last heartbeat said of its peers
         self.leases: dict[str, float] = {}  # node -> the lease length it runs with
+        self.holds: dict[str, list[str]] = {}  # node -> the public IPs its last heartbeat said it holds
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
         self.ears_lock = threading.Lock()
         self.window = window
@@ -139,6 +140,9 @@ class Listener:
                 self.reports[node] = _report(now, report, set(self.secrets))
                 if _number(report.get("lease")):
                     self.leases[node] = float(report["lease"])
+                holds = (payload or {}).get("holds")
+                if isinstance(holds, list) and len(holds) <= 4096:
+                    self.holds[node] = sorted({str(ip)[:64] for ip in holds})
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if _number(left) else None
         if peer:
@@ -176,8 +180,14 @@ class Listener:
         return {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
-                "generation": self.last_run.get("generation"),
+                "generation": self.generation(),
                 "lease_ack": ack, "tick": time.monotonic()}
+
+    def generation(self) -> int | None:
+        """The newest generation any host may have recorded: the last completed run's, or a later failed
+        run's that got as far as changing hosts. A record older than this is no ground for a fast retake."""
+        gens = [g for g in (self.last_run.get("generation"), self.last_run.get("planned_generation")) if g is not None]
+        return max(gens) if gens else None
 
     def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -353,8 +363,12 @@ class Listener:
 
     def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None
                   ) -> dict[str, Any]:
+        with self.ears_lock:
+            holds = {node: list(ips) for node, ips in self.holds.items()}
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
-                "pubip_state_overrides": self.store.overrides("state") if states is None else states}
+                "pubip_state_overrides": self.store.overrides("state") if states is None else states,
+                # what each node said it holds: a node the run cannot reach keeps these (pinned)
+                "pubip_reported_holds": holds}
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
             ) -> tuple[bool, int | None, str]:
@@ -362,6 +376,11 @@ class Listener:
         self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures}
         if out.ok and out.plan and not check:
             self.adopt(out.plan)
+        elif out.plan and out.plan.get("changed") and not check:
+            # failed after planning: some hosts may have recorded its generation
+            self.last_run["planned_generation"] = max(int(out.plan.get("generation") or 0),
+                                                      int(self.last_run.get("planned_generation") or 0))
+            self._save_last_run()
         return out.ok, out.generation, out.detail
 
     def adopt(self, plan: dict[str, Any]) -> None:
@@ -371,7 +390,8 @@ class Listener:
                            "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
                            "algorithm": plan.get("algorithm"), "options": plan.get("options"),
                            "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,
-                           "declared_dead": self.last_run.get("declared_dead") or {}}
+                           "declared_dead": self.last_run.get("declared_dead") or {},
+                           "planned_generation": self.last_run.get("planned_generation")}
         self._save_last_run()
 
     # --- operations ----------------------------------------------------------------------

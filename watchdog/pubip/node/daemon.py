@@ -278,6 +278,7 @@ class Watchdog:
         assert self.cfg.listener is not None
         with self.order_lock:
             done, self.order_results = self.order_results, []
+        holds = self.held_public()
         with self.membership_lock:
             membership = {"tick": self.listener_tick, "lease": self.cfg.lease,
                           "lease_left": round(self.lease.remaining(), 3) if self.lease else None,
@@ -286,7 +287,8 @@ class Watchdog:
         try:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
-                {"node": self.cfg.node, "membership": membership, **({"done": done} if done else {}), **(extra or {})},
+                {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
+                 **(extra or {})},
                 protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
@@ -302,6 +304,17 @@ class Watchdog:
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
+
+    def held_public(self) -> list[str] | None:
+        """The public IPs this host's kernel holds now (None: unknown). Reported with every heartbeat: a run
+        that cannot reach this node keeps them here (pinned), recorded or not."""
+        try:
+            record = _record.read(self.cfg.record_path)
+            public = {e["ip"].split("/", 1)[0]: e["ip"] for e in (record or {}).get("public_ips") or []}
+            _links, addrs = _rtdump.read_links_and_addresses()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return sorted({public[a] for _i, _f, a, _p, _s in addrs if a in public})
 
     def _carry_out(self, order: dict[str, Any], received: float) -> None:
         if not self.has_lease():

@@ -159,7 +159,8 @@ class ActionModule(ActionBase):
             display.warning("%s could not be gathered (%s): alive as far as anyone knows, so its public IPs stay "
                             "with it (pubip_dead_nodes names a node that is down)" % (name, why))
         plan = _takeover.plan(nodes, ips, gathered, now=time.time(),
-                              move_requests=task_vars.get("pubip_moveip") or {}, pinned=pinned, **options)
+                              move_requests=task_vars.get("pubip_moveip") or {}, pinned=pinned,
+                              reported=task_vars.get("pubip_reported_holds") or {}, **options)
         plan["run_id"] = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), int(time.time() * 1000) % 1000000)
         plan["summary"] = _takeover.summary(plan, nodes)
         for line in plan["log"]:

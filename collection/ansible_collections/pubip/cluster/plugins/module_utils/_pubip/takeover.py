@@ -78,7 +78,7 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars):
 
 
 def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
-         move_requests=None, pinned=None):
+         move_requests=None, pinned=None, reported=None):
     """Compute the takeover run.
 
     ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record, lease) for every
@@ -86,7 +86,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     gathered, for nodes that are alive as far as anyone knows (unreachable is not dead): the IPs the newest
     record gives them stay theirs, counted as held, and they get nothing new. A node whose lease has run out
     (lease "expired": it lost the cluster) hosts nothing. ``move_requests``: ip -> node, CTDB's moveip: the
-    engine starts as if that node held the IP, so it stays there when the node can host it.
+    engine starts as if that node held the IP, so it stays there when the node can host it. ``reported``:
+    host -> the public IPs its watchdog last said it holds (the listener's extra var): a pinned node keeps
+    those too, recorded or not (a fast retake or a fast takeover order may have put them there).
     """
     pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
@@ -95,6 +97,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
                  key=lambda r: int(r.get("generation") or 0), default={})
     owner = {e["ip"].split("/", 1)[0]: e.get("node") for e in newest.get("public_ips") or []}
     pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips if owner.get(ip["address"]) in pinned}
+    for name in sorted(pinned):
+        for held in (reported or {}).get(name) or []:
+            pinned_ips.setdefault(str(held).split("/", 1)[0], name)
+    pinned_ips = {a: n for a, n in pinned_ips.items() if a in {ip["address"] for ip in ips}}
     _check_interfaces(ips, gathered)
     index = {n["name"]: i for i, n in enumerate(nodes)}  # engine pnn = rank by pubip_pnn
     by_address = {ip["address"]: ip for ip in ips}
