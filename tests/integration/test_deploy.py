@@ -47,7 +47,8 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
         for unit in UNITS:
             assert (units / unit).exists()
         service = (units / "pubip-watchdog.service").read_text()
-        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+        for line in ("Type=notify", "WatchdogSec=10", "Restart=always",
+                     "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
                      "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "SystemCallFilter=@system-service",
                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"):
             assert line in service

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .. import logs
 from ..awx import AwxBackend
 from .http import serve
 from .listener import Listener
@@ -17,9 +18,7 @@ log = logging.getLogger("pubip.listener")
 def main(args: Any) -> int:
     import signal
 
-    handler: logging.Handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s pubip-listener[%(process)d]: %(levelname)s %(message)s"))
-    logging.getLogger("pubip").addHandler(handler)
+    logging.getLogger("pubip").addHandler(logs.handler("pubip-listener", args.log_file))
     logging.getLogger("pubip").setLevel(logging.INFO)
     secrets = json.loads(Path(args.secrets).read_text())
     awx = None

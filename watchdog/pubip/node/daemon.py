@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
-from .. import _collection, protocol
+from .. import _collection, logs, protocol
 from ..membership import LISTENER, Ears, Timing
-from . import actions
+from . import actions, sdnotify
 from . import check as ipcheck
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .lease import Lease
@@ -435,6 +435,7 @@ class Watchdog:
                  "on" if self.cfg.fast_retake else "off", self.cfg.backend,
                  f"{self.cfg.lease:.2f}s with {len(self.cfg.peers.nodes)} peers" if self.lease and self.cfg.peers
                  else "off")
+        sdnotify.notify("READY=1")
         scheduler.start()
 
     def _safe_check(self) -> None:
@@ -442,13 +443,13 @@ class Watchdog:
             self.check()
         except Exception:
             log.exception("Check failed")
+        else:
+            sdnotify.notify("WATCHDOG=1")  # a check that hangs stops these, and systemd restarts the watchdog
 
 
 def _logging(cfg: Config, verbose: bool = False) -> None:
-    handler: logging.Handler = logging.FileHandler(cfg.log_file) if cfg.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s pubip-watchdog[%(process)d]: %(levelname)s %(message)s"))
     root = logging.getLogger("pubip")
-    root.addHandler(handler)
+    root.addHandler(logs.handler("pubip-watchdog", cfg.log_file))
     root.setLevel(logging.DEBUG if verbose else getattr(logging, cfg.log_level.upper()))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
