@@ -120,3 +120,27 @@ def test_controller_venv_runs_the_main_job_against_a_lab(wheel: Path, tmp_path: 
     holders = handle.holders()
     assert all(len(h) == 1 for h in holders.values()) and len(holders) == 6
     assert labkit.LabHandle(handle.info).count_by_host() == {"node1": 2, "node2": 2, "node3": 2}
+
+
+def test_execution_environment_definition_builds_a_context(tmp_path: Path) -> None:
+    """execution-environment.yml for AWX: ansible-builder (no container engine here) makes the build context,
+    installing the collection from its galaxy tarball with the collection's Python and system requirements."""
+    bin_dir = Path(sys.executable).parent
+    built = subprocess.run([str(bin_dir / "ansible-galaxy"), "collection", "build", "--force", "--output-path",
+                            str(tmp_path / "dist"), str(ROOT / "collection/ansible_collections/pubip/cluster")],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    shutil.copy(ROOT / "execution-environment.yml", tmp_path)
+    made = subprocess.run([str(bin_dir / "ansible-builder"), "create", "-f", "execution-environment.yml",
+                           "--context", str(tmp_path / "ctx")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (tmp_path / "ctx/_build/dist/pubip-cluster-0.1.0.tar.gz").exists()
+    assert "dist/pubip-cluster-0.1.0.tar.gz" in (tmp_path / "ctx/_build/requirements.yml").read_text()
+    assert "ansible-galaxy collection install" in (tmp_path / "ctx/Dockerfile").read_text()
+    import tarfile
+
+    with tarfile.open(tmp_path / "dist/pubip-cluster-0.1.0.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"meta/execution-environment.yml", "requirements.txt", "bindep.txt",
+            "playbooks/takeover_run.yml"} <= names
