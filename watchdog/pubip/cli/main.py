@@ -189,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--inventory", required=True)
     ls.add_argument("--playbook", default=None,
                     help="the takeover run's playbook (default: the collection's pubip.cluster.takeover_run)")
+    ls.add_argument("--trusted-proxy", default=None,
+                    help="address of a TLS-terminating reverse proxy in front of the listener: requests from it "
+                    "are taken to come from the last X-Forwarded-For address (the node, for liveness probes)")
     ls.add_argument("--ansible-cfg", default=None,
                     help="an ansible.cfg for the runs, instead of pubip's settings (pipelining, ControlPersist)")
     ls.add_argument("--secrets", required=True, help="JSON file: node name -> secret (mode 0600)")

@@ -5,6 +5,7 @@ No decisions here beyond the wire: the Listener decides, this file speaks protoc
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -19,6 +20,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pubip.listener")
 POST_PATHS = (protocol.TAKEOVER_RUN_PATH, protocol.HEARTBEAT_PATH, protocol.ADMIN_PATH)
+
+
+def peer_address(client: str, forwarded_for: str | None, trusted_proxy: str | None) -> str:
+    """The address a request came from: the TCP peer, or - when that is the trusted TLS-terminating reverse
+    proxy - the last address the proxy put in X-Forwarded-For. Liveness probes knock on it, so it must be the
+    node's own address, never the proxy's."""
+    if trusted_proxy and client == trusted_proxy and forwarded_for:
+        last = forwarded_for.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            return client
+    return client
 
 
 class Server(ThreadingHTTPServer):
@@ -53,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         listener = self.server.listener
         url = urlparse(self.path)
-        peer = self.client_address[0]
+        peer = peer_address(self.client_address[0], self.headers.get("X-Forwarded-For"), listener.trusted_proxy)
         try:
             length = int(self.headers.get("Content-Length") or 0)
             if length > listener.max_body:

@@ -40,7 +40,7 @@ class Listener:
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
-                 ansible_cfg: str | None = None):
+                 ansible_cfg: str | None = None, trusted_proxy: str | None = None):
         self.inventory = inventory
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
@@ -48,6 +48,7 @@ class Listener:
         (self.state_dir / "runner").mkdir(parents=True, exist_ok=True)
         self.store = Store(str(self.state_dir / "listener.sqlite"))
         self.timing = Timing(lease=lease)
+        self.trusted_proxy = trusted_proxy  # a TLS-terminating reverse proxy whose X-Forwarded-For is believed
         self.ears = Ears(sorted(self.secrets), self.timing)  # the listener as a voter: whom it hears and shuns
         self.reports: dict[str, death.Report] = {}  # node -> what its last heartbeat said of its peers
         self.leases: dict[str, float] = {}  # node -> the lease length it runs with

@@ -32,7 +32,7 @@ def main(args: Any) -> int:
                          verify_tls=not args.awx_insecure)
     listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
-                        playbook=args.playbook, ansible_cfg=args.ansible_cfg)
+                        playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
