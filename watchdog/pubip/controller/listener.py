@@ -52,7 +52,8 @@ class Listener:
         self.ears = Ears(sorted(self.secrets), self.timing)  # the listener as a voter: whom it hears and shuns
         self.reports: dict[str, death.Report] = {}  # node -> what its last heartbeat said of its peers
         self.leases: dict[str, float] = {}  # node -> the lease length it runs with
-        self.holds: dict[str, list[str]] = {}  # node -> the public IPs its last heartbeat said it holds
+        self.holds: dict[str, tuple[list[str], float]] = {}  # node -> (public IPs it holds, the tick it echoed)
+        self.run_marked = 0.0  # when the current run was marked running: reports made after it count
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
         self.ears_lock = threading.Lock()
         self.window = window
@@ -142,8 +143,9 @@ class Listener:
                 if _number(report.get("lease")):
                     self.leases[node] = float(report["lease"])
                 holds = (payload or {}).get("holds")
-                if isinstance(holds, list) and len(holds) <= 4096:
-                    self.holds[node] = sorted({str(ip)[:64] for ip in holds})
+                tick = report.get("tick")
+                if isinstance(holds, list) and len(holds) <= 4096 and _number(tick):
+                    self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if _number(left) else None
         if peer:
@@ -318,6 +320,7 @@ class Listener:
                 self.wake.clear()
                 continue
             self.settle_orders()
+            self.await_reports()
             pending = self.store.pending()  # with what arrived while orders settled
             dead = self.dead_nodes()
             run_id = self.store.start_run(dead)
@@ -362,10 +365,25 @@ class Listener:
         if time.monotonic() - waited > 0.05:
             log.info("Takeover run waited %.2fs for fast takeover orders to settle", time.monotonic() - waited)
 
+    def await_reports(self, timeout: float = 0.5) -> None:
+        """Once the run is marked running (no fast retake or order from now on), wait until every live node
+        has reported what it holds in a heartbeat made after the mark (it echoes a tick from after it): a
+        node the run cannot reach keeps exactly those IPs. A node that does not report in time is pinned
+        with what the records give it."""
+        self.run_marked = time.monotonic()
+        deadline = self.run_marked + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            with self.ears_lock:
+                missing = [n for n in self.secrets if self.alive.get(n, True) and
+                           (n not in self.holds or self.holds[n][1] < self.run_marked)]
+            if not missing:
+                return
+            self.stopping.wait(0.02)
+
     def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None
                   ) -> dict[str, Any]:
-        with self.ears_lock:
-            holds = {node: list(ips) for node, ips in self.holds.items()}
+        with self.ears_lock:  # only reports made after this run was marked running (fast paths closed since)
+            holds = {node: list(ips) for node, (ips, tick) in self.holds.items() if tick >= self.run_marked}
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.store.overrides("state") if states is None else states,
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)

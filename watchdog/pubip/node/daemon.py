@@ -99,6 +99,7 @@ class Watchdog:
         self.order_lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
         self.order_nl: Any = None
         self.retake_held: str | None = None  # why the last fast retake was held back
+        self.taking: set[str] = set()  # IPs a fast retake may be adding now: reported as held meanwhile
         # Membership (README, "Safety: one holder"): the lease, and whom this node hears and shuns.
         self.timing = Timing(lease=cfg.lease or Timing.lease, heartbeat=cfg.heartbeat_interval)
         peers = sorted(cfg.peers.nodes) if cfg.peers else []
@@ -207,7 +208,11 @@ class Watchdog:
         elif _record.mark_expired(record):
             why = "the last takeover run died mid-way (its mark expired): where its IPs went is unknown"
         elif self.cfg.backend == "listener":
+            # Reported as held from before the listener is asked: a run it starts after saying yes counts them.
+            self.taking = set(wanted)
             why = self._listener_forbids(int(record.get("generation") or 0), wanted)
+            if why:
+                self.taking = set()
         if why:  # said once while it lasts
             log.log(logging.DEBUG if why == self.retake_held else logging.WARNING,
                     "Fast retake held back: %s; a takeover run decides", why)
@@ -250,6 +255,8 @@ class Watchdog:
                         log.error("Fast retake failed: %s", act.message)
         except _locking.LockTimeout:
             log.info("Fast retake skipped: interface lock busy (a takeover run is changing this node)")
+        finally:
+            self.taking = set()
 
     # --- running ----------------------------------------------------------------
     def wake(self, scheduler: Any) -> None:
@@ -314,7 +321,8 @@ class Watchdog:
             _links, addrs = _rtdump.read_links_and_addresses()
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return sorted({public[a] for _i, _f, a, _p, _s in addrs if a in public})
+        held = {public[a] for _i, _f, a, _p, _s in addrs if a in public}
+        return sorted(held | self.taking | set(self.ordered))  # and what a fast path may be adding right now
 
     def _carry_out(self, order: dict[str, Any], received: float) -> None:
         if not self.has_lease():

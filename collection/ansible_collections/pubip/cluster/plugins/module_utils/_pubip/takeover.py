@@ -87,8 +87,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     record gives them stay theirs, counted as held, and they get nothing new. A node whose lease has run out
     (lease "expired": it lost the cluster) hosts nothing. ``move_requests``: ip -> node, CTDB's moveip: the
     engine starts as if that node held the IP, so it stays there when the node can host it. ``reported``:
-    host -> the public IPs its watchdog last said it holds (the listener's extra var): a pinned node keeps
-    those too, recorded or not (a fast retake or a fast takeover order may have put them there).
+    host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast paths
+    (the listener's extra var): a pinned node with such a report keeps exactly those - recorded or not, a fast
+    retake or order may have put them there - and one without keeps what the newest record gives it.
     """
     pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
@@ -96,9 +97,11 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     newest = max((gathered[h].get("record") or {} for h in connected),
                  key=lambda r: int(r.get("generation") or 0), default={})
     owner = {e["ip"].split("/", 1)[0]: e.get("node") for e in newest.get("public_ips") or []}
-    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips if owner.get(ip["address"]) in pinned}
+    reported = reported or {}
+    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips
+                  if owner.get(ip["address"]) in pinned and owner[ip["address"]] not in reported}
     for name in sorted(pinned):
-        for held in (reported or {}).get(name) or []:
+        for held in reported.get(name) or []:
             pinned_ips.setdefault(str(held).split("/", 1)[0], name)
     pinned_ips = {a: n for a, n in pinned_ips.items() if a in {ip["address"] for ip in ips}}
     _check_interfaces(ips, gathered)

@@ -157,15 +157,20 @@ def test_finish_names_every_host_that_kept_the_run_from_completing():
     assert takeover.finish({"connected": ["n3"], "pinned": {}}, {"n3": {"release": {}, "take": {}}}) == []
 
 
-def test_a_pinned_node_keeps_what_its_watchdog_reported_holding_too():
-    # n1 took .5 on a fast takeover order (not in any record yet), then became unreachable: .5 stays n1's
+def test_a_pinned_node_keeps_exactly_what_its_watchdog_reported_holding():
+    # n1 took .5 on a fast takeover order (not in any record yet) and lost .2 (a link flap), then its sshd died:
+    # its watchdog's report after the run closed the fast paths says .1 and .5 - those stay, .2 can move
     nodes, ips = cluster()
     rec = settled_record()
     gathered = {"n2": dict(report(["198.51.100.3/24", "198.51.100.4/24"]), record=rec),
                 "n3": dict(report(["198.51.100.6/24"]), record=rec)}
     plan = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"},
-                         reported={"n1": ["198.51.100.1/24", "198.51.100.2/24", "198.51.100.5/24"],
+                         reported={"n1": ["198.51.100.1/24", "198.51.100.5/24"],
                                    "n2": ["198.51.100.6/24"]})  # only a pinned node's report counts
-    assert plan["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24", "198.51.100.5/24"]
+    assert plan["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.5/24"]
     assert plan["assignment"]["198.51.100.5/24"] == "n1" and plan["assignment"]["198.51.100.6/24"] == "n3"
+    assert plan["assignment"]["198.51.100.2/24"] in ("n2", "n3")  # unheld, and n1 said so: it moves
     assert all(t["ip"] != "198.51.100.5/24" for takes in plan["take"].values() for t in takes)
+    # without a report, the record speaks: .1 and .2 stay n1's
+    blind = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
+    assert blind["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24"]
