@@ -15,6 +15,9 @@ converge. The watchdogs run with the fast path on (--no-fast-retake: off).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import random
 import sqlite3
 import sys
@@ -103,7 +106,13 @@ class Chaos:
 
     def host_death(self) -> str:
         h = self.host()
-        lab.cut_host(self.info, h["name"])
+        # as lab.cut_host, but the sampler in its namespace lives on: the analysis must see it after revival
+        for pid in (h.get("watchdog_pid"),):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        lab.stop_sshd(self.info, h["name"])
+        lab.set_host_links(self.info, h["name"], up=False)
         time.sleep(self.rng.uniform(3.0, 6.0))
         lab.revive_host(self.info, h["name"])
         lab.start_watchdog(self.info, h["name"])
