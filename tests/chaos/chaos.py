@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import random
+import signal
 import sqlite3
 import sys
 import time
