@@ -12,10 +12,12 @@ Targets: fast path p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +32,9 @@ def settle(info: dict, seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
-def seed_trials(fast: bool, trials: int) -> list[float]:
-    name = f"bfo{os.getpid() % 10000}{'f' if fast else 's'}"
+@contextlib.contextmanager
+def running_lab(name: str, fast: bool = False) -> Iterator[dict]:
+    """A 3-host lab after its first takeover run, with the listener and the watchdogs running; removed after."""
     try:
         info = lab.Lab(name, 3, 6, fast_retake=fast).up(progress=lambda _l: None)
         lab.run_playbook(info, "takeover_run.yml")
@@ -39,76 +42,58 @@ def seed_trials(fast: bool, trials: int) -> list[float]:
         for h in info["hosts"]:
             lab.start_watchdog(info, h["name"])
         settle(info, 8.0)  # the listener's first run and the watchdogs' first heartbeats
+        yield info
+    finally:
+        lab.down(name)
+
+
+def seed_trials(fast: bool, trials: int) -> list[float]:
+    with running_lab(f"bfo{os.getpid() % 10000}{'f' if fast else 's'}", fast) as info:
         times = []
         for _ in range(trials):
             _ips, took = lab.restart_network(info, "node1", 60)
             times.append(took)
             settle(info, 6.0 if not fast else 5.0)  # let the verification run finish
         return times
-    finally:
-        lab.down(name)
+
+
+def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: Callable[[dict], object],
+                 from_idle: bool = False) -> list[float]:
+    """Seconds from FAULT on node3 until node1 and node2 hold every public IP node3 held; after each trial UNDO,
+    and node3 gets its IPs back (a run) before the next one."""
+    times = []
+    with running_lab(f"{tag}{os.getpid() % 10000}") as info:
+        for _ in range(trials):
+            if from_idle:
+                lab.wait_listener_idle(info)  # from an idle listener; a fault during a run is issue 14's
+            lost = lab.public_held(info, "node3")
+            t0 = time.monotonic()
+            fault(info)
+            while time.monotonic() - t0 < 60:
+                held = set(lab.public_held(info, "node1")) | set(lab.public_held(info, "node2"))
+                if set(lost) <= held:
+                    break
+                time.sleep(0.01)
+            times.append(time.monotonic() - t0)
+            undo(info)
+            deadline = time.monotonic() + 60
+            while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)  # heartbeats and its lease return, a run gives node3 its IPs back
+            settle(info, 3.0)
+    return times
 
 
 def death_trials(trials: int) -> list[float]:
-    name = f"bfod{os.getpid() % 10000}"
-    times = []
-    try:
-        info = lab.Lab(name, 3, 6).up(progress=lambda _l: None)
-        lab.run_playbook(info, "takeover_run.yml")
-        lab.start_listener(info)
-        for h in info["hosts"]:
-            lab.start_watchdog(info, h["name"])
-        settle(info, 8.0)
-        for _ in range(trials):
-            lost = lab.public_held(info, "node3")
-            t0 = time.monotonic()
-            lab.cut_host(info, "node3")
-            while time.monotonic() - t0 < 60:
-                held = set(lab.public_held(info, "node1")) | set(lab.public_held(info, "node2"))
-                if set(lost) <= held:
-                    break
-                time.sleep(0.01)
-            times.append(time.monotonic() - t0)
-            lab.revive_host(info, "node3")
-            lab.start_watchdog(info, "node3")
-            deadline = time.monotonic() + 60
-            while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)  # heartbeats return, a run gives node3 its IPs back
-            settle(info, 3.0)
-        return times
-    finally:
-        lab.down(name)
+    def revive(info: dict) -> None:
+        lab.revive_host(info, "node3")
+        lab.start_watchdog(info, "node3")
+
+    return fault_trials("bfod", trials, lambda info: lab.cut_host(info, "node3"), revive)
 
 
 def partition_trials(trials: int) -> list[float]:
-    name = f"bfop{os.getpid() % 10000}"
-    times = []
-    try:
-        info = lab.Lab(name, 3, 6).up(progress=lambda _l: None)
-        lab.run_playbook(info, "takeover_run.yml")
-        lab.start_listener(info)
-        for h in info["hosts"]:
-            lab.start_watchdog(info, h["name"])
-        settle(info, 8.0)
-        for _ in range(trials):
-            lab.wait_listener_idle(info)  # from an idle listener; a fault during a run is issue 14's
-            lost = lab.public_held(info, "node3")
-            t0 = time.monotonic()
-            lab.partition(info, ["node3"], ["node1", "node2", "listener"])
-            while time.monotonic() - t0 < 60:
-                held = set(lab.public_held(info, "node1")) | set(lab.public_held(info, "node2"))
-                if set(lost) <= held:
-                    break
-                time.sleep(0.01)
-            times.append(time.monotonic() - t0)
-            lab.heal(info)
-            deadline = time.monotonic() + 60
-            while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)  # its lease again, a run gives node3 its IPs back
-            settle(info, 3.0)
-        return times
-    finally:
-        lab.down(name)
+    return fault_trials("bfop", trials, lambda info: lab.partition(info, ["node3"], ["node1", "node2", "listener"]),
+                        lab.heal, from_idle=True)
 
 
 def main() -> None:

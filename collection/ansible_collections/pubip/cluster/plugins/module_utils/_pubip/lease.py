@@ -13,9 +13,9 @@ neither an NTP step nor a reboot can stretch a lease.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
+
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import files as _files
 
 VERSION = 1
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -31,19 +31,9 @@ def boot_id():
 
 
 def write(path, node, until):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lease.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": VERSION, "node": node, "boot_id": boot_id(),
-                       "until": until if until != float("inf") else 1e18}, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # not synced to disk: it lives in /run, and a reboot ends every lease anyway (boot_id)
+    _files.write_json(path, {"version": VERSION, "node": node, "boot_id": boot_id(),
+                             "until": until if until != float("inf") else 1e18}, ".lease.", durable=False)
 
 
 def read_until(path):

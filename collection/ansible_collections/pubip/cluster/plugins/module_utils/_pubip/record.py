@@ -19,10 +19,9 @@ valid within one boot), so a watchdog never waits on a run that died.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import files as _files
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease as _lease
 
 VERSION = 1
@@ -46,21 +45,7 @@ def read(path):
 
 
 def write(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".record.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _files.write_json(path, data, ".record.")
 
 
 def from_run(given, node):
