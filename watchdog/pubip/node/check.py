@@ -38,14 +38,17 @@ def record_key(record: dict[str, Any] | None) -> tuple[Any, ...]:
 
 
 def check(record: dict[str, Any] | None, record_again: dict[str, Any] | None, ifaces: dict[str, Any], node: str,
-          previous_links: dict[str, bool] | None, run_expired: bool = False) -> Result:
+          previous_links: dict[str, bool] | None, in_progress: bool | None = None) -> Result:
     """ifaces: name -> object with .usable, .admin_up and .addresses [(address, prefixlen, version)].
-    RUN_EXPIRED: the record's in-progress mark is past its deadline (the run died): check as if none."""
+    IN_PROGRESS: whether a takeover run is changing this host - the record's mark, less one past its deadline
+    (the caller asks record.in_progress); None: the mark alone."""
     result = Result()
     if not record or not record.get("public_ips"):
         result.skipped = "no assignment record yet"
         return result
-    if float(record.get("run_started") or 0) > float(record.get("run_finished") or 0) and not run_expired:
+    if in_progress is None:
+        in_progress = float(record.get("run_started") or 0) > float(record.get("run_finished") or 0)
+    if in_progress:
         result.skipped = "takeover run in progress"
         return result
     if record_key(record) != record_key(record_again):

@@ -147,7 +147,8 @@ class Watchdog:
             log.warning("Takeover run %s marked this record in progress and is past its deadline: it died mid-way; "
                         "checking without it (no fast retake)", (first or {}).get("run_id") or "?")
         self.expired_run = (first or {}).get("run_started") if expired else None
-        result = ipcheck.check(first, again, ifaces, self.cfg.node, self.links, run_expired=expired)
+        result = ipcheck.check(first, again, ifaces, self.cfg.node, self.links,
+                               in_progress=_record.in_progress(first))
         if self.cfg.release_on_link_loss and first and actions.stranded(first, ifaces):
             actions.release_stranded(self.cfg, self.nl, first)
         if self.ordered and first is not None:
