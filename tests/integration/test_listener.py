@@ -60,15 +60,36 @@ def wait_until(predicate: Any, timeout: float, lab: labkit.LabHandle | None = No
     raise AssertionError(f"condition not met in time\n{log}")
 
 
-def test_seed_scenario_network_restart_and_the_ip_comes_back(lab: labkit.LabHandle) -> None:
-    wait_idle(lab)
+def seed_scenario(lab: labkit.LabHandle) -> tuple[float, dict[str, Any], labkit.Sampler, int]:
+    """Flush node1's eth0 and put its own address back: the time until node1 holds its IPs again, the
+    listener's status after, the sampler, the newest run before."""
+    runs = (wait_idle(lab)["runs"] or [{"run": 0}])[0]["run"]  # the newest run's id
     mine = sorted(ip for ip, hs in lab.holders().items() if hs == ["node1"])
     with labkit.Sampler(lab) as sampler:
         h = lab.hosts[0]
         subprocess.run(["ip", "-n", h["netns"], "addr", "flush", "dev", "eth0"], check=True)
         subprocess.run(["ip", "-n", h["netns"], "addr", "add", f"{h['address']}/24", "dev", "eth0"], check=True)
         took = wait_until(lambda: sorted(ip for ip, hs in lab.holders().items() if hs == ["node1"]) == mine, 60)
+        time.sleep(1.0)  # a run, if one was asked for, has started
         st = wait_idle(lab)
+    return took, st, sampler, runs
+
+
+def test_seed_scenario_network_restart_and_the_ip_comes_back(lab: labkit.LabHandle) -> None:
+    # the defaults: node1's watchdog puts its IPs back itself (fast retake), and no takeover run is needed
+    took, st, sampler, runs = seed_scenario(lab)
+    assert sampler.double_holdings() == []
+    assert took < 0.5
+    log = (lab.dir / "listener.log").read_text()
+    wlog = (Path(lab.hosts[0]["dir"]) / "watchdog.log").read_text()
+    assert "Takeover run requested by node1" not in log and st["runs"][0]["run"] == runs, wlog
+    assert "Fast retake: Takeover of IP" in wlog
+    print(f"restored in {took:.2f}s")
+
+
+def test_seed_scenario_without_fast_retake_is_a_takeover_run(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory("--nodes", "3", "--vips", "6", "--no-fast-retake")
+    took, st, sampler, _runs = seed_scenario(lab)
     assert sampler.double_holdings() == []
     assert st["runs"][0]["success"] is True
     log = (lab.dir / "listener.log").read_text()
@@ -82,8 +103,13 @@ def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> Non
     with labkit.Sampler(lab) as sampler:
         lab.cut("node3")  # its watchdog dies with it: heartbeats stop
         took = wait_until(lambda: lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}, 60, lab)
+        # pubip status says where the IPs are now, within a second (heartbeats), not what the last run planned
+        time.sleep(1.0)
+        now = status(lab)
         st = wait_idle(lab)
     assert sampler.double_holdings() == []
+    assert sorted(e["node"] for e in now["public_ips"]) == ["node1"] * 3 + ["node2"] * 3
+    assert all(e["holders"] == [e["node"]] and not e["from_plan"] for e in now["public_ips"])
     assert st["nodes"]["node3"]["alive"] is False
     assert st["runs"][0]["dead"] == ["node3"] and st["runs"][0]["success"] is True
     log = (lab.dir / "listener.log").read_text()

@@ -175,6 +175,21 @@ def test_record_is_written_atomically_and_read_back(lab: labkit.LabHandle) -> No
     assert not [p for p in Path(paths(lab)["record_path"]).parent.iterdir() if p.name.startswith(".record.")]
 
 
+def test_a_run_releases_what_it_does_not_keep_and_marks_what_it_keeps(lab: labkit.LabHandle) -> None:
+    # node1's record gives it VIP and VIP2; a run that gathered it without VIP2 (then retaken by its watchdog)
+    # keeps only VIP there: its release takes VIP2 away too, though it was not in the release list
+    record = {"generation": 4, "run_started": 10.0, "run_finished": 11.5, "nodes": {"node1": {"pnn": 0}},
+              "public_ips": [{"ip": VIP, "node": "node1", "interfaces": ["eth0"]},
+                             {"ip": VIP2, "node": "node1", "interfaces": ["eth0"]}]}
+    call(lab, state="record", record=record)
+    call(lab, state="present", addresses=[{"ip": VIP, "interfaces": ["eth0"]}, {"ip": VIP2, "interfaces": ["eth0"]}])
+    out = call(lab, state="absent", addresses=[], keep=[VIP], run_started=20.0, run_id="r1")
+    assert out["changed"] is True and len(out["messages"]) == 1 and out["messages"][0].startswith(f"Release of IP {VIP2} on interface eth0")
+    assert where(lab, "node1", VIP) == ["eth0"] and where(lab, "node1", VIP2) == []
+    data = json.loads(Path(paths(lab)["record_path"]).read_text())
+    assert data["run_id"] == "r1" and data["run_keep"] == [VIP]  # the watchdog may retake VIP meanwhile
+
+
 def _capture(lab: labkit.LabHandle, seconds: float) -> subprocess.Popen[str]:
     proc = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, str(labkit.ROOT / "tests/capture.py"),
                              "eth0", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,7 +13,7 @@ def _lab_up(args: argparse.Namespace) -> int:
     vips = args.vips if args.vips is not None else 2 * args.nodes
     the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6 or args.vips6 is not None, vips6=args.vips6,
                       eth1=args.eth1,
-                      watchdog=not args.no_watchdog, fast_retake=args.fast_retake)
+                      watchdog=not args.no_watchdog, fast_retake=not args.no_fast_retake)
     info = the_lab.up(progress=lambda line: print(line, flush=True))
     if not args.no_takeover and info["public_ips"]:
         print(f"lab {args.name}: first takeover run", flush=True)
@@ -27,7 +27,7 @@ def _lab_up(args: argparse.Namespace) -> int:
         for h in info["hosts"]:
             lab.start_watchdog(info, h["name"])
         lab.save(info)
-        print(f"lab {args.name}: watchdogs started ({'fast retake on' if args.fast_retake else 'fast retake off'})",
+        print(f"lab {args.name}: watchdogs started ({'fast retake off' if args.no_fast_retake else 'fast retake on'})",
               flush=True)
     print(info["dir"] + "/lab.json")
     return 0
@@ -239,7 +239,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
     up.add_argument("--no-takeover", action="store_true", help="do not run the first takeover run")
     up.add_argument("--no-listener", action="store_true", help="start the watchdogs but not the listener")
-    up.add_argument("--fast-retake", action="store_true", help="run the watchdogs with the fast path on")
+    up.add_argument("--no-fast-retake", action="store_true", help="run the watchdogs without fast retake "
+                    "(on by default)")
+    up.add_argument("--fast-retake", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     up.set_defaults(func=_lab_up)
     down = lsub.add_parser("down", help="remove a lab: namespaces, processes, keys, files")
     down.add_argument("--name", default="demo")

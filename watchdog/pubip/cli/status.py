@@ -32,6 +32,18 @@ def _lease(left: float | None) -> str:
     return f"{left:.1f}s" if left > 0 else "NONE (lost the cluster)"
 
 
+def _ip_row(e: dict[str, Any]) -> list[Any]:
+    """Where the IP is now (from heartbeats), and the last run's plan when that differs."""
+    holders = e.get("holders")
+    if holders is None:  # a listener from before heartbeat holds: the plan only
+        return [e["ip"], e.get("node") or "-1 (unassigned)", ""]
+    now = " + ".join(holders) if holders else "-1 (unheld)"
+    if e.get("from_plan"):
+        now += " (no heartbeat: as planned)"
+    planned = e.get("planned")
+    return [e["ip"], now, "" if holders == [planned] else (planned or "-1 (unassigned)")]
+
+
 def render_status(st: dict[str, Any]) -> str:
     out = [render(["Node", "PNN", "State", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
                   [[n, v.get("pnn") if v.get("pnn") is not None else "-", v.get("state") or "-",
@@ -39,8 +51,13 @@ def render_status(st: dict[str, Any]) -> str:
                     f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never",
                     _lease(v.get("lease_left")), ", ".join(v.get("does_not_hear") or []) or "-"]
                    for n, v in st["nodes"].items()]), ""]
-    out.append(render(["Public IP", "Node"], [[e["ip"], e["node"] or "-1 (unassigned)"]
-                                              for e in st.get("public_ips") or []]))
+    out.append(render(["Public IP", "Node", "Planned"], [_ip_row(e) for e in st.get("public_ips") or []]))
+    orders = [o for o in st.get("fast_takeover_orders") or [] if not o.get("result") and not o.get("withdrawn")]
+    if orders:
+        out.append("")
+        out.append(render(["Fast takeover order", "Node", "Generation", "IPs", "Delivered"],
+                          [[o["id"], o["node"], o["generation"], ", ".join(o["ips"]),
+                            "yes" if o["delivered"] else "no"] for o in orders]))
     out.append("")
     runs = st.get("runs") or []
     out.append(f"Generation {st.get('generation')}; pending requests {st['pending_requests']}; "

@@ -75,6 +75,8 @@ class Listener:
         self.runner: Runner = AwxRunner(awx, self.stopping) if awx is not None else PlaybookRunner(
             self.state_dir, inventory, self.stopping, playbook or _collection.TAKEOVER_RUN, ssh_timeout, ansible_cfg)
         self.running_run: int | None = None
+        self.run_state: str | None = None  # the current run's pubip_run_state file (runstate.py), if it shares it
+        self.runstate = _collection.module_utils("runstate")
         self.rejections: dict[str, int] = {}
         self.awaited: set[int] = set()  # requests of operations waiting for the first run that covers them
         self.attempts: dict[int, dict[str, Any]] = {}  # such a request -> that run's outcome
@@ -278,9 +280,10 @@ class Listener:
         EXCLUDE (nodes the listener does not hear: they may have no lease and could not take anyway)."""
         with self.order_lock:
             last_run = self.last_run
-            if self.running_run is not None or not last_run.get("public_ips"):
-                log.info("No fast takeover: %s", "a takeover run is running" if self.running_run is not None
-                         else "no completed takeover run to start from")
+            if self.running_run is not None and not self.stop_run():
+                return
+            if not last_run.get("public_ips"):
+                log.info("No fast takeover: no completed takeover run to start from")
                 return
             dead = self.dead_nodes()
             try:
@@ -303,6 +306,24 @@ class Listener:
                         given_away[entry["from"]] = order.generation
                 self.last_run["orders_issued_for"] = self.orders.issued_for
                 self._save_last_run()
+
+    def stop_run(self) -> bool:
+        """A node died while a takeover run runs: cancel the run if it has changed no host yet (runstate.py) -
+        then fast takeover orders go out at once and a new run follows; else the run skips the dead nodes from
+        now on, and the orders follow its end (finish_run). True when the run was cancelled."""
+        dead = self.dead_nodes()
+        if self.run_state is None:
+            log.info("No fast takeover yet: takeover run %s cannot be cancelled here (AWX); orders follow it",
+                     self.running_run or "starting")
+            return False
+        if self.runstate.read(self.run_state)["cancelled"] or self.runstate.cancel(self.run_state):
+            log.warning("Takeover run %s cancelled before it changed any host (%s dead): fast takeover now, "
+                        "then a new run", self.running_run or "starting", ", ".join(dead))
+            return True
+        self.runstate.declare_dead(self.run_state, dead)
+        log.info("Takeover run %s is changing hosts: it skips %s (dead) from now on; fast takeover orders follow "
+                 "its end", self.running_run, ", ".join(dead))
+        return False
 
     def _save_last_run(self) -> None:
         (self.state_dir / "last_run.json").write_text(json.dumps(self.last_run))
@@ -327,16 +348,31 @@ class Listener:
             self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
             self.running_run = run_id
             moves = self.store.overrides("moveip")
+            run_state = self.run_state
             try:
-                with self.run_lock:
-                    ok, generation, detail = self.run(run_id, dead, self.extravars(dead, moves))
+                if run_state and self.runstate.read(run_state)["cancelled"]:
+                    ok, generation, detail = False, None, "cancelled before it started"
+                else:
+                    extravars = {**self.extravars(dead, moves), **({"pubip_run_state": run_state} if run_state else {})}
+                    with self.run_lock:
+                        ok, generation, detail = self.run(run_id, dead, extravars)
                 if ok and moves:
                     self.store.clear_overrides("moveip", list(moves))  # one-shot, like CTDB's moveip
             except Exception as exc:  # a broken run must not stop the queue
                 log.exception("Takeover run %d could not run", run_id)
                 ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
-            self.running_run = None
+            said = self.runstate.read(run_state) if run_state else self.runstate.EMPTY
+            with self.order_lock:
+                self.running_run, self.run_state = None, None
+            if run_state:
+                for leftover in (run_state, run_state + ".lock"):
+                    Path(leftover).unlink(missing_ok=True)
+            if said["cancelled"]:
+                detail = "cancelled: a node died before it changed any host"
+                log.info("Takeover run %d %s", run_id, detail)
             self.store.finish_run(run_id, ok, generation, detail)
+            if said["dead"] and self.fast_takeover:
+                self.issue_orders(exclude=set(self.suspected))  # the deaths it skipped: orders now
             for request_id in set(pending) & self.awaited:  # what an operation waiting on it answers
                 self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
                                              "detail": detail, "done": True}
@@ -344,6 +380,8 @@ class Listener:
                 delay = self.retry_initial
                 continue
             self.store.uncover(run_id)
+            if said["cancelled"]:
+                continue  # not a failure: the next run starts at once
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
             # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
             # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
@@ -360,6 +398,8 @@ class Listener:
             with self.order_lock:
                 if not self.orders.outstanding():
                     self.running_run = 0  # a run is starting
+                    if self.runner.shares_run_state:  # cancellable from now until it changes a host
+                        self.run_state = str(self.state_dir / "runner" / f"runstate-{time.time_ns()}.json")
                     break
             self.stopping.wait(0.02)
         if time.monotonic() - waited > 0.05:
@@ -394,6 +434,13 @@ class Listener:
         out = self.runner.run(run_id, dead, extravars, check)
         self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures}
         if out.ok and out.plan and not check:
+            self.adopt(out.plan)
+        elif (out.plan and not check and out.problem_nodes and len(out.failures) == 1
+              and set(out.problem_nodes) <= set(self.dead_nodes())):
+            # Only nodes now dead (quorum: their leases are gone) kept it from completing: every live host
+            # carried out its plan and recorded it, so it is what fast takeover orders start from.
+            log.info("Takeover run %d: only dead nodes (%s) kept it from completing; its plan stands",
+                     run_id, ", ".join(out.problem_nodes))
             self.adopt(out.plan)
         elif out.plan and out.plan.get("changed") and not check:
             # failed after planning: some hosts may have recorded its generation
@@ -475,11 +522,32 @@ class Listener:
                            "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None,
                            "lease_left": round(max(0.0, left[0] - (now - left[1])), 3) if left else None,
                            "does_not_hear": silent}
-        public = [{"ip": ip, "node": node} for ip, node in (self.last_run.get("assignment") or {}).items()]
-        return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": public,
+        return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": self.where_now(now),
                 "pending_requests": len(self.store.pending()), "running": self.running_run,
                 "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections,
                 "fast_takeover_orders": self.orders.recent()}
+
+    def where_now(self, now: float, fresh: float = 2.0) -> list[dict[str, Any]]:
+        """Each public IP of the last run: where it is now (`node`, `holders`: what live nodes said they hold
+        in their last heartbeats, at most FRESH seconds old), and the last run's plan for it (`planned`).
+        A node without a fresh heartbeat is taken at the plan's word (`from_plan`)."""
+        with self.ears_lock:
+            holds = dict(self.holds)
+        reporting = {n for n in self.secrets if self.alive.get(n, True) and n in holds
+                     and now - self.last_seen.get(n, float("-inf")) <= fresh}
+        held: dict[str, list[str]] = {}
+        for node in sorted(reporting):
+            for ip in holds[node][0]:
+                held.setdefault(ip, []).append(node)
+        out = []
+        for ip, planned in (self.last_run.get("assignment") or {}).items():
+            holders = list(held.get(ip, []))
+            guessed = planned is not None and planned not in reporting and self.alive.get(planned, True)
+            if guessed and planned not in holders:
+                holders.append(planned)
+            out.append({"ip": ip, "node": holders[0] if len(holders) == 1 else (None if not holders else holders),
+                        "holders": holders, "planned": planned, "from_plan": bool(guessed)})
+        return out
 
     def metrics(self) -> str:
         st = self.status()

@@ -29,9 +29,14 @@ class Outcome:
     detail: str  # why it failed ("" when ok)
     plan: dict[str, Any] | None = None  # the run's plan (pubip_plan fact), when it got that far
     failures: list[str] = field(default_factory=list)
+    problem_nodes: list[str] | None = None  # the hosts the finish phase blamed, when it got that far
 
 
 class Runner(Protocol):
+    # Whether the run's action plugin shares the listener's filesystem (pubip_run_state): then the listener can
+    # cancel it before it changes any host, and name nodes that died meanwhile.
+    shares_run_state: bool
+
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome: ...
 
 
@@ -45,6 +50,7 @@ class PlaybookRunner:
     playbook: str = _collection.TAKEOVER_RUN  # a collection playbook's FQCN, or a path
     ssh_timeout: int = 2
     ansible_cfg: str | None = None  # a config file of the user's instead of pubip's settings (RUN_ENV)
+    shares_run_state: bool = True
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
         import ansible_runner
@@ -72,7 +78,12 @@ class PlaybookRunner:
             elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
                 res = data.get("res") or {}
                 found["failures"].append(f"{data.get('host')}: {res.get('msg', kind)}")
+                if isinstance(res.get("problem_nodes"), list):
+                    found["problem_nodes"] = [str(n) for n in res["problem_nodes"]]
             return True
+
+        run_state = extravars.get("pubip_run_state")
+        runstate = _collection.module_utils("runstate")
 
         log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
         bin_dir = str(Path(sys.executable).parent)
@@ -88,13 +99,15 @@ class PlaybookRunner:
             private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
             extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
             cmdline="--check --diff" if check else None,
-            cancel_callback=lambda: self.stopping.is_set(), ident=f"run{run_id}-{int(time.time())}",
-            rotate_artifacts=10)
+            # a cancelled run can change no host (runstate.py): stopped at once
+            cancel_callback=lambda: self.stopping.is_set() or runstate.read(run_state)["cancelled"],
+            settings={"pexpect_timeout": 0.1}, ident=f"run{run_id}-{int(time.time())}", rotate_artifacts=10)
         ok = runner.status == "successful" and runner.rc == 0
         log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED",
                  time.monotonic() - started, found["generation"])
         detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
-        return Outcome(ok, found["generation"], "" if ok else detail, found.get("plan"), found["failures"])
+        return Outcome(ok, found["generation"], "" if ok else detail, found.get("plan"), found["failures"],
+                       found.get("problem_nodes"))
 
 
 @dataclass
@@ -103,6 +116,7 @@ class AwxRunner:
 
     awx: AwxBackend
     stopping: threading.Event
+    shares_run_state: bool = False  # the job runs on an AWX execution node
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
         from ..awx import AwxClient, AwxError

@@ -81,7 +81,7 @@ class Lab:
     ipv6: bool = False
     eth1: bool = False
     watchdog: bool = True
-    fast_retake: bool = False
+    fast_retake: bool = True
     vips6: int | None = None
     dir: Path = field(init=False)
 
@@ -249,7 +249,7 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
         f"record_path: {d}/record.json",
         f"lock_path: {d}/lock",
         "interval: 1.0",
-        f"fast_retake: {'true' if fast_retake else 'false'}",
+        *([] if fast_retake else ["fast_retake: false"]),  # on by default with the listener backend
         "backend: listener",
         "listener:",
         f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.TAKEOVER_RUN_PATH}",

@@ -48,11 +48,13 @@ def check(record: dict[str, Any] | None, record_again: dict[str, Any] | None, if
         return result
     if in_progress is None:
         in_progress = float(record.get("run_started") or 0) > float(record.get("run_finished") or 0)
-    if in_progress:
-        result.skipped = "takeover run in progress"
-        return result
     if record_key(record) != record_key(record_again):
         result.skipped = "assignment record changed while reading"
+        return result
+    if in_progress:
+        result.skipped = "takeover run in progress"
+        # What the run keeps here (record.mark's run_keep) is nobody else's meanwhile: retaken if it vanished.
+        result.fast_retake = _kept_missing(record, ifaces)
         return result
 
     held: dict[str, str] = {}
@@ -88,3 +90,10 @@ def check(record: dict[str, Any] | None, record_again: dict[str, Any] | None, if
                 result.findings.append(Finding(LINK, "-", f"Interface {name} link went {'up' if up else 'down'}",
                                                name))
     return result
+
+
+def _kept_missing(record: dict[str, Any], ifaces: dict[str, Any]) -> list[str]:
+    held = {address for iface in ifaces.values() for address, _p, _v in iface.addresses}
+    interfaces = {e["ip"]: e.get("interfaces") or [] for e in record["public_ips"]}
+    return [ip for ip in record.get("run_keep") or [] if ip in interfaces and ip.split("/", 1)[0] not in held
+            and any(i in ifaces and ifaces[i].usable for i in interfaces[ip])]

@@ -60,7 +60,7 @@ class Config:
     interval: float = 1.0
     netlink: bool = True
     debounce: float = 0.005
-    fast_retake: bool = False
+    fast_retake: bool | None = None  # None: on with the listener backend, which says whether a retake is safe
     fast_takeover: bool = True  # carry out the listener's signed orders to take a dead node's IPs
     order_max_age: float = 1.0  # an order not carried out this long after it arrived is refused
     release_on_link_loss: bool = True  # drop public IPs from an interface without carrier
@@ -187,6 +187,8 @@ def load(path: str = DEFAULT_PATH) -> Config:
         hook = _backend_section(top, data, "webhook", WEBHOOK, "url, token_file", where)
         cfg.webhook = WebhookBackend(url=hook["url"], token=_secret(hook, "token", where),
                                      timeout=hook.get("timeout", 5.0))
+    if cfg.fast_retake is None:
+        cfg.fast_retake = cfg.backend == "listener"
     if "retry" in top:
         retry = _check("retry.", data["retry"], RETRY, where)
         cfg.retry_initial = retry.get("initial", cfg.retry_initial)

@@ -177,10 +177,17 @@ class Watchdog:
         self.last_findings = seen
         if not result.findings and not result.skipped:
             self.last_request = None  # clean again: the next finding is asked for at once
-        if result.findings:
-            if self.cfg.fast_retake and result.fast_retake and first is not None and \
-                    self._may_retake(first, result.fast_retake):
-                self._fast_retake(first, result.fast_retake)
+            self.requester.withdraw()
+        retaken: list[str] = []
+        if self.cfg.fast_retake and result.fast_retake and first is not None and \
+                self._may_retake(first, result.fast_retake):
+            retaken = self._fast_retake(first, result.fast_retake)
+        if result.findings and all(f.rule == ipcheck.MISSING and f.ip in retaken for f in result.findings):
+            # The kernel matches the record again: nothing for a takeover run to do.
+            log.info("Fast retake restored %s: the record holds, no takeover run needed", ", ".join(retaken))
+            self.last_findings = set()
+            self.requester.withdraw()  # one asked for while the network was down is not needed either
+        elif result.findings:
             self._ask(first, result, trigger)
         self.metrics.duration.set(time.monotonic() - started)
         return result
@@ -223,41 +230,52 @@ class Watchdog:
     def _listener_forbids(self, generation: int, wanted: list[str]) -> str | None:
         from .requester import RequestFailed
 
-        try:
-            answer = self.exchange({"retake": wanted})
-        except RequestFailed as exc:
-            return f"the listener did not answer ({exc})"
-        if answer.get("running"):
-            return "a takeover run is running"
+        for attempt in range(3):  # a network restart flushes this host's own address too: it comes back soon
+            try:
+                answer = self.exchange({"retake": wanted})
+                break
+            except RequestFailed as exc:
+                if attempt == 2 or self.stopped.wait(0.1):
+                    return f"the listener did not answer ({exc})"
+        # A run running is no reason to wait: it pins this node's recorded IPs if it cannot reach it, and
+        # releases whatever it does not keep here (public_ip's keep); while it marks this record, only what it
+        # keeps here is retaken.
         if answer.get("generation") is not None and int(answer["generation"]) > generation:
             return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
         if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
             return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
         return None
 
-    def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> None:
-        """Re-add IPs the current record assigns here, on the interface the record allows, under the lock.
+    def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> list[str]:
+        """Re-add IPs the current record assigns here, on the interface the record allows, under the lock;
+        returns those now held.
 
-        Safe because the record is the last completed takeover run's decision and no run is in progress
-        (checked again under the interface lock): no other node is entitled to these IPs until a new run
-        starts, and a run's release phase takes the same lock on this node.
+        Safe because the record is the last completed takeover run's decision, and the listener said no run
+        gave them away since: no other node is entitled to these IPs. A run in progress either has not marked
+        this record yet - its release phase (same lock) then releases whatever it does not keep here - or
+        marked it, and then only what it keeps here (run_keep) is retaken (checked again under the lock).
         """
+        done: list[str] = []
         try:
             with _locking.InterfaceLock(self.cfg.lock_path, timeout=0.5):
                 current = _record.read(self.cfg.record_path)
-                if ipcheck.record_key(current) != ipcheck.record_key(record) or _record.in_progress(current):
+                if ipcheck.record_key(current) != ipcheck.record_key(record) or (
+                        _record.in_progress(current) and not set(wanted) <= set(_record.kept(current))):
                     log.info("Fast retake skipped: the assignment record changed")
-                    return
+                    return done
                 for act in actions.take(self.cfg, self.nl, record, actions.specs_of(record, wanted)):
                     if act.kind == "take" and not act.error:
                         self.metrics.fast_retakes.inc()
                         log.warning("Fast retake: %s", act.message)
                     elif act.error:
                         log.error("Fast retake failed: %s", act.message)
+                    if not act.error:
+                        done.append(act.pip.cidr)
         except _locking.LockTimeout:
             log.info("Fast retake skipped: interface lock busy (a takeover run is changing this node)")
         finally:
             self.taking = set()
+        return done
 
     # --- running ----------------------------------------------------------------
     def wake(self, scheduler: Any) -> None:

@@ -150,6 +150,7 @@ class Requester:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
         self._busy = False
+        self._withdrawn = False
         self._stop = threading.Event()
         self.sent = 0
         self.failed = 0
@@ -168,11 +169,19 @@ class Requester:
         """Queue a request; False when one is already in flight (it is folded in)."""
         with self._lock:
             self._pending = payload
+            self._withdrawn = False
             if self._busy:
                 return False
             self._busy = True
         threading.Thread(target=self._run, name="pubip-request", daemon=True).start()
         return True
+
+    def withdraw(self) -> None:
+        """The findings are gone (a fast retake put the IPs back): a request not yet delivered is dropped."""
+        with self._lock:
+            if self._busy:
+                self._withdrawn = True
+                self._pending = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -182,6 +191,15 @@ class Requester:
         return self._busy
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # never leave the requester busy for good
+            log.exception("Takeover run requester failed")
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _serve(self) -> None:
         delay = self.cfg.retry_initial
         while not self._stop.is_set():
             with self._lock:
@@ -206,7 +224,9 @@ class Requester:
                     self._stop.wait(max(wait, 0.0))
                     delay = min(delay * 2, self.cfg.retry_max)
                     with self._lock:  # a newer finding replaces what we retry
+                        if self._withdrawn:
+                            self._withdrawn = False
+                            log.info("Takeover run request withdrawn: the findings are gone")
+                            break
                         if self._pending is not None:
                             payload, self._pending = self._pending, None
-        with self._lock:
-            self._busy = False

@@ -23,6 +23,7 @@ from ansible.utils.display import Display
 # Imported here so that the strategy, which loads this plugin before forking
 # its workers, pays for NumPy once rather than every worker.
 from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate as _runstate
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import takeover as _takeover
 
 try:
@@ -180,6 +181,11 @@ class ActionModule(ActionBase):
                            "before_header": "holders now", "after_header": "holders after the run"}
         return out
 
+    @staticmethod
+    def _dead_now(task_vars):
+        """Nodes the listener declared dead during this run (pubip_run_state): skipped from then on."""
+        return set(_runstate.read(task_vars.get("pubip_run_state"))["dead"])
+
     def _release(self, args, host, task_vars):
         plan = self._plan_of(task_vars)
         if host not in plan["connected"]:
@@ -187,7 +193,15 @@ class ActionModule(ActionBase):
         mine = plan["release"].get(host, [])
         if not plan["changed"] or self._task.check_mode:
             return {"changed": bool(mine), "released": mine if self._task.check_mode else [], "failed_ips": []}
-        res = self._call(task_vars, state="absent", addresses=[{"ip": ip} for ip in mine],
+        go_on, state = _runstate.begin_changes(task_vars.get("pubip_run_state"))
+        if not go_on:
+            raise AnsibleActionFail("Takeover run cancelled by the listener before any host changed "
+                                    "(a node died: fast takeover instead, and a new run)")
+        if host in state["dead"]:
+            return {"changed": False, "skipped": True, "skip_reason": "%s was declared dead during the run" % host}
+        # Every public IP held here that this node does not keep is released, not only those gathered held.
+        keep = [t["ip"] for t in plan["take"].get(host, [])]
+        res = self._call(task_vars, state="absent", addresses=[{"ip": ip} for ip in mine], keep=keep,
                          run_started=plan["run_started"], run_id=plan.get("run_id"))
         failed_ips = sorted(a["ip"] for a in res.get("actions") or [] if a.get("error"))
         if res.get("failed") and not failed_ips:
@@ -200,8 +214,13 @@ class ActionModule(ActionBase):
         if host not in plan["connected"]:
             return {"changed": False, "skipped": True, "skip_reason": "%s is disconnected" % host}
         hostvars = task_vars["hostvars"]
+        dead = self._dead_now(task_vars)
+        if host in dead:
+            return {"changed": False, "skipped": True, "skip_reason": "%s was declared dead during the run" % host}
+        recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"), name)
+                    for name in plan["connected"]}
         failed = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
-                                                   for name in plan["connected"]})
+                                                   for name in plan["connected"]}, recorded, dead)
         held_ok = {h["ip"] for h in (hostvars[host].get(args["gather_var"]) or {}).get("public_ips") or []
                    if h.get("link") == "up"}
         step = _takeover.take_phase(plan, host, failed, held_ok)
@@ -238,6 +257,9 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             out.update(changed=True, summary="Check mode: planned, nothing changed.\n" + plan["summary"])
             return out
+        if host in self._dead_now(task_vars):
+            out.update(skipped=True, skip_reason="%s was declared dead during the run" % host)
+            return out
         record = {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
                   "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
         res = self._call(task_vars, state="record", record=record, ipreallocated=True)
@@ -254,9 +276,11 @@ class ActionModule(ActionBase):
         results = {name: {"release": hostvars[name].get(args["release_var"]),
                           "take": hostvars[name].get(args["take_var"]),
                           "record": hostvars[name].get(args["record_var"])} for name in plan["connected"]}
-        problems = _takeover.finish(plan, results)
+        problems = _takeover.finish(plan, results, self._dead_now(task_vars))
         out = {"changed": False, "summary": plan["summary"], "generation": plan["generation"]}
         if problems:
-            out.update(failed=True, problems=problems,
-                       msg="Takeover run generation %d incomplete: %s" % (plan["generation"], "; ".join(problems)))
+            out.update(failed=True, problems=[why for _name, why in problems],
+                       problem_nodes=sorted({name for name, _why in problems}),
+                       msg="Takeover run generation %d incomplete: %s"
+                       % (plan["generation"], "; ".join(why for _name, why in problems)))
         return out

@@ -116,6 +116,14 @@ options:
     description:
       - The takeover run's id, kept with the in-progress mark.
     type: str
+  keep:
+    description:
+      - With O(state=absent) and O(run_started), the public IPs this node holds after the takeover run.
+        Every public IP of the record held here and not listed is released too (a fast retake or order may
+        have added it after the run gathered this node), and the IPs listed that the record gives this node
+        are kept through the run: the watchdog may retake them while the mark is on.
+    type: list
+    elements: str
   run_timeout:
     description:
       - Seconds after which the in-progress mark expires, on this host's monotonic clock; a watchdog never
@@ -279,6 +287,7 @@ ARGUMENT_SPEC = dict(
     lock_timeout=dict(type="float", default=30.0),
     run_started=dict(type="float"),
     run_id=dict(type="str"),
+    keep=dict(type="list", elements="str"),
     run_timeout=dict(type="float", default=120.0),
     lease_path=dict(type="path", default="/run/pubip/lease.json"),
     record=dict(type="dict", options=dict(
@@ -336,27 +345,34 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
     except SpecError as exc:
         module.fail_json(msg=str(exc))
     public = _public_addresses(specs, existing)
+    unkept_release = p["state"] == "absent" and p["keep"] is not None and p["run_started"] is not None
     if p["state"] == "present":
         if _lease.state(p["lease_path"]) == _lease.EXPIRED:
             module.fail_json(msg="%s has no lease (%s): it lost the cluster, so it takes no public IP"
                              % (node_name(settings), p["lease_path"]))
         actions = _host.plan_take(ifaces, specs, existing, settings, public)
     else:
-        actions = _host.plan_release(ifaces, specs)
+        actions = _release_actions(p, ifaces, specs, existing)
     changed = any(a.changes for a in actions)
     before, after = _host.diff_lists(ifaces, actions, public)
-    if changed and not module.check_mode:
+    if (changed or unkept_release) and not module.check_mode:
         if not _netlink.has_cap_net_admin():
             module.fail_json(msg="changing addresses needs CAP_NET_ADMIN, which this process lacks (run as root)")
         try:
             with InterfaceLock(settings.lock_path, settings.lock_timeout):
+                if unkept_release:  # again under the lock: the watchdog adds only while holding it
+                    ifaces = nl.interfaces()
+                    existing = _record.read(settings.record_path)
+                    actions = _release_actions(p, ifaces, specs, existing)
+                    changed = any(a.changes for a in actions)
+                    before, after = _host.diff_lists(ifaces, actions, public)
                 if p["run_started"] is not None:
                     _mark_run_started(module, settings, existing)
                 _host.apply_actions(nl, actions, settings)
                 ifaces = nl.interfaces()
         except LockTimeout as exc:
             module.fail_json(msg=str(exc))
-    elif p["run_started"] is not None and not module.check_mode:
+    elif p["run_started"] is not None and not module.check_mode and not unkept_release:
         with InterfaceLock(settings.lock_path, settings.lock_timeout):
             _mark_run_started(module, settings, existing)
     result = dict(changed=changed, actions=[a.as_dict() for a in actions], messages=[a.message for a in actions])
@@ -369,6 +385,12 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
     module.exit_json(**result)
 
 
+def _release_actions(p, ifaces, specs, existing):
+    if p["keep"] is None:
+        return _host.plan_release(ifaces, specs)
+    return _host.plan_release(ifaces, specs + _host.unkept(ifaces, existing, p["keep"], specs))
+
+
 def node_name(settings):
     return settings.node or "this node"
 
@@ -376,7 +398,7 @@ def node_name(settings):
 def _mark_run_started(module, settings, existing):
     p = module.params
     _record.write(settings.record_path, _record.mark(existing, settings.node, p["run_started"], p["run_id"],
-                                                     p["run_timeout"]))
+                                                     p["run_timeout"], keep=p["keep"]))
 
 
 def _record_state(module, nl, settings, existing):

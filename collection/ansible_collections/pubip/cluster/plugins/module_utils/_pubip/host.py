@@ -170,6 +170,18 @@ def plan_release(ifaces, specs):
     return actions
 
 
+def unkept(ifaces, record, keep, specs):
+    """Public IPs of RECORD held here that are neither in KEEP (what this host holds after the run) nor
+    already in SPECS: a takeover run releases them too, since a fast retake or order may have added them
+    after the run gathered this host."""
+    keep = {k.split("/", 1)[0] for k in keep}
+    listed = {pip.address for pip in specs}
+    entries = [e["ip"] for e in (record or {}).get("public_ips") or []]
+    extra = [ip for ip in entries if ip.split("/", 1)[0] not in keep | listed
+             and held_on(ifaces, ip.split("/", 1)[0])[0] is not None]
+    return parse_specs(extra, need_interfaces=False)
+
+
 def apply_actions(nl, actions, settings):
     """Carry out planned actions; one IP's failure does not stop the others.
 

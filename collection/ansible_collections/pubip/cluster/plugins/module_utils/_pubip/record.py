@@ -78,11 +78,18 @@ def marked(record):
     return bool(record) and float(record.get("run_started") or 0) > float(record.get("run_finished") or 0)
 
 
-def mark(record, node, started, run_id, timeout, now=None, boot=None):
-    """RECORD marked in progress by run RUN_ID, until TIMEOUT seconds from now on this host's monotonic clock."""
+def mark(record, node, started, run_id, timeout, now=None, boot=None, keep=None):
+    """RECORD marked in progress by run RUN_ID, until TIMEOUT seconds from now on this host's monotonic clock.
+    KEEP: the IPs this node holds after the run; those the record gives it too are kept through the run
+    (``run_keep``): no host is given them, so the watchdog may retake them while the mark is on."""
     rec = dict(record or empty(node))
     rec["run_started"] = started
     rec["run_id"] = run_id
+    if keep is not None:
+        own = {e["ip"].split("/", 1)[0]: e["ip"] for e in rec.get("public_ips") or [] if e.get("node") == node}
+        rec["run_keep"] = sorted(own[a] for a in {k.split("/", 1)[0] for k in keep} if a in own)
+    else:
+        rec.pop("run_keep", None)
     rec["run_deadline"] = {"boot_id": _lease.boot_id() if boot is None else boot,
                            "monotonic": (time.monotonic() if now is None else now) + timeout}
     return rec
@@ -101,6 +108,11 @@ def mark_expired(record, now=None, boot=None):
         return (time.monotonic() if now is None else now) > float(deadline.get("monotonic"))
     except (TypeError, ValueError):
         return True
+
+
+def kept(record):
+    """The IPs a takeover run in progress keeps on this node (see mark)."""
+    return list((record or {}).get("run_keep") or []) if marked(record) else []
 
 
 def in_progress(record, now=None, boot=None):

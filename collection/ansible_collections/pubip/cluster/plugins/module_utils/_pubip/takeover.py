@@ -87,9 +87,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     record gives them stay theirs, counted as held, and they get nothing new. A node whose lease has run out
     (lease "expired": it lost the cluster) hosts nothing. ``move_requests``: ip -> node, CTDB's moveip: the
     engine starts as if that node held the IP, so it stays there when the node can host it. ``reported``:
-    host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast paths
-    (the listener's extra var): a pinned node with such a report keeps exactly those - recorded or not, a fast
-    retake or order may have put them there - and one without keeps what the newest record gives it.
+    host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast
+    takeover orders (the listener's extra var): a pinned node keeps those - a fast order may have put them
+    there - and what the newest record gives it (its watchdog may retake those at any time).
     """
     pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
@@ -98,8 +98,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
                  key=lambda r: int(r.get("generation") or 0), default={})
     owner = {e["ip"].split("/", 1)[0]: e.get("node") for e in newest.get("public_ips") or []}
     reported = reported or {}
-    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips
-                  if owner.get(ip["address"]) in pinned and owner[ip["address"]] not in reported}
+    # A pinned node keeps what the newest record gives it AND what it reported: fast retakes stay open while a
+    # run runs, so a node the run cannot reach may re-add a recorded IP of its own after it reported.
+    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips if owner.get(ip["address"]) in pinned}
     for name in sorted(pinned):
         for held in reported.get(name) or []:
             pinned_ips.setdefault(str(held).split("/", 1)[0], name)
@@ -212,44 +213,65 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     }
 
 
-def failed_releases(plan, release_results):
+def failed_releases(plan, release_results, recorded=None, dead=()):
     """Connected host -> the IPs it may still hold after the release phase: those it reported failing,
-    or all it had to release when it did not answer (unreachable, no result, a failure before any action)."""
+    or, when it did not answer (unreachable, no result, a failure before any action), all it had to release
+    and all its record gives it (RECORDED: host -> IPs; its watchdog may have retaken one since the gather).
+    A host in DEAD (declared dead by the listener's quorum during the run: its lease is gone) holds nothing."""
     out = {}
+    recorded = recorded or {}
     for name in plan["connected"]:
+        if name in dead:
+            continue
         mine = plan["release"].get(name, [])
         rel = release_results.get(name)
-        if not mine:
-            continue
         if not rel or rel.get("unreachable") or (rel.get("skipped") and "failed_ips" not in rel):
-            out[name] = list(mine)
+            stuck = sorted(set(mine) | set(recorded.get(name) or []))
         else:
-            out[name] = list(rel.get("failed_ips") or [])
+            stuck = list(rel.get("failed_ips") or [])
+        if stuck:
+            out[name] = stuck
     return out
 
 
-def finish(plan, results):
-    """Why the run failed, host by host (empty: it did not), after every phase.
+def recorded_ips(record, node):
+    """The public IPs RECORD (a gathered record) gives NODE."""
+    return sorted(e["ip"] for e in (record or {}).get("public_ips") or [] if e.get("node") == node)
+
+
+def kept_ips(plan, host, record):
+    """The IPs HOST holds both before (its record) and after the run (the plan): no host is given them by
+    this run, so its watchdog may retake them while the run's mark is on its record."""
+    after = {t["ip"] for t in plan["take"].get(host, [])}
+    return sorted(after & set(recorded_ips(record, host)))
+
+
+def finish(plan, results, dead=()):
+    """Why the run failed, host by host (empty: it did not), after every phase: [(host, problem)].
 
     ``results``: host -> {phase: registered result}; pinned nodes are failures too (unreachable is not dead).
+    ``dead``: hosts the listener declared dead during the run (their phases were skipped).
     """
     problems = []
     for name, info in sorted((plan.get("pinned") or {}).items()):
-        problems.append("%s could not be gathered (%s); its public IPs %s stay with it"
-                        % (name, info["reason"], ", ".join(info["ips"]) or "(none)"))
+        problems.append((name, "%s could not be gathered (%s); its public IPs %s stay with it"
+                         % (name, info["reason"], ", ".join(info["ips"]) or "(none)")))
     for name in plan["connected"]:
+        if name in dead:
+            problems.append((name, "%s was declared dead during the run (no heartbeats): skipped" % name))
+            continue
         for phase in ("release", "take", "record"):
             res = (results.get(name) or {}).get(phase)
             if res is None:
                 continue
             if res.get("unreachable"):
-                problems.append("%s was unreachable in the %s phase: %s" % (name, phase, res.get("msg", "")))
+                problems.append((name, "%s was unreachable in the %s phase: %s" % (name, phase, res.get("msg", ""))))
                 break
             if res.get("failed"):
-                problems.append("%s failed in the %s phase: %s" % (name, phase, res.get("msg", "")))
+                problems.append((name, "%s failed in the %s phase: %s" % (name, phase, res.get("msg", ""))))
                 break
             if phase == "release" and res.get("failed_ips"):
-                problems.append("%s failed to release %s" % (name, ", ".join(res["failed_ips"])))
+                problems.append((name, "%s failed to release %s" % (name, ", ".join(res["failed_ips"]))))
                 break
     return problems
 

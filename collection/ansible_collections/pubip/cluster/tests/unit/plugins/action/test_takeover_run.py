@@ -88,7 +88,7 @@ def test_plan_gives_each_node_one_ip_and_calls_no_host(action):
 
 def test_a_bad_inventory_stops_the_run_naming_the_culprit(action):
     bad = [{"ip": "198.51.100.1/24", "interfaces": []}]
-    with pytest.raises(AnsibleActionFail, match="stopped before any host changed.*198.51.100.1/24"):
+    with pytest.raises(AnsibleActionFail, match=r"stopped before any host changed.*198.51.100.1/24"):
         action("plan").run(task_vars=task_vars("n1", {h: report() for h in HOSTS}, public_ips=bad))
 
 
@@ -112,3 +112,45 @@ def test_no_host_takes_an_ip_its_holder_failed_to_release(action):
     assert all(a["ip"] != stuck for _h, args in action.calls for a in args["addresses"])
     holder = action("take").run(task_vars=task_vars("n1", gathered, plan, releases))
     assert holder["failed"] and stuck in holder["msg"] and "n1" in holder["msg"]
+
+
+def test_release_passes_what_the_node_keeps_and_marks_the_run(action):
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    action("release").run(task_vars=task_vars("n1", gathered, plan))
+    (_host, args), = action.calls
+    # what n1 holds after the run; anything else held there is released, even if the gather did not see it
+    assert args["keep"] == [t["ip"] for t in plan["take"]["n1"]] and len(args["keep"]) == 1
+    assert args["run_started"] == plan["run_started"] and sorted(a["ip"] for a in args["addresses"]) == \
+        plan["release"]["n1"]
+
+
+def test_a_run_the_listener_cancelled_changes_no_host(action, tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate
+
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    state = str(tmp_path / "runstate.json")
+    assert runstate.cancel(state)
+    with pytest.raises(AnsibleActionFail, match="cancelled by the listener"):
+        action("release").run(task_vars=task_vars("n1", gathered, plan, pubip_run_state=state))
+    assert action.calls == []
+
+
+def test_once_a_host_changed_the_run_cannot_be_cancelled_and_skips_nodes_declared_dead(action, tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate
+
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    state = str(tmp_path / "runstate.json")
+    action("release").run(task_vars=task_vars("n1", gathered, plan, pubip_run_state=state))
+    assert not runstate.cancel(state)  # too late: n1 has changed
+    runstate.declare_dead(state, ["n3"])
+    calls = len(action.calls)
+    for phase in ("release", "take", "record"):
+        out = action(phase).run(task_vars=task_vars("n3", gathered, plan, pubip_run_state=state))
+        assert out["skipped"] and "declared dead during the run" in out["skip_reason"]
+    assert len(action.calls) == calls  # n3 was not contacted

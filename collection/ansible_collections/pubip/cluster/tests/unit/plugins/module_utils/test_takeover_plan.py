@@ -142,24 +142,45 @@ def test_a_release_without_an_answer_counts_as_failed_for_every_ip():
     plan = {"connected": ["n1", "n2"], "release": {"n1": ["198.51.100.1/24"], "n2": ["198.51.100.2/24"]}}
     failed = takeover.failed_releases(plan, {"n1": {"unreachable": True, "msg": "timeout"},
                                              "n2": {"failed_ips": [], "released": ["198.51.100.2/24"]}})
-    assert failed == {"n1": ["198.51.100.1/24"], "n2": []}
+    assert failed == {"n1": ["198.51.100.1/24"]}
     assert takeover.failed_releases(plan, {})["n2"] == ["198.51.100.2/24"]  # no result at all
 
 
+def test_a_silent_release_also_holds_back_what_the_record_gives_that_host():
+    # n1's watchdog may have retaken .3 (its own by the record) after the gather saw it missing: nobody takes it
+    plan = {"connected": ["n1", "n2"], "release": {"n1": [], "n2": []}}
+    failed = takeover.failed_releases(plan, {"n1": {"unreachable": True}, "n2": {"failed_ips": []}},
+                                      recorded={"n1": ["198.51.100.3/24"], "n2": ["198.51.100.4/24"]})
+    assert failed == {"n1": ["198.51.100.3/24"]}
+    # a host the listener declared dead during the run holds nothing (its lease is gone)
+    assert takeover.failed_releases(plan, {}, recorded={"n1": ["198.51.100.3/24"]}, dead=["n1"]) == {}
+
+
+def test_kept_ips_are_those_a_host_holds_before_and_after_the_run():
+    rec = settled_record()
+    plan = {"take": {"n1": [{"ip": "198.51.100.1/24"}, {"ip": "198.51.100.5/24"}]}}
+    assert takeover.recorded_ips(rec, "n1") == ["198.51.100.1/24", "198.51.100.2/24"]
+    assert takeover.kept_ips(plan, "n1", rec) == ["198.51.100.1/24"]
+    assert takeover.kept_ips(plan, "n2", rec) == []
+
+
 def test_finish_names_every_host_that_kept_the_run_from_completing():
-    plan = {"connected": ["n2", "n3"], "pinned": {"n1": {"reason": "ssh: connect refused", "ips": ["198.51.100.1/24"]}}}
-    problems = takeover.finish(plan, {"n2": {"release": {"failed_ips": []}, "take": {"unreachable": True, "msg": "gone"},
-                                             "record": None},
-                                      "n3": {"release": {"failed_ips": []}, "take": {}, "record": {}}})
-    assert len(problems) == 2
-    assert "n1 could not be gathered (ssh: connect refused)" in problems[0] and "198.51.100.1/24" in problems[0]
-    assert "n2 was unreachable in the take phase" in problems[1]
+    plan = {"connected": ["n2", "n3", "n4"],
+            "pinned": {"n1": {"reason": "ssh: connect refused", "ips": ["198.51.100.1/24"]}}}
+    results = {"n2": {"release": {"failed_ips": []}, "take": {"unreachable": True, "msg": "gone"}, "record": None},
+               "n3": {"release": {"failed_ips": []}, "take": {}, "record": {}}}
+    problems = takeover.finish(plan, results, dead=["n4"])
+    assert [name for name, _why in problems] == ["n1", "n2", "n4"]
+    assert "n1 could not be gathered (ssh: connect refused)" in problems[0][1] and "198.51.100.1/24" in problems[0][1]
+    assert "n2 was unreachable in the take phase" in problems[1][1]
+    assert "n4 was declared dead during the run" in problems[2][1]
     assert takeover.finish({"connected": ["n3"], "pinned": {}}, {"n3": {"release": {}, "take": {}}}) == []
 
 
-def test_a_pinned_node_keeps_exactly_what_its_watchdog_reported_holding():
+def test_a_pinned_node_keeps_what_its_record_gives_it_and_what_it_reported_holding():
     # n1 took .5 on a fast takeover order (not in any record yet) and lost .2 (a link flap), then its sshd died:
-    # its watchdog's report after the run closed the fast paths says .1 and .5 - those stay, .2 can move
+    # its report says .1 and .5; its record gives it .1 and .2, and its watchdog may retake .2 at any moment
+    # (fast retakes stay open during a run): all three stay with it, nobody else takes them
     nodes, ips = cluster()
     rec = settled_record()
     gathered = {"n2": dict(report(["198.51.100.3/24", "198.51.100.4/24"]), record=rec),
@@ -167,10 +188,10 @@ def test_a_pinned_node_keeps_exactly_what_its_watchdog_reported_holding():
     plan = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"},
                          reported={"n1": ["198.51.100.1/24", "198.51.100.5/24"],
                                    "n2": ["198.51.100.6/24"]})  # only a pinned node's report counts
-    assert plan["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.5/24"]
+    assert plan["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24", "198.51.100.5/24"]
     assert plan["assignment"]["198.51.100.5/24"] == "n1" and plan["assignment"]["198.51.100.6/24"] == "n3"
-    assert plan["assignment"]["198.51.100.2/24"] in ("n2", "n3")  # unheld, and n1 said so: it moves
-    assert all(t["ip"] != "198.51.100.5/24" for takes in plan["take"].values() for t in takes)
+    assert plan["assignment"]["198.51.100.2/24"] == "n1"
+    assert all(t["ip"] not in plan["pinned"]["n1"]["ips"] for takes in plan["take"].values() for t in takes)
     # without a report, the record speaks: .1 and .2 stay n1's
     blind = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
     assert blind["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24"]
