@@ -1,12 +1,16 @@
-"""`make bench-failover`: the whole loop, timed on a 3-host lab with watchdogs and the listener.
+"""`make bench-failover`: the whole loop, timed on a 3-host lab with watchdogs and the listener, with the defaults
+a user gets, at random moments - not only from an idle cluster.
 
+Moments: `after lab up` (the first trial, while the listener's start-up run runs), `during a run` (the
+listener restarted - it starts with a takeover run - and the fault 0.2-4 s later), `1 s after the previous
+trial` (its verifying run, if any, is running) and `idle` (no run running or pending).
 1. The seed scenario: `networking restart` on node1 (flush eth0, re-add its address) until node1
-   holds its public IPs again - with the watchdog's fast path off, then on.
+   holds its public IPs again - with the defaults (fast retake on), and with fast retake off.
 2. Host death: node3's processes stop and its links lose carrier, until every one of its public
    IPs is held by a survivor; then it is revived and the cluster rebalanced before the next trial.
 3. Partition with carrier: node3 cut off from the others and the listener by blackhole routes (alive,
    links up), until the survivors hold its IPs - after its lease ran out and it let go; then healed.
-Targets: fast path p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s.
+Targets: seed scenario p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s (from idle).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -32,40 +37,60 @@ def settle(info: dict, seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
+MOMENTS = ("idle", "during a run", "1 s after the previous trial")
+
+
 @contextlib.contextmanager
-def running_lab(name: str, fast: bool = False) -> Iterator[dict]:
-    """A 3-host lab after its first takeover run, with the listener and the watchdogs running; removed after."""
+def running_lab(name: str, fast: bool = True) -> Iterator[dict]:
+    """A 3-host lab right after `lab up`: first run done, the listener (starting with its own run) and the
+    watchdogs just started; removed after."""
     try:
         info = lab.Lab(name, 3, 6, fast_retake=fast).up(progress=lambda _l: None)
         lab.run_playbook(info, "takeover_run.yml")
         lab.start_listener(info)
         for h in info["hosts"]:
             lab.start_watchdog(info, h["name"])
-        settle(info, 8.0)  # the listener's first run and the watchdogs' first heartbeats
+        time.sleep(0.5)  # the watchdogs' first check and heartbeats
         yield info
     finally:
         lab.down(name)
 
 
-def seed_trials(fast: bool, trials: int) -> list[float]:
+def reach(info: dict, moment: str, rng: random.Random) -> None:
+    """Bring the lab to MOMENT before a fault."""
+    if moment == "idle":
+        lab.wait_listener_idle(info)
+        time.sleep(rng.uniform(0.5, 1.5))
+    elif moment == "during a run":
+        lab.wait_listener_idle(info)
+        lab.stop_listener(info)  # idle: nothing cut short
+        lab.start_listener(info)  # it starts with a takeover run (4-8 s here)
+        time.sleep(rng.uniform(0.2, 4.0))
+    elif moment == "1 s after the previous trial":
+        time.sleep(1.0)
+
+
+def seed_trials(fast: bool, trials: int, rng: random.Random) -> list[tuple[str, float]]:
     with running_lab(f"bfo{os.getpid() % 10000}{'f' if fast else 's'}", fast) as info:
-        times = []
-        for _ in range(trials):
+        out = []
+        for i in range(trials):
+            moment = "after lab up" if i == 0 else MOMENTS[i % len(MOMENTS)]
+            reach(info, moment, rng)
             _ips, took = lab.restart_network(info, "node1", 60)
-            times.append(took)
-            settle(info, 6.0 if not fast else 5.0)  # let the verification run finish
-        return times
+            out.append((moment, took))
+        return out
 
 
 def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: Callable[[dict], object],
-                 from_idle: bool = False) -> list[float]:
-    """Seconds from FAULT on node3 until node1 and node2 hold every public IP node3 held; after each trial UNDO,
-    and node3 gets its IPs back (a run) before the next one."""
-    times = []
+                 rng: random.Random, moments: tuple[str, ...]) -> list[tuple[str, float]]:
+    """Seconds from FAULT on node3 until node1 and node2 hold every public IP node3 held, at the MOMENTS in
+    turn; after each trial UNDO, and node3 gets its IPs back (a run) before the next one."""
+    out = []
     with running_lab(f"{tag}{os.getpid() % 10000}") as info:
-        for _ in range(trials):
-            if from_idle:
-                lab.wait_listener_idle(info)  # from an idle listener; a fault during a run is issue 14's
+        lab.wait_listener_idle(info)
+        for i in range(trials):
+            moment = moments[i % len(moments)]
+            reach(info, moment, rng)
             lost = lab.public_held(info, "node3")
             t0 = time.monotonic()
             fault(info)
@@ -74,47 +99,56 @@ def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: C
                 if set(lost) <= held:
                     break
                 time.sleep(0.01)
-            times.append(time.monotonic() - t0)
+            out.append((moment, time.monotonic() - t0))
             undo(info)
             deadline = time.monotonic() + 60
             while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)  # heartbeats and its lease return, a run gives node3 its IPs back
-            settle(info, 3.0)
-    return times
+            lab.wait_listener_idle(info)
+    return out
 
 
-def death_trials(trials: int) -> list[float]:
+def death_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]:
     def revive(info: dict) -> None:
         lab.revive_host(info, "node3")
         lab.start_watchdog(info, "node3")
 
-    return fault_trials("bfod", trials, lambda info: lab.cut_host(info, "node3"), revive)
+    return fault_trials("bfod", trials, lambda info: lab.cut_host(info, "node3"), revive, rng,
+                        ("idle", "during a run"))
 
 
-def partition_trials(trials: int) -> list[float]:
+def partition_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]:
     return fault_trials("bfop", trials, lambda info: lab.partition(info, ["node3"], ["node1", "node2", "listener"]),
-                        lab.heal, from_idle=True)
+                        lab.heal, rng, ("idle",))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--death-trials", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    rng = random.Random(args.seed)
     rows, records = [], []
-    for label, times, target in (
-        ("network restart, fast path off", seed_trials(False, args.trials), None),
-        ("network restart, fast path on", seed_trials(True, args.trials), 0.3),
-        ("host death (3 hosts)", death_trials(args.death_trials), 2.5),
-        ("partition with carrier (3 hosts)", partition_trials(args.death_trials), 3.0),
+    for label, trials, target in (
+        ("network restart, defaults (fast retake)", seed_trials(True, args.trials, rng), 0.3),
+        ("network restart, fast retake off", seed_trials(False, max(4, args.trials // 4), rng), None),
+        ("host death (3 hosts)", death_trials(args.death_trials, rng), 2.5),
+        ("partition with carrier (3 hosts)", partition_trials(max(3, args.death_trials // 2), rng), 3.0),
     ):
+        times = [t for _m, t in trials]
         p = p95(times)
+        worst = max(trials, key=lambda mt: mt[1])
         rows.append([label, len(times), f"{statistics.median(times):.3f}", f"{p:.3f}",
-                     f"<= {target}" if target else "as low as Ansible allows",
+                     f"{worst[1]:.3f} ({worst[0]})", f"<= {target}" if target else "as low as Ansible allows",
                      "" if target is None else ("ok" if p <= target else "MISSED")])
-        records.append({"measure": label, "trials_s": times, "p50_s": statistics.median(times), "p95_s": p,
-                        "target_s": target})
-    report("failover", ["scenario", "n", "p50 s", "p95 s", "target", ""], rows, records)
+        by_moment: dict[str, list[float]] = {}
+        for moment, t in trials:
+            by_moment.setdefault(moment, []).append(t)
+        records.append({"measure": label, "trials": [{"moment": m, "s": t} for m, t in trials],
+                        "p50_s": statistics.median(times), "p95_s": p, "target_s": target,
+                        "max_by_moment_s": {m: max(ts) for m, ts in by_moment.items()}})
+    report("failover", ["scenario", "n", "p50 s", "p95 s", "worst s (moment)", "target", ""], rows, records)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,31 @@ def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> Non
     print(f"moved in {took:.2f}s")
 
 
+def test_host_death_during_a_run_does_not_wait_for_it(lab: labkit.LabHandle) -> None:
+    """node3 dies while the listener's start-up run runs (a settled cluster: it will change nothing): the run
+    is cancelled before it changes any host, and the survivors take node3's IPs on fast takeover orders at
+    once, not after the run. (A run already changing hosts skips the dead node instead, and the orders follow
+    its end: tests/unit and bench-failover.)"""
+    from pubip import lab as labmod
+
+    wait_idle(lab)
+    lost = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    labmod.stop_listener(lab.info)
+    labmod.start_listener(lab.info)  # a listener starts with a takeover run
+    with labkit.Sampler(lab) as sampler:
+        time.sleep(0.3)
+        assert status(lab)["running"] is not None
+        lab.cut("node3")
+        took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 60, lab)
+        st = wait_idle(lab)
+    assert sampler.double_holdings() == []
+    log = (lab.dir / "listener.log").read_text()
+    assert "cancelled before it changed any host (node3 dead): fast takeover now" in log, log[-3000:]
+    assert st["runs"][0]["success"] is True and lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}
+    assert took < 4.0, f"node3's IPs held again only after {took:.1f}s"
+    print(f"held again after {took:.2f}s")
+
+
 def test_a_silent_watchdog_on_a_live_host_is_not_a_dead_node(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     before = lab.holders()
