@@ -146,6 +146,24 @@ def test_host_death_during_a_run_does_not_wait_for_it(lab: labkit.LabHandle) -> 
     print(f"held again after {took:.2f}s")
 
 
+def test_a_run_started_by_hand_is_adopted_and_fast_takeover_starts_from_it(lab: labkit.LabHandle) -> None:
+    gen = wait_idle(lab)["generation"]
+    ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    moved = lab.takeover_run("-e", json.dumps({"pubip_moveip": {ip: "node1"}}))  # the main job, not the listener's
+    assert moved.returncode == 0, moved.stdout[-2000:]
+    wait_until(lambda: status(lab)["generation"] == gen + 1, 10, lab)
+    assert f"Adopted generation {gen + 1} from the nodes' records" in (lab.dir / "listener.log").read_text()
+    lost = sorted(i for i, hs in lab.holders().items() if hs == ["node3"])
+    assert ip not in lost
+    with labkit.Sampler(lab) as sampler:
+        lab.cut("node3")  # orders from the adopted generation: the nodes' records carry it
+        took = wait_until(lambda: all(lab.holders().get(i) in (["node1"], ["node2"]) for i in lost), 60, lab)
+        wait_idle(lab)
+    assert sampler.double_holdings() == [] and took < 4.0
+    assert re.search(r"Fast takeover order \d+ done by node[12]: took 198\.51\.100\.",
+                     (lab.dir / "listener.log").read_text())
+
+
 def test_a_silent_watchdog_on_a_live_host_is_not_a_dead_node(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     before = lab.holders()

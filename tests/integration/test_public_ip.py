@@ -184,7 +184,8 @@ def test_a_run_releases_what_it_does_not_keep_and_marks_what_it_keeps(lab: labki
     call(lab, state="record", record=record)
     call(lab, state="present", addresses=[{"ip": VIP, "interfaces": ["eth0"]}, {"ip": VIP2, "interfaces": ["eth0"]}])
     out = call(lab, state="absent", addresses=[], keep=[VIP], run_started=20.0, run_id="r1")
-    assert out["changed"] is True and len(out["messages"]) == 1 and out["messages"][0].startswith(f"Release of IP {VIP2} on interface eth0")
+    assert out["changed"] is True and len(out["messages"]) == 1
+    assert out["messages"][0].startswith(f"Release of IP {VIP2} on interface eth0")
     assert where(lab, "node1", VIP) == ["eth0"] and where(lab, "node1", VIP2) == []
     data = json.loads(Path(paths(lab)["record_path"]).read_text())
     assert data["run_id"] == "r1" and data["run_keep"] == [VIP]  # the watchdog may retake VIP meanwhile

@@ -55,6 +55,8 @@ class Listener:
         self.holds: dict[str, tuple[list[str], float]] = {}  # node -> (public IPs it holds, the tick it echoed)
         self.run_marked = 0.0  # when the current run was marked running: reports made after it count
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
+        self.records: dict[str, tuple[int, bool]] = {}  # node -> (its record's generation, marked by a run)
+        self.newer_record: dict[str, Any] | None = None  # a record newer than the last run: a run not ours
         self.ears_lock = threading.Lock()
         self.window = window
         self.max_body = max_body
@@ -150,6 +152,13 @@ class Listener:
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if _number(left) else None
+            record = (payload or {}).get("record")
+            if isinstance(record, dict) and isinstance(record.get("generation"), int):
+                self.records[node] = (record["generation"], record.get("marked") is True)
+                if isinstance(record.get("public_ips"), list) and isinstance(record.get("nodes"), dict):
+                    self.newer_record = record
+        if self.newer_record is not None:
+            self.adopt_record()
         if peer:
             self.peers[node] = peer
         self.store.heartbeat(node, peer)
@@ -460,6 +469,38 @@ class Listener:
                            "planned_generation": self.last_run.get("planned_generation")}
         self._save_last_run()
 
+    def adopt_record(self) -> None:
+        """A takeover run the listener did not start (the main job by hand, an AWX job) completed: once every
+        live node has recorded its generation, unmarked - so none dropped out of it - its assignment is what
+        status shows and fast takeover orders start from."""
+        with self.ears_lock:
+            record, gen = self.newer_record, (self.newer_record or {}).get("generation")
+            live = [n for n in self.secrets if self.alive.get(n, True)]
+            if record is None or self.running_run is not None or not isinstance(gen, int):
+                return
+            if gen <= (self.generation() or 0):
+                self.newer_record = None
+                return
+            if any(self.records.get(n) != (gen, False) for n in live):
+                return
+            self.newer_record = None
+        try:
+            public = [{"ip": str(e["ip"]), "node": e.get("node"), "interfaces": list(e.get("interfaces") or [])}
+                      for e in record["public_ips"]]
+        except (KeyError, TypeError):
+            return
+        with self.order_lock:
+            previous = self.last_run
+            self.last_run = {"generation": gen, "assignment": {e["ip"]: e["node"] for e in public},
+                             "nodes": record["nodes"], "public_ips": public,
+                             "algorithm": previous.get("algorithm"), "options": previous.get("options"),
+                             "allowed": previous.get("allowed"), "orders_issued_for": self.orders.issued_for,
+                             "declared_dead": previous.get("declared_dead") or {},
+                             "planned_generation": previous.get("planned_generation")}
+            self._save_last_run()
+        log.warning("Adopted generation %d from the nodes' records: a takeover run the listener did not start "
+                    "(every live node recorded it)", gen)
+
     # --- operations ----------------------------------------------------------------------
     def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
         """pubip disable / enable / moveip / reloadips: a takeover run under the hood; with check, a preview."""
@@ -545,7 +586,7 @@ class Listener:
             guessed = planned is not None and planned not in reporting and self.alive.get(planned, True)
             if guessed and planned not in holders:
                 holders.append(planned)
-            out.append({"ip": ip, "node": holders[0] if len(holders) == 1 else (None if not holders else holders),
+            out.append({"ip": ip, "node": holders[0] if len(holders) == 1 else None,  # None: unheld, or held twice
                         "holders": holders, "planned": planned, "from_plan": bool(guessed)})
         return out
 

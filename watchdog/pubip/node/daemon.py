@@ -108,6 +108,7 @@ class Watchdog:
         self.ears = Ears(peers, self.timing)
         self.membership_lock = threading.Lock()
         self.listener_tick: float | None = None  # the listener's clock in its last answer, echoed in the next
+        self.listener_generation: Any = None  # the last run's generation the listener knows (its last answer)
         self.lost_cluster = False
         self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
         self.started = time.monotonic()
@@ -305,6 +306,7 @@ class Watchdog:
         with self.order_lock:
             done, self.order_results = self.order_results, []
         holds = self.held_public()
+        record = self.record_report()
         with self.membership_lock:
             membership = {"tick": self.listener_tick, "lease": self.cfg.lease,
                           "lease_left": round(self.lease.remaining(), 3) if self.lease else None,
@@ -314,7 +316,7 @@ class Watchdog:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
-                 **(extra or {})},
+                 **({"record": record} if record else {}), **(extra or {})},
                 protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
@@ -325,11 +327,28 @@ class Watchdog:
         with self.membership_lock:
             if isinstance(part.get("tick"), (int, float)):
                 self.listener_tick = float(part["tick"])
+            self.listener_generation = part.get("generation")
             if part.get("lease_ack") is True and self.lease is not None:
                 self.lease.acknowledged(LISTENER, sent)
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
+
+    def record_report(self) -> dict[str, Any] | None:
+        """This host's record for the listener: its generation and whether a run marks it, and all of it when
+        it is newer than the listener knows (a takeover run the listener did not start: it adopts it once
+        every live node has recorded it)."""
+        try:
+            record = _record.read(self.cfg.record_path)
+        except (OSError, ValueError):
+            return None
+        if not record:
+            return None
+        out = {"generation": record.get("generation"), "marked": _record.marked(record)}
+        known = self.listener_generation
+        if not out["marked"] and isinstance(known, int) and int(record.get("generation") or 0) > known:
+            out.update({k: record.get(k) for k in ("public_ips", "nodes", "run_started", "run_finished")})
+        return out
 
     def held_public(self) -> list[str] | None:
         """The public IPs this host's kernel holds now (None: unknown). Reported with every heartbeat: a run
