@@ -55,6 +55,19 @@ def test_moveip_moves_one_ip_and_it_stays(lab: labkit.LabHandle) -> None:
     assert lab.holders()[ip] == ["node1"]
 
 
+def test_moveip_of_an_ip_that_is_not_public_is_refused_at_once_and_never_stored(lab: labkit.LabHandle) -> None:
+    gen = wait_idle(lab)["generation"]
+    before = lab.holders()
+    for bad, says in (("10.9.9.9", "is not a public IP of this cluster"), ("nonsense", "is not an IP address")):
+        proc = labkit.pubip("moveip", bad, "node2", "--lab", lab.name, check=False, timeout=60)
+        assert proc.returncode == 1 and says in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    st = wait_idle(lab)
+    assert st["generation"] == gen and lab.holders() == before
+    ip = next(iter(before))
+    assert op(lab, "moveip", ip, "node2")["success"] is True  # later operations still work
+    assert lab.holders()[ip] == ["node2"]
+
+
 def test_reloadips_adds_and_removes_without_moving_the_rest(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     before = lab.holders()

@@ -52,3 +52,17 @@ def test_a_disabled_node_does_not_ask_for_unassigned_ips_and_no_fast_retake_with
     rec = record(nodes={"n1": {"state": "disabled"}})
     res = wdcheck.check(rec, rec, ifaces, "n1", None)
     assert [f.rule for f in res.findings] == ["missing"] and res.fast_retake == []
+
+
+def test_during_a_run_only_what_the_run_keeps_here_is_retaken() -> None:
+    ifaces = {"eth0": Iface()}
+    marked = record(run_started=5.0, run_keep=["198.51.100.1/24"])
+    res = wdcheck.check(marked, marked, ifaces, "n1", None)
+    assert res.skipped == "takeover run in progress" and res.findings == []
+    assert res.fast_retake == ["198.51.100.1/24"]
+    held = {"eth0": Iface(addresses=[("198.51.100.1", 24, 4)])}
+    assert wdcheck.check(marked, marked, held, "n1", None).fast_retake == []  # not missing
+    plain = record(run_started=5.0)
+    assert wdcheck.check(plain, plain, ifaces, "n1", None).fast_retake == []  # the run keeps nothing said
+    down = {"eth0": Iface(usable=False)}
+    assert wdcheck.check(marked, marked, down, "n1", None).fast_retake == []  # no usable interface

@@ -42,6 +42,8 @@ def write(tmp_path: Path, text: str) -> str:
 def test_good_config(tmp_path: Path, secret: Path) -> None:
     cfg = wdconfig.load(write(tmp_path, GOOD.format(secret=secret)))
     assert cfg.node == "node1" and cfg.interval == 0.5 and cfg.fast_retake
+    default = wdconfig.load(write(tmp_path, GOOD.format(secret=secret).replace("fast_retake: true\n", "")))
+    assert default.fast_retake is True  # on by default with the listener backend
     assert cfg.listener is not None and cfg.listener.secret == "abc123"
     assert cfg.retry_initial == 0.1 and cfg.retry_max == 10.0 and cfg.metrics_port == 9750
 
@@ -57,6 +59,15 @@ def test_good_config(tmp_path: Path, secret: Path) -> None:
     (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: 192.0.2.254"), "must be an http:// or https://"),
     (("  port: 9750", "  port: 70000"), "'metrics.port' must be 0 (off) to 65535"),
     (("fast_retake: true", "fast_retake: [1]"), "'fast_retake' (line 4) must be bool"),
+    (("interval: 0.5", "interval: .nan"), "'interval' (line 3) must be a finite number"),
+    (("interval: 0.5", "interval: .inf"), "'interval' (line 3) must be a finite number"),
+    (("  max: 10", "  max: .inf"), "'retry.max' (line 11) must be a finite number"),
+    (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http://192.0.2.254:99999/v1/takeover-run"),
+     "is not a valid URL: Port out of range"),
+    (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http://192.0.2.254:port/v1/takeover-run"),
+     "is not a valid URL"),
+    (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http:///v1/takeover-run"), "names no host"),
+    (("node: node1", "node: ''"), "'node' (line 1) must not be empty"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, secret: Path, edit: tuple[str, str], message: str) -> None:
     text = GOOD.format(secret=secret).replace(*edit)

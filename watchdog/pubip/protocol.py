@@ -48,7 +48,8 @@ def verify(secret: str, headers: dict[str, str], body: bytes, path: str = TAKEOV
         expected = signature(secret, headers[NODE_HEADER], path, headers[TIME_HEADER], headers[NONCE_HEADER], body)
     except KeyError:
         return False
-    return hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, ""))
+    # bytes: a non-ASCII header (http.server decodes headers as Latin-1) must fail, not raise
+    return hmac.compare_digest(expected.encode(), str(headers.get(SIGNATURE_HEADER, "")).encode("utf-8", "replace"))
 
 
 def answer_signature(secret: str, request_headers: dict[str, str], path: str, body: bytes) -> str:
@@ -59,7 +60,8 @@ def answer_signature(secret: str, request_headers: dict[str, str], path: str, bo
 
 
 def verify_answer(secret: str, request_headers: dict[str, str], path: str, body: bytes, sig: str) -> bool:
-    return hmac.compare_digest(answer_signature(secret, request_headers, path, body), sig)
+    return hmac.compare_digest(answer_signature(secret, request_headers, path, body).encode(),
+                               str(sig).encode("utf-8", "replace"))
 
 
 class Rejected(Exception):

@@ -196,7 +196,8 @@ def parser() -> argparse.ArgumentParser:
                     help="an ansible.cfg for the runs, instead of pubip's settings (pipelining, ControlPersist)")
     ls.add_argument("--secrets", required=True, help="JSON file: node name -> secret (mode 0600)")
     ls.add_argument("--state-dir", default="/var/lib/pubip/listener")
-    ls.add_argument("--bind", default="0.0.0.0")
+    ls.add_argument("--bind", required=True,
+                    help="the address to listen on (explicit: the nodes' network, never all interfaces by accident)")
     ls.add_argument("--port", type=int, default=8750)
     ls.add_argument("--lease", type=float, default=1.0,
                     help="the nodes' lease in seconds (watchdog 'lease'); a silent node is dead after "

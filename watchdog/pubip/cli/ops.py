@@ -1,4 +1,5 @@
-"""`pubip disable|enable HOST`, `pubip moveip IP HOST`, `pubip reloadips`: operations through the listener.
+"""`pubip disable|enable HOST`, `pubip moveip IP HOST`, `pubip reloadips`, `pubip cancel`: operations through
+the listener.
 
 Each is a takeover run under the hood (CTDB's `ctdb disable`, `ctdb moveip`, `ctdb reloadips`);
 `--check` previews the moves with a check-mode run and changes nothing. Requests are signed with
@@ -49,6 +50,9 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.op == "cancel":
+        dropped = result.get("dropped") or {}
+        print("Dropped: " + (", ".join(f"moveip {ip} {node}" for ip, node in dropped.items()) or "nothing pending"))
     else:
         what = "Planned (check mode, nothing changed)" if result.get("check") else "Done"
         ok = result.get("success")
@@ -84,4 +88,7 @@ def add_parsers(sub: Any, func: Any) -> None:
     common(p)
     p = sub.add_parser("reloadips", help="apply public IPs added to or removed from the inventory")
     p.set_defaults(op="reloadips")
+    common(p)
+    p = sub.add_parser("cancel", help="drop pending moveip operations that no takeover run has carried out yet")
+    p.set_defaults(op="cancel")
     common(p)

@@ -5,9 +5,11 @@ No decisions here beyond the wire: the Listener decides, this file speaks protoc
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -35,17 +37,86 @@ def peer_address(client: str, forwarded_for: str | None, trusted_proxy: str | No
     return client
 
 
+MAX_CONNECTIONS = 128  # served at once; more are answered 503 and closed (a flood cannot exhaust threads)
+CONNECTION_TIMEOUT = 10.0  # seconds a connection may take to send its request (slowloris)
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # a whole cluster's watchdogs may call at once
     listener: Listener
 
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def content_length(value: str | None, limit: int) -> int:
+    """The body size a request announces, checked before a byte of it is read."""
+    if value is None or value == "":
+        return 0
+    if not value.isascii() or not value.isdigit():
+        raise protocol.Rejected(400, f"Content-Length {value[:20]!r} is not a byte count")
+    length = int(value)
+    if length > limit:
+        raise protocol.Rejected(413, f"body of {length} bytes exceeds {limit}")
+    return length
+
+
+def wait_seconds(query: str) -> float:
+    raw = (parse_qs(query).get("wait") or ["0"])[0]
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise protocol.Rejected(400, f"wait={raw[:20]!r} is not a number of seconds") from None
+    if not math.isfinite(wait) or wait < 0:
+        raise protocol.Rejected(400, f"wait={raw[:20]!r} is not a number of seconds")
+    return min(wait, 600.0)
+
+
+def check_heartbeat(payload: dict[str, Any]) -> None:
+    done = payload.get("done")
+    if done is not None and not (isinstance(done, list) and all(isinstance(d, dict) for d in done)):
+        raise protocol.Rejected(400, "heartbeat: 'done' must be a list of order results")
+
 
 class Handler(BaseHTTPRequestHandler):
     server: Server
+    timeout = CONNECTION_TIMEOUT
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True  # a client too slow or gone: nothing to answer
+        except Exception as exc:  # a bug must cost one answer, not the connection silently
+            log.exception("Request %s failed", getattr(self, "path", "?"))
+            with contextlib.suppress(Exception):
+                self.send(500, {"error": f"internal error: {type(exc).__name__}"})
+            self.close_connection = True
 
     def send(self, code: int, body: Any, ctype: str = "application/json") -> None:
         raw = (body if isinstance(body, str) else json.dumps(body)).encode()
@@ -69,16 +140,19 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         peer = peer_address(self.client_address[0], self.headers.get("X-Forwarded-For"), listener.trusted_proxy)
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > listener.max_body:
-                raise protocol.Rejected(413, f"body of {length} bytes exceeds {listener.max_body}")
-            body = self.rfile.read(length)
+            length = content_length(self.headers.get("Content-Length"), listener.max_body)
             if url.path not in POST_PATHS:
                 return self.send(404, {"error": "not found"})
+            body = self.rfile.read(length)
+            if len(body) < length:
+                raise protocol.Rejected(400, f"body ended after {len(body)} of {length} bytes")
             node = listener.authenticate(dict(self.headers.items()), body, url.path)
             payload = json.loads(body or b"{}")
             if not isinstance(payload, dict):
                 raise protocol.Rejected(400, "body is not a JSON object")
+            if url.path == protocol.HEARTBEAT_PATH:
+                check_heartbeat(payload)
+            wait = wait_seconds(url.query) if url.path == protocol.TAKEOVER_RUN_PATH else 0.0
         except protocol.Rejected as exc:
             listener.reject(peer, exc)
             return self.send(exc.code, {"error": exc.reason})
@@ -99,9 +173,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(exc.code, {"error": exc.reason})
         listener.heartbeat(node, peer)
         request_id = listener.takeover_request(node, payload)
-        wait = float((parse_qs(url.query).get("wait") or ["0"])[0])
         if wait > 0:
-            return self.send(200, listener.wait_for(request_id, min(wait, 600.0)))
+            return self.send(200, listener.wait_for(request_id, wait))
         return self.send(202, {"request": request_id, "queued": True})
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-OPS = ("disable", "enable", "moveip", "reloadips")
+OPS = ("disable", "enable", "moveip", "reloadips", "cancel")
 
 
 class Listener:
@@ -40,13 +41,14 @@ class Listener:
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
-                 ansible_cfg: str | None = None, trusted_proxy: str | None = None):
+                 ansible_cfg: str | None = None, trusted_proxy: str | None = None, address: str | None = None):
         self.inventory = inventory
+        self.address = address  # the listener's own address: no public IP may be it
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
         self.state_dir = Path(state_dir)
         (self.state_dir / "runner").mkdir(parents=True, exist_ok=True)
-        self.store = Store(str(self.state_dir / "listener.sqlite"))
+        self.store = open_store(self.state_dir / "listener.sqlite")
         self.timing = Timing(lease=lease)
         self.trusted_proxy = trusted_proxy  # a TLS-terminating reverse proxy whose X-Forwarded-For is believed
         self.ears = Ears(sorted(self.secrets), self.timing)  # the listener as a voter: whom it hears and shuns
@@ -85,10 +87,7 @@ class Listener:
         self.last_found: dict[str, Any] = {}
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
-        try:
-            self.last_run: dict[str, Any] = json.loads((self.state_dir / "last_run.json").read_text())
-        except (OSError, ValueError):
-            self.last_run = {}
+        self.last_run: dict[str, Any] = read_last_run(self.state_dir / "last_run.json")
         self.orders.issued_for = self.last_run.get("orders_issued_for")
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -113,6 +112,8 @@ class Listener:
             stamp = float(headers.get(protocol.TIME_HEADER, ""))
         except ValueError:
             raise protocol.Rejected(401, "missing or malformed timestamp") from None
+        if not math.isfinite(stamp):
+            raise protocol.Rejected(401, f"timestamp {headers.get(protocol.TIME_HEADER)!r} is not a finite number")
         if abs(time.time() - stamp) > self.window:
             raise protocol.Rejected(401, f"clock skew {time.time() - stamp:+.1f}s beyond the {self.window:.0f}s window")
         if not protocol.verify(secrets[node], headers, body, path):
@@ -391,6 +392,10 @@ class Listener:
             self.store.uncover(run_id)
             if said["cancelled"]:
                 continue  # not a failure: the next run starts at once
+            if moves and "moveip:" in detail:  # the plan refused it: retrying would fail forever
+                self.store.clear_overrides("moveip", list(moves))
+                log.error("Dropped the pending moveip %s: the takeover run refused it (%s)",
+                          ", ".join(f"{i} -> {n}" for i, n in moves.items()), detail)
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
             # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
             # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
@@ -436,7 +441,8 @@ class Listener:
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.store.overrides("state") if states is None else states,
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)
-                "pubip_reported_holds": holds}
+                "pubip_reported_holds": holds,
+                **({"pubip_listener_address": self.address} if self.address else {})}
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
             ) -> tuple[bool, int | None, str]:
@@ -512,6 +518,15 @@ class Listener:
             raise protocol.Rejected(400, f"{op}: {node!r} is not a node of this cluster")
         if op == "moveip" and not ip:
             raise protocol.Rejected(400, "moveip needs an ip")
+        if op == "moveip":
+            ip = self.known_public_ip(ip)
+        if op == "cancel":
+            dropped = dict(self.store.overrides("moveip"))
+            if dropped and not payload.get("check"):
+                self.store.clear_overrides("moveip", list(dropped))
+                log.warning("Operation cancel: dropped pending moveip %s",
+                            ", ".join(f"{i} -> {n}" for i, n in dropped.items()))
+            return {"op": op, "check": bool(payload.get("check")), "success": True, "dropped": dropped}
         states = dict(self.store.overrides("state"))
         moves = dict(self.store.overrides("moveip"))
         if op == "disable":
@@ -545,6 +560,21 @@ class Listener:
         plan = self.last_found.get("plan") or {}
         return {"op": op, "check": False, **result, "moves": plan.get("moves", []),
                 "summary": plan.get("summary", "")}
+
+    def known_public_ip(self, ip: str) -> str:
+        """IP as the last run names it (address or CIDR in), or a 400 naming it: an operation on an IP that
+        is not public is refused at once, never stored (it would fail every run after)."""
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(ip.split("/", 1)[0].strip())
+        except ValueError:
+            raise protocol.Rejected(400, f"moveip: {ip!r} is not an IP address") from None
+        known = {ipaddress.ip_address(e["ip"].split("/", 1)[0]): e["ip"] for e in self.last_run.get("public_ips") or []}
+        if address not in known:
+            listed = ", ".join(sorted(known.values())) or "none yet: no takeover run has completed"
+            raise protocol.Rejected(400, f"moveip: {ip} is not a public IP of this cluster (public IPs: {listed})")
+        return known[address]
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -609,6 +639,43 @@ class Listener:
             lines += ["# TYPE pubip_listener_last_run_seconds gauge",
                       f"pubip_listener_last_run_seconds {last['duration']:.3f}"]
         return "\n".join(lines) + "\n"
+
+
+def _set_aside(path: Path, why: str) -> None:
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.rename(aside)
+    log.error("%s is corrupt (%s): moved to %s; starting without it (the start-up takeover run learns the "
+              "cluster again)", path, why, aside)
+
+
+def read_last_run(path: Path) -> dict[str, Any]:
+    """The last completed run's plan as saved; a corrupt file is set aside, loudly, not silently ignored."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        _set_aside(path, str(exc))
+        return {}
+    if not isinstance(data, dict):
+        _set_aside(path, "not a JSON object")
+        return {}
+    return data
+
+
+def open_store(path: Path) -> Store:
+    """The sqlite state; a corrupt file is set aside (with its WAL) and a new one started."""
+    import sqlite3
+
+    try:
+        store = Store(str(path))
+        store.pending()
+        return store
+    except sqlite3.DatabaseError as exc:
+        for extra in ("-wal", "-shm"):
+            Path(str(path) + extra).unlink(missing_ok=True)
+        _set_aside(path, str(exc))
+        return Store(str(path))
 
 
 def _number(value: Any) -> TypeGuard[float]:

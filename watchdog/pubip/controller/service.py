@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from .. import logs
 from ..awx import AwxBackend
+from ..errors import PubipError
 from .http import serve
 from .listener import Listener
 
@@ -20,7 +23,8 @@ def main(args: Any) -> int:
 
     logging.getLogger("pubip").addHandler(logs.handler("pubip-listener", args.log_file))
     logging.getLogger("pubip").setLevel(logging.INFO)
-    secrets = json.loads(Path(args.secrets).read_text())
+    secrets = load_secrets(args.secrets)
+    lock = state_lock(args.state_dir)  # held for the life of the process
     awx = None
     if args.backend == "awx":
         from ..secrets import read_secret
@@ -32,7 +36,8 @@ def main(args: Any) -> int:
                          verify_tls=not args.awx_insecure)
     listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
-                        playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy)
+                        playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy,
+                        address=args.bind if args.bind not in ("0.0.0.0", "::") else None)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -42,4 +47,44 @@ def main(args: Any) -> int:
         serve(listener, args.bind, args.port)
     except KeyboardInterrupt:
         log.info("Listener stopping")
+    finally:
+        os.close(lock)
     return 0
+
+
+def load_secrets(path: str) -> dict[str, str]:
+    """The node secrets file: private (0600), a JSON object of non-empty strings; the message names the flaw."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise PubipError(f"pubip listen: secrets file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise PubipError(f"pubip listen: secrets file {path} is not JSON: {exc}") from None
+    if mode & 0o077:
+        raise PubipError(f"pubip listen: secrets file {path} is readable by others (mode {mode:o}): chmod 600 it")
+    if not isinstance(data, dict) or not data:
+        raise PubipError(f"pubip listen: secrets file {path} must be a JSON object: node name -> secret")
+    for node, secret in data.items():
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise PubipError(f"pubip listen: secrets file {path}: the secret of {node!r} must be a string of at "
+                             f"least 16 characters")
+    return data
+
+
+def state_lock(state_dir: str) -> int:
+    """One listener per state directory: two would run takeover runs side by side on one sqlite file."""
+    import fcntl
+
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(Path(state_dir) / "listener.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise PubipError(f"pubip listen: another listener (pid {holder}) runs on state directory {state_dir}; "
+                         f"one listener per state directory") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

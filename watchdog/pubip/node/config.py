@@ -6,6 +6,7 @@ must not be readable by group or others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,10 @@ def _check(section: str, data: Any, schema: Mapping[str, tuple[type, bool]], whe
         if not ok:
             raise ConfigError(f"{where}: '{section}{key}'{_line(data, key)} must be {kind.__name__}, "
                               f"got {value!r}")
+        if kind in (int, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: '{section}{key}'{_line(data, key)} must be a finite number, got {value!r}")
+        if kind is str and not value.strip():
+            raise ConfigError(f"{where}: '{section}{key}'{_line(data, key)} must not be empty")
         out[key] = float(value) if kind is float else (dict(value) if kind is dict else value)
     return out
 
@@ -261,5 +266,18 @@ def _address(where: str, name: str, address: object) -> None:
 
 
 def _url(where: str, name: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
     if not (url.startswith("http://") or url.startswith("https://")):
         raise ConfigError(f"{where}: '{name}' must be an http:// or https:// URL, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(f"{where}: '{name}' {url!r} is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where}: '{name}' {url!r} names no host")
+    if port == 0:
+        raise ConfigError(f"{where}: '{name}' {url!r}: port 0 is not a port")
+    if any(c.isspace() for c in url):
+        raise ConfigError(f"{where}: '{name}' {url!r} contains white space")

@@ -10,6 +10,7 @@ that the current record assigns here (see README: the safety argument).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import logging
 import signal
@@ -143,6 +144,15 @@ class Watchdog:
         except (OSError, ValueError) as exc:
             log.error("Cannot check: %s", exc)
             raise
+        if first and first.get("node") not in (None, self.cfg.node):
+            # Every IP would look foreign and be released: refuse to act instead (a copied config or record).
+            result = ipcheck.Result(skipped=f"the record {self.cfg.record_path} is node {first.get('node')}'s, "
+                                            f"this watchdog is node {self.cfg.node}'s: refusing to act")
+            if result.skipped != self.last_skip:
+                log.error("Check skipped: %s", result.skipped)
+            self.last_skip = result.skipped
+            self.metrics.skips.labels("node mismatch").inc()
+            return result
         expired = _record.mark_expired(first)
         if expired and self.expired_run != (first or {}).get("run_started"):
             log.warning("Takeover run %s marked this record in progress and is past its deadline: it died mid-way; "
@@ -291,10 +301,19 @@ class Watchdog:
     def monitor(self, scheduler: Any) -> None:
         # A plain rtnetlink subscription (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR): the
         # same groups pyroute2 binds, without its 16 MB of imports in a daemon that must stay small.
-        sock = _rtdump.subscribe()
-        while True:
-            if _rtdump.wait_event(sock):
-                self.wake(scheduler)
+        sock = None
+        while not self.stopped.is_set():
+            try:
+                sock = sock or _rtdump.subscribe()
+                if _rtdump.wait_event(sock):
+                    self.wake(scheduler)
+            except Exception:  # netlink only hurries the checks: without it they still run every interval
+                log.exception("Netlink events failed; resubscribing in 1s")
+                if sock is not None:
+                    with contextlib.suppress(Exception):
+                        sock.close()
+                sock = None
+                self.stopped.wait(1.0)
 
     def exchange(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """One signed heartbeat to the listener, reporting on orders carried out since the last one;
@@ -395,6 +414,10 @@ class Watchdog:
                 if not failing:
                     log.warning("Heartbeat failed: %s", exc)
                 failing = True
+            except Exception:  # the heartbeat loop must outlive anything (a bug, a bad answer): log, back off
+                log.exception("Heartbeat failed unexpectedly")
+                failing = True
+                self.stopped.wait(1.0)
             if failing or not self.order_results:  # orders just carried out are reported at once
                 self.stopped.wait(self.cfg.heartbeat_interval)
 

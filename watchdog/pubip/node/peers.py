@@ -72,6 +72,9 @@ class Peers:
                         sock.close()
                 sock = None
                 stopped.wait(self.interval)
+            except Exception:  # a bug or a malformed datagram must not end membership
+                log.exception("Peer heartbeats failed unexpectedly; going on")
+                stopped.wait(self.interval)
 
     def _send_all(self, sock: socket.socket, now: float) -> None:
         self.seq += 1

@@ -58,6 +58,26 @@ ARGUMENT_SPEC = dict(
 )
 
 
+def _addresses_in_use(hosts, hostvars, task_vars):
+    """Addresses no public IP may be: every node's ansible_host, and the listener's (pubip_listener_address)."""
+    import ipaddress
+
+    out = {}
+    for h in hosts:
+        value = hostvars[h].get("ansible_host")
+        try:
+            out[str(ipaddress.ip_address(str(value)))] = "%s's ansible_host" % h
+        except ValueError:
+            pass  # a name, not an address
+    listener = task_vars.get("pubip_listener_address")
+    if listener:
+        try:
+            out[str(ipaddress.ip_address(str(listener)))] = "the listener's address"
+        except ValueError:
+            pass
+    return out
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(ARGUMENT_SPEC)
@@ -96,7 +116,8 @@ class ActionModule(ActionBase):
                                                % (h, group))
             host_vars[h]["pubip_state"] = state
         algorithm = setting("algorithm", "lcp2")
-        nodes, ips = _takeover.validate_inventory(hosts, setting("public_ips", []), algorithm, host_vars)
+        nodes, ips = _takeover.validate_inventory(hosts, setting("public_ips", []), algorithm, host_vars,
+                                                  _addresses_in_use(hosts, hostvars, task_vars))
         options = {"algorithm": algorithm, "no_ip_failback": bool(setting("no_ip_failback", False)),
                    "no_ip_takeover": bool(setting("no_ip_takeover", False))}
         return nodes, ips, options

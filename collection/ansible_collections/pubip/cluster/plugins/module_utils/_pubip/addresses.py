@@ -54,7 +54,30 @@ def parse_ip(text, need_prefix=True):
                         % (text, prefix_text, addr.max_prefixlen, addr.version))
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
         raise SpecError("public IP %r cannot be a multicast, unspecified or loopback address" % text)
+    check_usable(text, addr, int(prefix_text))
     return str(addr), int(prefix_text), addr.version
+
+
+MIN_PREFIX = {4: 8, 6: 16}
+
+
+def check_usable(text, addr, prefixlen):
+    """What a public IP cannot be: scoped, link-local, IPv4-mapped, on a prefix wider than /8 (/16 for
+    IPv6), or the network or broadcast address of its prefix."""
+    if getattr(addr, "scope_id", None):
+        raise SpecError("public IP %r is a scoped IPv6 address: drop the %%%s" % (text, addr.scope_id))
+    if addr.is_link_local:
+        raise SpecError("public IP %r is a link-local address: clients beyond the link cannot reach it" % text)
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        raise SpecError("public IP %r is an IPv4-mapped IPv6 address: write it as %s" % (text, addr.ipv4_mapped))
+    if prefixlen < MIN_PREFIX[addr.version]:
+        raise SpecError("public IP %r: prefix /%d is wider than /%d; is it a typo?"
+                        % (text, prefixlen, MIN_PREFIX[addr.version]))
+    net = ipaddress.ip_network("%s/%d" % (addr, prefixlen), strict=False)
+    if net.num_addresses > 2 and addr == net.network_address:
+        raise SpecError("public IP %r is the network address of %s" % (text, net))
+    if addr.version == 4 and net.num_addresses > 2 and addr == net.broadcast_address:
+        raise SpecError("public IP %r is the broadcast address of %s" % (text, net))
 
 
 def parse_specs(entries, need_interfaces=True):

@@ -40,10 +40,25 @@ def list_hooks(hook_dir):
     return found
 
 
+def check_owner(path):
+    """A hook runs as root: it and its directory must be owned by root (or by this process's user) and
+    writable by nobody else; otherwise anyone who can write there runs code as root. Returns why not, or None."""
+    for item in (os.path.dirname(path), path):
+        st = os.stat(item)
+        if st.st_uid not in (0, os.geteuid()):
+            return "%s is owned by uid %d, not root" % (item, st.st_uid)
+        if st.st_mode & 0o022:
+            return "%s is writable by group or others (mode %o): chmod go-w it" % (item, st.st_mode & 0o7777)
+    return None
+
+
 def run_hooks(hook_dir, event, args, timeout=30.0):
-    """Run every hook for EVENT; raise HookError naming the first one that fails."""
+    """Run every hook for EVENT; raise HookError naming the first one that fails or may not run."""
     ran = []
     for path in list_hooks(hook_dir):
+        unsafe = check_owner(path)
+        if unsafe:
+            raise HookError(path, event, "refused: %s" % unsafe)
         argv = [path, event] + [str(a) for a in args]
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

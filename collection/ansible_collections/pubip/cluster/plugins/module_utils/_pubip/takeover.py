@@ -21,10 +21,11 @@ class InventoryError(ValueError):
     """The inventory cannot describe a cluster; the message names the culprit."""
 
 
-def validate_inventory(hosts, public_ips, algorithm, host_vars):
+def validate_inventory(hosts, public_ips, algorithm, host_vars, in_use=None):
     """Check the inventory contract before any host is touched.
 
     ``hosts``: group members in inventory order; ``host_vars``: host -> {pubip_pnn?, pubip_state?}.
+    ``in_use``: address -> whose it is (a host's ansible_host, the listener's): no public IP may be one.
     Returns (nodes, ips): nodes = [{name, pnn, state}] sorted by pnn; ips = [{ip, address, interfaces, nodes}].
     """
     if algorithm not in ipalloc.ALGORITHMS:
@@ -60,6 +61,9 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars):
         if address in seen:
             raise InventoryError("public IP %s is listed twice (pubip_public_ips[%d] and [%d])"
                                  % (address, seen[address], pos))
+        if address in (in_use or {}):
+            raise InventoryError("public IP %s (pubip_public_ips[%d]) is %s: moving it would take that address "
+                                 "away" % (address, pos, in_use[address]))
         seen[address] = pos
         interfaces = entry.get("interfaces")
         if not isinstance(interfaces, list) or not interfaces or not all(isinstance(i, str) for i in interfaces):

@@ -154,3 +154,14 @@ def test_once_a_host_changed_the_run_cannot_be_cancelled_and_skips_nodes_declare
         out = action(phase).run(task_vars=task_vars("n3", gathered, plan, pubip_run_state=state))
         assert out["skipped"] and "declared dead during the run" in out["skip_reason"]
     assert len(action.calls) == calls  # n3 was not contacted
+
+
+def test_a_public_ip_equal_to_a_hosts_address_or_the_listeners_stops_the_run(action):
+    tv = task_vars("n1", {h: report() for h in HOSTS})
+    tv["hostvars"]["n2"]["ansible_host"] = "198.51.100.2"
+    with pytest.raises(AnsibleActionFail, match=r"198.51.100.2 \(pubip_public_ips\[1\]\) is n2's ansible_host"):
+        action("plan").run(task_vars=tv)
+    tv = task_vars("n1", {h: report() for h in HOSTS}, pubip_listener_address="198.51.100.3")
+    with pytest.raises(AnsibleActionFail, match=r"198.51.100.3 .* is the listener's address"):
+        action("plan").run(task_vars=tv)
+    assert action.calls == []

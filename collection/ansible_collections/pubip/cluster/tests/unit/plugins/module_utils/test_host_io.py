@@ -22,6 +22,28 @@ def test_hooks_run_in_name_order_with_argv(tmp_path):
     assert log.read_text().splitlines() == ["10.a takeip eth0 198.51.100.1 24", "20.b takeip eth0 198.51.100.1 24"]
 
 
+def test_a_hook_anyone_may_change_is_refused_and_not_run(tmp_path):
+    hook_dir = tmp_path / "hooks"
+    hook_dir.mkdir(mode=0o755)
+    ran = tmp_path / "ran"
+    hook = hook_dir / "10.hook"
+    hook.write_text("#!/bin/sh\ntouch %s\n" % ran)
+    hook.chmod(0o775)  # group-writable
+    with pytest.raises(hooks.HookError, match=r"refused: .*10.hook is writable by group or others \(mode 775\)"):
+        hooks.run_hooks(str(hook_dir), "takeip", ["eth0", "198.51.100.1", 24])
+    hook.chmod(0o755)
+    hook_dir.chmod(0o777)  # a world-writable directory: anyone could swap the hook
+    with pytest.raises(hooks.HookError, match=r"refused: .*hooks is writable by group or others \(mode 777\)"):
+        hooks.run_hooks(str(hook_dir), "takeip", ["eth0", "198.51.100.1", 24])
+    assert not ran.exists()
+    hook_dir.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(hook, 65534, 65534)  # nobody's
+        with pytest.raises(hooks.HookError, match="owned by uid 65534, not root"):
+            hooks.run_hooks(str(hook_dir), "takeip", ["eth0", "198.51.100.1", 24])
+    assert not ran.exists()
+
+
 def test_failing_and_slow_hooks_name_themselves(tmp_path):
     bad = tmp_path / "10.bad"
     bad.write_text("#!/bin/sh\necho nope >&2\nexit 4\n")

@@ -75,11 +75,25 @@ def test_interface_down_everywhere_leaves_ip_unassigned():
     (IPS, {}, "fastest", "pubip_algorithm 'fastest' is unknown"),
     (IPS, {"n2": {"pubip_pnn": 0}}, "lcp2", "pubip_pnn 0 is already host n1's"),
     (IPS, {"n2": {"pubip_state": "sleepy"}}, "lcp2", "pubip_state 'sleepy' is unknown"),
+    ([{"ip": "198.51.100.0/24", "interfaces": ["eth0"]}], {}, "lcp2", "is the network address of 198.51.100.0/24"),
+    ([{"ip": "198.51.100.255/24", "interfaces": ["eth0"]}], {}, "lcp2", "is the broadcast address"),
+    ([{"ip": "169.254.1.1/16", "interfaces": ["eth0"]}], {}, "lcp2", "is a link-local address"),
+    ([{"ip": "fe80::1/64", "interfaces": ["eth0"]}], {}, "lcp2", "is a link-local address"),
+    ([{"ip": "2001:db8::5%eth0/64", "interfaces": ["eth0"]}], {}, "lcp2", "is a scoped IPv6 address"),
+    ([{"ip": "::ffff:198.51.100.1/120", "interfaces": ["eth0"]}], {}, "lcp2", "write it as 198.51.100.1"),
+    ([{"ip": "198.51.100.1/4", "interfaces": ["eth0"]}], {}, "lcp2", "prefix /4 is wider than /8"),
+    ([{"ip": "2001:db8::1/12", "interfaces": ["eth0"]}], {}, "lcp2", "prefix /12 is wider than /16"),
+    ([{"ip": "2001:db8::/64", "interfaces": ["eth0"]}], {}, "lcp2", "is the network address of 2001:db8::/64"),
 ])
 def test_inventory_errors_name_the_culprit(ips, host_vars, algorithm, culprit):
     with pytest.raises(takeover.InventoryError) as info:
         takeover.validate_inventory(HOSTS, ips, algorithm, host_vars)
     assert culprit in str(info.value)
+
+
+def test_a_public_ip_that_is_a_hosts_own_address_is_an_inventory_error():
+    with pytest.raises(takeover.InventoryError, match=r"198.51.100.2 \(pubip_public_ips\[1\]\) is n2's ansible_host"):
+        takeover.validate_inventory(HOSTS, IPS, "lcp2", {}, in_use={"198.51.100.2": "n2's ansible_host"})
 
 
 def test_interface_on_no_node_is_an_inventory_error():

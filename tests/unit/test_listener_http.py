@@ -1,0 +1,204 @@
+"""The listener's HTTP front against bad and hostile requests: a real server on 127.0.0.1, raw sockets.
+
+Every refusal names its culprit, and none queues a takeover run or stores an operation. The runs
+themselves are not what is tested here: the Listener's runner is a stand-in that is never called.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubip import protocol
+from pubip.controller import http
+from pubip.controller.listener import Listener
+
+SECRET = "s" * 32
+ADMIN = "a" * 32
+
+
+class NoRunner:
+    shares_run_state = False
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no takeover run may start from these requests")
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Listener, int, http.Server]]:
+    monkeypatch.setattr(http.Handler, "timeout", 0.5)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    listener = Listener(str(inventory), {"node1": SECRET, protocol.ADMIN: ADMIN}, str(tmp_path / "state"),
+                        fast_takeover=False)
+    listener.runner = NoRunner()
+    listener.last_run = {"generation": 3, "public_ips": [{"ip": "198.51.100.1/24", "node": "node1",
+                                                          "interfaces": ["eth0"]}],
+                         "assignment": {"198.51.100.1/24": "node1"}}
+    srv = http.Server(("127.0.0.1", 0), http.Handler, max_connections=4)
+    srv.listener = listener
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield listener, srv.server_address[1], srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def raw(port: int, data: bytes, half_close: bool = True, timeout: float = 5.0) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    answer = b"".join(chunks).decode("latin-1")
+    code = int(answer.split(" ", 2)[1]) if answer else 0
+    return code, answer
+
+
+def request(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    head = [f"POST {path} HTTP/1.1", "Host: x", "Connection: close", *[f"{k}: {v}" for k, v in headers.items()]]
+    if not any(k.lower() == "content-length" for k in headers):
+        head.append(f"Content-Length: {len(body)}")
+    return raw(port, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def signed(body: bytes, path: str = protocol.TAKEOVER_RUN_PATH, node: str = "node1", secret: str = SECRET,
+           **override: str) -> dict[str, str]:
+    return {**protocol.sign(secret, node, body, path), **override}
+
+
+BODY = b'{"reason": "test"}'
+CASES = [
+    # (what, path, body, headers, code, the culprit named in the answer)
+    ("negative Content-Length", protocol.TAKEOVER_RUN_PATH, BODY, {"Content-Length": "-1"}, 400,
+     "Content-Length '-1' is not a byte count"),
+    ("non-numeric Content-Length", protocol.TAKEOVER_RUN_PATH, BODY, {"Content-Length": "ten"}, 400,
+     "Content-Length 'ten' is not a byte count"),
+    ("huge Content-Length", protocol.TAKEOVER_RUN_PATH, BODY, {"Content-Length": "1000000000"}, 413,
+     "body of 1000000000 bytes exceeds 65536"),
+    ("body shorter than announced", protocol.TAKEOVER_RUN_PATH, BODY, {"Content-Length": "100"}, 400,
+     "body ended after 18 of 100 bytes"),
+    ("unknown node", protocol.TAKEOVER_RUN_PATH, BODY, "intruder", 403, "unknown node 'intruder'"),
+    ("no signature headers", protocol.TAKEOVER_RUN_PATH, BODY, {}, 403, "unknown node ''"),
+    ("non-ASCII signature", protocol.TAKEOVER_RUN_PATH, BODY, {protocol.SIGNATURE_HEADER: "\xe9" * 64}, 401,
+     "bad signature for node node1"),
+    ("NaN timestamp", protocol.TAKEOVER_RUN_PATH, BODY, {protocol.TIME_HEADER: "nan"}, 401,
+     "timestamp 'nan' is not a finite number"),
+    ("infinite timestamp", protocol.TAKEOVER_RUN_PATH, BODY, {protocol.TIME_HEADER: "inf"}, 401,
+     "timestamp 'inf' is not a finite number"),
+    ("timestamp an hour old", protocol.TAKEOVER_RUN_PATH, BODY, {protocol.TIME_HEADER: f"{time.time() - 3600:.6f}"},
+     401, "beyond the 30s window"),
+    ("body not a JSON object", protocol.TAKEOVER_RUN_PATH, b"[1, 2]", None, 400, "body is not a JSON object"),
+    ("body not JSON", protocol.TAKEOVER_RUN_PATH, b"{nope", None, 400, "malformed request"),
+    ("wait that is not a number", protocol.TAKEOVER_RUN_PATH + "?wait=abc", BODY, None, 400,
+     "wait='abc' is not a number of seconds"),
+    ("negative wait", protocol.TAKEOVER_RUN_PATH + "?wait=-5", BODY, None, 400, "wait='-5' is not a number"),
+    ("heartbeat 'done' a string", protocol.HEARTBEAT_PATH, b'{"done": "abc"}', None, 400,
+     "'done' must be a list of order results"),
+    ("node secret on the admin path", protocol.ADMIN_PATH, b'{"op": "reloadips"}', None, 403,
+     "unknown node 'node1'"),
+    ("unknown path", "/v1/nothing", BODY, None, 404, "not found"),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "body", "headers", "code", "culprit"), CASES, ids=[c[0] for c in CASES])
+def test_a_bad_request_is_refused_naming_its_culprit_and_queues_nothing(
+        server: tuple[Listener, int, http.Server], what: str, path: str, body: bytes, headers: Any, code: int,
+        culprit: str) -> None:
+    listener, port, _srv = server
+    url_path = path.split("?", 1)[0]
+    if headers is None:
+        headers = signed(body, url_path)
+    elif isinstance(headers, str):
+        headers = signed(body, url_path, node=headers)
+    elif "Content-Length" not in headers and headers:
+        headers = signed(body, url_path, **headers)
+    got, answer = request(port, path, body, headers)
+    assert got == code, answer
+    assert culprit in answer, answer
+    assert listener.store.pending() == [listener.store.pending()[0]]  # only the start-up request, nothing more
+    assert listener.accepted == 0
+
+
+def test_a_replayed_request_is_refused(server: tuple[Listener, int, http.Server]) -> None:
+    listener, port, _srv = server
+    headers = signed(BODY)
+    assert request(port, protocol.TAKEOVER_RUN_PATH, BODY, headers)[0] == 202
+    code, answer = request(port, protocol.TAKEOVER_RUN_PATH, BODY, headers)
+    assert code == 401 and "replayed nonce from node node1" in answer
+    assert listener.accepted == 1
+
+
+def test_moveip_of_an_ip_that_is_not_public_is_refused_and_never_stored(
+        server: tuple[Listener, int, http.Server]) -> None:
+    listener, port, _srv = server
+    for ip, says in (("10.9.9.9", "moveip: 10.9.9.9 is not a public IP of this cluster (public IPs: "
+                                  "198.51.100.1/24)"), ("bogus", "moveip: 'bogus' is not an IP address")):
+        body = json.dumps({"op": "moveip", "ip": ip, "node": "node1"}).encode()
+        code, answer = request(port, protocol.ADMIN_PATH, body,
+                               signed(body, protocol.ADMIN_PATH, node=protocol.ADMIN, secret=ADMIN))
+        assert code == 400 and says in answer, answer
+    assert listener.store.overrides("moveip") == {}
+
+
+def test_a_silent_connection_is_closed_and_does_not_hold_up_others(server: tuple[Listener, int, http.Server]
+                                                                   ) -> None:
+    _listener, port, _srv = server
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+        idle.sendall(b"POST /v1/takeover-run HTTP/1.1\r\nContent-Length: 10\r\n")  # and then nothing
+        assert raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200
+        assert idle.recv(100) == b""  # closed by the listener after its timeout
+    assert time.monotonic() - started < 3.0
+
+
+def test_connections_beyond_the_cap_are_answered_503(server: tuple[Listener, int, http.Server]) -> None:
+    _listener, port, srv = server
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        code, _answer = raw(port, b"GET /v1/status HTTP/1.1\r\n\r\n", half_close=False)
+        assert code == 503 and srv.refused >= 1
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # the slots come back once those connections are gone
+        if raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the listener did not serve again after the idle connections closed")
+
+
+def test_cancel_drops_a_pending_moveip(server: tuple[Listener, int, http.Server]) -> None:
+    listener, port, _srv = server
+    listener.store.set_override("moveip", "198.51.100.1/24", "node1")  # stored, not yet carried out
+    body = json.dumps({"op": "cancel"}).encode()
+    code, answer = request(port, protocol.ADMIN_PATH, body,
+                           signed(body, protocol.ADMIN_PATH, node=protocol.ADMIN, secret=ADMIN))
+    assert code == 200 and '"dropped": {"198.51.100.1/24": "node1"}' in answer, answer
+    assert listener.store.overrides("moveip") == {}
+
+
+def test_corrupt_state_files_are_set_aside_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "last_run.json").write_text("{half a file")
+    (state / "listener.sqlite").write_bytes(b"this is not a database" * 100)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    listener = Listener(str(inventory), {"node1": SECRET}, str(state), fast_takeover=False)
+    assert listener.last_run == {} and listener.store.pending()  # a fresh store, with its start-up request
+    aside = sorted(p.name.split(".corrupt-")[0] for p in state.iterdir() if ".corrupt-" in p.name)
+    assert aside == ["last_run.json", "listener.sqlite"]
+    assert "last_run.json is corrupt" in caplog.text and "listener.sqlite is corrupt" in caplog.text
