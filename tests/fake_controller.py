@@ -102,8 +102,8 @@ class Handler(BaseHTTPRequestHandler):
             if not ok:
                 return self.answer(401, {"error": "bad signature"})
             if self.path == "/v1/heartbeat":  # signed, as the listener answers: no orders, never declared dead
-                part = {"orders": [], "declared_dead": None, "running": False, "generation": None,
-                        "lease_ack": True, "tick": time.monotonic()}
+                part = {"orders": [], "declared_dead": None, "running": False, "generation": None, "completed": None,
+                        "lease_ack": True, "tick": time.monotonic(), "banned": False}
                 sig = auth.answer_signature(secrets[node], dict(self.headers.items()), self.path,
                                             json.dumps(part, sort_keys=True).encode())
                 return self.answer(200, {"ok": True, **part, "signature": sig})

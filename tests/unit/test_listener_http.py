@@ -202,3 +202,32 @@ def test_corrupt_state_files_are_set_aside_loudly(tmp_path: Path, caplog: pytest
     aside = sorted(p.name.split(".corrupt-")[0] for p in state.iterdir() if ".corrupt-" in p.name)
     assert aside == ["last_run.json", "listener.sqlite"]
     assert "last_run.json is corrupt" in caplog.text and "listener.sqlite is corrupt" in caplog.text
+
+
+def admin(port: int, payload: dict[str, Any]) -> tuple[int, str]:
+    body = json.dumps(payload).encode()
+    return request(port, protocol.ADMIN_PATH, body, signed(body, protocol.ADMIN_PATH, node=protocol.ADMIN,
+                                                             secret=ADMIN))
+
+
+def test_node_operations_name_a_bad_node_or_duration_and_store_nothing(server: tuple[Listener, int, http.Server]
+                                                                       ) -> None:
+    listener, port, _srv = server
+    for payload, says in (({"op": "ban", "node": "node9", "seconds": 20}, "ban: 'node9' is not a node"),
+                          ({"op": "ban", "node": "node1"}, "ban: --for None is not a number of seconds"),
+                          ({"op": "ban", "node": "node1", "seconds": -5}, "ban: --for -5 is not a number"),
+                          ({"op": "ban", "node": "node1", "seconds": "soon"}, "ban: --for 'soon' is not"),
+                          ({"op": "stop", "node": ""}, "stop: '' is not a node of this cluster"),
+                          ({"op": "ipinfo", "ip": "10.0.0.1"}, "ipinfo: 10.0.0.1 is not a public IP"),
+                          ({"op": "shutdown"}, "unknown operation 'shutdown'")):
+        code, answer = admin(port, payload)
+        assert code == 400 and says in answer, answer
+    assert listener.store.overrides("ban") == {} and listener.store.overrides("state") == {}
+
+
+def test_ipinfo_says_where_an_ip_is_and_who_may_host_it(server: tuple[Listener, int, http.Server]) -> None:
+    _listener, port, _srv = server
+    code, answer = admin(port, {"op": "ipinfo", "ip": "198.51.100.1"})
+    info = json.loads(answer.split("\r\n\r\n", 1)[1])
+    assert code == 200 and info["ip"] == "198.51.100.1/24" and info["planned"] == "node1"
+    assert info["known_on"] == ["node1"] and info["interfaces"] == ["eth0"] and info["last_move"] is None

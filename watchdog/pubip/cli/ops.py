@@ -1,5 +1,5 @@
-"""`pubip disable|enable HOST`, `pubip moveip IP HOST`, `pubip reloadips`, `pubip cancel`: operations through
-the listener.
+"""Operations through the listener: `pubip disable|enable|stop|continue|unban HOST`, `pubip ban HOST --for S`,
+`pubip moveip IP HOST`, `pubip reloadips`, `pubip cancel`, `pubip ipinfo IP`.
 
 Each is a takeover run under the hood (CTDB's `ctdb disable`, `ctdb moveip`, `ctdb reloadips`);
 `--check` previews the moves with a check-mode run and changes nothing. Requests are signed with
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,12 +45,16 @@ def main(args: argparse.Namespace) -> int:
         payload["node"] = args.host
     if getattr(args, "ip", None):
         payload["ip"] = args.ip
+    if getattr(args, "seconds", None) is not None:
+        payload["seconds"] = args.seconds
     if not args.listener or not args.secrets:
         raise PubipError(f"pubip {args.op} needs --listener and --secrets (or --lab)")
     result = call(args.listener, args.secrets, payload)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.op == "ipinfo":
+        print(render_ipinfo(result))
     elif args.op == "cancel":
         dropped = result.get("dropped") or {}
         print("Dropped: " + (", ".join(f"moveip {ip} {node}" for ip, node in dropped.items()) or "nothing pending"))
@@ -66,6 +71,20 @@ def main(args: argparse.Namespace) -> int:
     return 0 if result.get("success") else 1
 
 
+def render_ipinfo(info: dict[str, Any]) -> str:
+    move = info.get("last_move")
+    rows = [("Public IP", info["ip"]),
+            ("Held by", " + ".join(info.get("holders") or []) or "nobody"),
+            ("Planned node", info.get("planned") or "-1 (unassigned)"),
+            ("Known on", ", ".join(info.get("known_on") or []) or "-"),
+            ("Available on", ", ".join(info.get("available_on") or []) or "-"),
+            ("Interfaces", ", ".join(info.get("interfaces") or []) or "-"),
+            ("Last move", f"{move['from'] or '-'} -> {move['to'] or '-'} (generation {move['generation']}, "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(move['when']))})" if move else "-")]
+    width = max(len(k) for k, _v in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
 def add_parsers(sub: Any, func: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--check", action="store_true", help="preview the moves; change nothing")
@@ -76,9 +95,16 @@ def add_parsers(sub: Any, func: Any) -> None:
         p.set_defaults(func=func)
 
     for op, helptext in (("disable", "disable a node: its public IPs move away"),
-                         ("enable", "enable a node again: it takes its share back per the policy")):
+                         ("enable", "enable a node again: it takes its share back per the policy"),
+                         ("stop", "stop a node (CTDB's STOPPED): it holds no public IP but stays in the cluster"),
+                         ("continue", "continue a stopped node: it takes its share back"),
+                         ("ban", "ban a node for a while: it drops every public IP, they move away, and come "
+                                 "back by themselves when the ban ends"),
+                         ("unban", "end a node's ban now")):
         p = sub.add_parser(op, help=helptext)
         p.add_argument("host")
+        if op == "ban":
+            p.add_argument("--for", dest="seconds", type=float, required=True, metavar="SECONDS")
         p.set_defaults(op=op)
         common(p)
     p = sub.add_parser("moveip", help="move one public IP to a node")
@@ -91,4 +117,8 @@ def add_parsers(sub: Any, func: Any) -> None:
     common(p)
     p = sub.add_parser("cancel", help="drop pending moveip operations that no takeover run has carried out yet")
     p.set_defaults(op="cancel")
+    common(p)
+    p = sub.add_parser("ipinfo", help="one public IP: holder now and by plan, who may host it, its last move")
+    p.add_argument("ip")
+    p.set_defaults(op="ipinfo")
     common(p)

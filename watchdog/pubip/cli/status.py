@@ -32,6 +32,23 @@ def _lease(left: float | None) -> str:
     return f"{left:.1f}s" if left > 0 else "NONE (lost the cluster)"
 
 
+def _state(v: dict[str, Any]) -> str:
+    state = str(v.get("runtime_state") or v.get("state") or "-")
+    if v.get("banned_for"):
+        state += f" ({v['banned_for']:.0f}s left)"
+    if v.get("ban_credits"):
+        state += f", {v['ban_credits']} ban credit{'s' if v['ban_credits'] > 1 else ''}"
+    return state
+
+
+def _health(h: dict[str, Any] | None) -> str:
+    if not h:
+        return "-"
+    if h.get("ok"):
+        return "OK"
+    return f"UNHEALTHY: {h.get('hook') or '?'}: {h.get('message') or 'failed'}"[:80]
+
+
 def _ip_row(e: dict[str, Any]) -> list[Any]:
     """Where the IP is now (from heartbeats), and the last run's plan when that differs."""
     holders = e.get("holders")
@@ -45,8 +62,8 @@ def _ip_row(e: dict[str, Any]) -> list[Any]:
 
 
 def render_status(st: dict[str, Any]) -> str:
-    out = [render(["Node", "PNN", "State", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
-                  [[n, v.get("pnn") if v.get("pnn") is not None else "-", v.get("state") or "-",
+    out = [render(["Node", "PNN", "State", "Health", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
+                  [[n, v.get("pnn") if v.get("pnn") is not None else "-", _state(v), _health(v.get("health")),
                     "alive" if v["alive"] else "DEAD",
                     f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never",
                     _lease(v.get("lease_left")), ", ".join(v.get("does_not_hear") or []) or "-"]

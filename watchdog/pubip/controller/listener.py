@@ -25,7 +25,7 @@ from typing import Any, TypeGuard
 from .. import _collection, protocol
 from ..awx import AwxBackend
 from ..membership import Ears, Timing
-from . import death, fasttakeover, liveness
+from . import death, fasttakeover, liveness, nodestates
 from .orders import Orders
 from .runners import AwxRunner, PlaybookRunner, Runner
 from .store import Store
@@ -33,7 +33,9 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-OPS = ("disable", "enable", "moveip", "reloadips", "cancel")
+OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip", "reloadips", "cancel", "ipinfo")
+NODE_OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip")
+UNDO = {"enable": "disabled", "continue": "stopped"}  # the state an operation clears
 
 
 class Listener:
@@ -41,7 +43,8 @@ class Listener:
                  window: float = 30.0, max_body: int = 65536, retry_initial: float = 0.5, retry_max: float = 5.0,
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
-                 ansible_cfg: str | None = None, trusted_proxy: str | None = None, address: str | None = None):
+                 ansible_cfg: str | None = None, trusted_proxy: str | None = None, address: str | None = None,
+                 ban_credits: int = 3, ban_period: float = 300.0):
         self.inventory = inventory
         self.address = address  # the listener's own address: no public IP may be it
         self.admin_secret = secrets.get(ADMIN)
@@ -58,6 +61,11 @@ class Listener:
         self.run_marked = 0.0  # when the current run was marked running: reports made after it count
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
         self.records: dict[str, tuple[int, bool]] = {}  # node -> (its record's generation, marked by a run)
+        self.health: dict[str, dict[str, Any]] = {}  # node -> its monitor hooks' verdict (heartbeats)
+        self.rebalance: set[str] = set()  # nodes that came back: force_rebalance_nodes in the next run
+        self.credits = nodestates.Credits(ban_credits)
+        self.ban_period = ban_period
+        self.moved: dict[str, dict[str, Any]] = {}  # public IP -> its last move (pubip ipinfo)
         self.newer_record: dict[str, Any] | None = None  # a record newer than the last run: a run not ours
         self.ears_lock = threading.Lock()
         self.window = window
@@ -153,6 +161,9 @@ class Listener:
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if _number(left) else None
+            health = (payload or {}).get("health")
+            if isinstance(health, dict) and isinstance(health.get("ok"), bool):
+                self.health_report(node, health)
             record = (payload or {}).get("record")
             if isinstance(record, dict) and isinstance(record.get("generation"), int):
                 self.records[node] = (record["generation"], record.get("marked") is True)
@@ -179,6 +190,7 @@ class Listener:
             self.alive[node] = True
             self.store.set_alive(node, True)
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
+            self.rebalance.add(node)
             self.membership_changed.set()
             self.store.add_request("listener", f"node {node} is back")
             self.wake.set()
@@ -196,7 +208,9 @@ class Listener:
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
                 "generation": self.generation(),
-                "lease_ack": ack, "tick": time.monotonic()}
+                "completed": self.last_run.get("generation"),  # the last run known to have completed
+                "lease_ack": ack, "tick": time.monotonic(),
+                "banned": self.node_states().get(node) == "banned"}
 
     def generation(self) -> int | None:
         """The newest generation any host may have recorded: the last completed run's, or a later failed
@@ -345,6 +359,7 @@ class Listener:
     def work(self) -> None:
         delay = self.retry_initial
         while not self.stopping.is_set():
+            self.end_bans()
             pending = self.store.pending()
             if not pending:
                 self.wake.wait(1.0)
@@ -359,6 +374,7 @@ class Listener:
             self.running_run = run_id
             moves = self.store.overrides("moveip")
             run_state = self.run_state
+            extravars: dict[str, Any] = {}
             try:
                 if run_state and self.runstate.read(run_state)["cancelled"]:
                     ok, generation, detail = False, None, "cancelled before it started"
@@ -387,11 +403,14 @@ class Listener:
                 self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
                                              "detail": detail, "done": True}
             if ok:
+                self.credits.succeeded()
+                self.rebalance -= set(extravars.get("pubip_rebalance_nodes") or [])
                 delay = self.retry_initial
                 continue
             self.store.uncover(run_id)
             if said["cancelled"]:
                 continue  # not a failure: the next run starts at once
+            self.charge((self.last_found.get("problem_nodes") or []) if extravars else [], run_id)
             if moves and "moveip:" in detail:  # the plan refused it: retrying would fail forever
                 self.store.clear_overrides("moveip", list(moves))
                 log.error("Dropped the pending moveip %s: the takeover run refused it (%s)",
@@ -439,7 +458,8 @@ class Listener:
         with self.ears_lock:  # only reports made after this run was marked running (fast paths closed since)
             holds = {node: list(ips) for node, (ips, tick) in self.holds.items() if tick >= self.run_marked}
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
-                "pubip_state_overrides": self.store.overrides("state") if states is None else states,
+                "pubip_state_overrides": self.node_states() if states is None else states,
+                "pubip_rebalance_nodes": sorted(self.rebalance),
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)
                 "pubip_reported_holds": holds,
                 **({"pubip_listener_address": self.address} if self.address else {})}
@@ -447,7 +467,12 @@ class Listener:
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
             ) -> tuple[bool, int | None, str]:
         out = self.runner.run(run_id, dead, extravars, check)
-        self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures}
+        self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures,
+                           "problem_nodes": out.problem_nodes}
+        if out.ok and out.plan and not check:
+            for move in out.plan.get("moves") or []:
+                self.moved[move["ip"]] = {"from": move.get("from"), "to": move.get("to"),
+                                          "generation": out.plan.get("generation"), "when": time.time()}
         if out.ok and out.plan and not check:
             self.adopt(out.plan)
         elif (out.plan and not check and out.problem_nodes and len(out.failures) == 1
@@ -509,46 +534,62 @@ class Listener:
 
     # --- operations ----------------------------------------------------------------------
     def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """pubip disable / enable / moveip / reloadips: a takeover run under the hood; with check, a preview."""
+        """pubip disable / enable / stop / continue / ban / unban / moveip / reloadips: a takeover run under the
+        hood, with check a preview; cancel and ipinfo run nothing."""
         op = payload.get("op")
         if op not in OPS:
             raise protocol.Rejected(400, f"unknown operation {op!r}: use one of {', '.join(OPS)}")
         node, ip = str(payload.get("node") or ""), str(payload.get("ip") or "")
-        if op in ("disable", "enable", "moveip") and node not in self.secrets:
+        check = bool(payload.get("check"))
+        if op in NODE_OPS and node not in self.secrets:
             raise protocol.Rejected(400, f"{op}: {node!r} is not a node of this cluster")
-        if op == "moveip" and not ip:
-            raise protocol.Rejected(400, "moveip needs an ip")
-        if op == "moveip":
-            ip = self.known_public_ip(ip)
+        if op in ("moveip", "ipinfo"):
+            if not ip:
+                raise protocol.Rejected(400, f"{op} needs an ip")
+            ip = self.known_public_ip(ip, op)
+        raw_seconds = payload.get("seconds")
+        seconds = float(raw_seconds) if _number(raw_seconds) else 0.0
+        if op == "ban" and not 0 < seconds <= 86400 * 365:
+            raise protocol.Rejected(400, f"ban: --for {raw_seconds!r} is not a number of seconds (1 to a year)")
+        if op == "ipinfo":
+            return {"op": op, "success": True, **self.ipinfo(ip)}
         if op == "cancel":
             dropped = dict(self.store.overrides("moveip"))
-            if dropped and not payload.get("check"):
+            if dropped and not check:
                 self.store.clear_overrides("moveip", list(dropped))
                 log.warning("Operation cancel: dropped pending moveip %s",
                             ", ".join(f"{i} -> {n}" for i, n in dropped.items()))
-            return {"op": op, "check": bool(payload.get("check")), "success": True, "dropped": dropped}
-        states = dict(self.store.overrides("state"))
+            return {"op": op, "check": check, "success": True, "dropped": dropped}
+        states, bans = dict(self.store.overrides("state")), self.bans()
         moves = dict(self.store.overrides("moveip"))
-        if op == "disable":
-            states[node] = "disabled"
-        elif op == "enable":
-            states.pop(node, None)
+        if op in ("disable", "stop"):
+            states[node] = "disabled" if op == "disable" else "stopped"
+        elif op in UNDO and states.get(node) == UNDO[op]:
+            states.pop(node)
+        elif op == "ban":
+            bans[node] = time.time() + seconds
+        elif op == "unban":
+            bans.pop(node, None)
         elif op == "moveip":
             moves[ip] = node
-        if payload.get("check"):
+        if check:
+            planned = nodestates.effective(states, bans, self.unhealthy(), time.time())
             with self.run_lock:
-                ok, _gen, detail = self.run(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves, states),
+                ok, _gen, detail = self.run(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves, planned),
                                             check=True)
             plan = self.last_found.get("plan") or {}
             return {"op": op, "check": True, "success": ok, "moves": plan.get("moves", []),
                     "summary": plan.get("summary", ""), "detail": detail}
-        if op == "disable":
-            self.store.set_override("state", node, "disabled")
-        elif op == "enable":
-            self.store.set_override("state", node, None)
+        if op in ("disable", "stop", "enable", "continue"):
+            self.store.set_override("state", node, states.get(node))
+        elif op in ("ban", "unban"):
+            self.store.set_override("ban", node, repr(bans[node]) if node in bans else None)
         elif op == "moveip":
             self.store.set_override("moveip", ip, node)
-        log.info("Operation %s%s%s: takeover run", op, f" {ip}" if ip else "", f" {node}" if node else "")
+        if op in ("enable", "continue", "unban"):
+            self.rebalance.add(node)
+        log.info("Operation %s%s%s%s: takeover run", op, f" {ip}" if ip else "", f" {node}" if node else "",
+                 f" for {seconds:g}s" if op == "ban" else "")
         request_id = self.store.add_request(ADMIN, f"pubip {op}")
         self.awaited.add(request_id)
         self.wake.set()
@@ -561,7 +602,78 @@ class Listener:
         return {"op": op, "check": False, **result, "moves": plan.get("moves", []),
                 "summary": plan.get("summary", "")}
 
-    def known_public_ip(self, ip: str) -> str:
+    # --- node states (nodestates.py) -------------------------------------------------------
+    def bans(self) -> dict[str, float]:
+        out = {}
+        for node, until in self.store.overrides("ban").items():
+            try:
+                out[node] = float(until)
+            except ValueError:
+                continue
+        return out
+
+    def unhealthy(self) -> set[str]:
+        return {n for n, h in self.health.items() if h.get("ok") is False and self.alive.get(n, True)}
+
+    def node_states(self) -> dict[str, str]:
+        """node -> the runtime state a takeover run gives it (enabled nodes left out)."""
+        return nodestates.effective(self.store.overrides("state"), self.bans(), self.unhealthy(), time.time())
+
+    def ban(self, node: str, seconds: float, why: str) -> None:
+        self.store.set_override("ban", node, repr(time.time() + seconds))
+        log.warning("Banning node %s for %gs: %s", node, seconds, why)
+        self.store.add_request("listener", f"node {node} banned")
+        self.wake.set()
+
+    def charge(self, nodes: list[str], run_id: int) -> None:
+        """Ban credits for the live, unbanned nodes a failed run named; a ban when they pile up."""
+        states = self.node_states()
+        culprits = [n for n in nodes if n in self.secrets and self.alive.get(n, True) and states.get(n) != "banned"]
+        for node in self.credits.failed(culprits):
+            self.ban(node, self.ban_period, f"it kept {self.credits.limit} takeover runs in a row from completing "
+                                           f"(the last: run {run_id})")
+
+    def end_bans(self) -> None:
+        """Bans end by themselves: the node is back in the next run, with its share (rebalance)."""
+        ended = nodestates.expired(self.bans(), time.time())
+        if ended:
+            self.store.clear_overrides("ban", ended)
+            self.rebalance.update(ended)
+            log.warning("Ban of %s ended: takeover run to give %s back", ", ".join(ended),
+                        "it its share" if len(ended) == 1 else "them their share")
+            self.store.add_request("listener", f"ban of {', '.join(ended)} ended")
+            self.wake.set()
+
+    def health_report(self, node: str, health: dict[str, Any]) -> None:
+        """A node's monitor verdict, from its heartbeat: a change is a takeover run (UNHEALTHY: its IPs move)."""
+        was = self.health.get(node, {}).get("ok")
+        self.health[node] = {"ok": health["ok"], "hook": str(health.get("hook") or "")[:200],
+                             "message": str(health.get("message") or "")[:500]}
+        if (was is None and health["ok"]) or was == health["ok"]:
+            return
+        if health["ok"]:
+            log.warning("Node %s is healthy again: takeover run to give it its share", node)
+            self.rebalance.add(node)
+        else:
+            log.warning("Node %s is UNHEALTHY (monitor hook %s: %s): takeover run to move its IPs away", node,
+                        self.health[node]["hook"] or "?", self.health[node]["message"] or "failed")
+        self.store.add_request("listener", f"node {node} {'healthy' if health['ok'] else 'unhealthy'}")
+        self.wake.set()
+
+    def ipinfo(self, ip: str) -> dict[str, Any]:
+        """pubip ipinfo: where IP is now and by plan, who may host it, its interfaces, its last move."""
+        now = next((e for e in self.where_now(time.monotonic()) if e["ip"] == ip), {})
+        entry: dict[str, Any] = next((e for e in self.last_run.get("public_ips") or [] if e["ip"] == ip), {})
+        allowed = (self.last_run.get("allowed") or {}).get(ip)
+        known = sorted(allowed if allowed is not None else self.secrets)
+        states = self.node_states()
+        return {"ip": ip, "holders": now.get("holders", []), "planned": now.get("planned"),
+                "known_on": known,
+                "available_on": [n for n in known if self.alive.get(n, True) and n not in states],
+                "interfaces": entry.get("interfaces", []), "generation": self.last_run.get("generation"),
+                "last_move": self.moved.get(ip)}
+
+    def known_public_ip(self, ip: str, op: str = "moveip") -> str:
         """IP as the last run names it (address or CIDR in), or a 400 naming it: an operation on an IP that
         is not public is refused at once, never stored (it would fail every run after)."""
         import ipaddress
@@ -569,11 +681,11 @@ class Listener:
         try:
             address = ipaddress.ip_address(ip.split("/", 1)[0].strip())
         except ValueError:
-            raise protocol.Rejected(400, f"moveip: {ip!r} is not an IP address") from None
+            raise protocol.Rejected(400, f"{op}: {ip!r} is not an IP address") from None
         known = {ipaddress.ip_address(e["ip"].split("/", 1)[0]): e["ip"] for e in self.last_run.get("public_ips") or []}
         if address not in known:
             listed = ", ".join(sorted(known.values())) or "none yet: no takeover run has completed"
-            raise protocol.Rejected(400, f"moveip: {ip} is not a public IP of this cluster (public IPs: {listed})")
+            raise protocol.Rejected(400, f"{op}: {ip} is not a public IP of this cluster (public IPs: {listed})")
         return known[address]
 
     # --- status -----------------------------------------------------------------------------
@@ -581,6 +693,7 @@ class Listener:
         now = time.monotonic()
         nodes = {}
         known = self.last_run.get("nodes") or {}
+        states, bans, wall = self.node_states(), self.bans(), time.time()
         for node in sorted(self.secrets):
             seen = self.last_seen.get(node)
             with self.ears_lock:
@@ -592,7 +705,10 @@ class Listener:
                            "state": (known.get(node) or {}).get("state"),
                            "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None,
                            "lease_left": round(max(0.0, left[0] - (now - left[1])), 3) if left else None,
-                           "does_not_hear": silent}
+                           "does_not_hear": silent,
+                           "runtime_state": states.get(node, "enabled"),
+                           "banned_for": round(bans[node] - wall, 1) if bans.get(node, 0) > wall else None,
+                           "health": self.health.get(node), "ban_credits": self.credits.held.get(node, 0)}
         return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": self.where_now(now),
                 "pending_requests": len(self.store.pending()), "running": self.running_run,
                 "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections,

@@ -84,6 +84,9 @@ class Config:
     peers: PeersConfig | None = None
     lease: float = 0.0  # seconds; 1.0 by default when peers are configured, 0 = no lease
     lease_path: str = "/run/pubip/lease.json"
+    monitor_interval: float = 5.0  # the hook directory's `monitor` event, CTDB's MonitorInterval; 0 = off
+    monitor_timeout: float = 30.0
+    monitor_failures: int = 1  # failures in a row before the node is UNHEALTHY
 
 
 # key: (type, required)
@@ -97,6 +100,7 @@ TOP = {
     "heartbeat_interval": (float, False),
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
     "peers": (dict, False), "lease": (float, False), "lease_path": (str, False),
+    "monitor_interval": (float, False), "monitor_timeout": (float, False), "monitor_failures": (int, False),
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
@@ -165,12 +169,18 @@ def load(path: str = DEFAULT_PATH) -> Config:
     cfg = Config(node=top["node"])
     for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "fast_takeover",
                 "order_max_age", "release_on_link_loss", "release_foreign", "announce_count",
-                "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir"):
+                "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir",
+                "monitor_interval", "monitor_timeout", "monitor_failures"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)
     _positive(where, "heartbeat_interval", cfg.heartbeat_interval)
     _positive(where, "order_max_age", cfg.order_max_age)
+    if cfg.monitor_interval < 0:
+        raise ConfigError(f"{where}: 'monitor_interval' must be 0 (off) or a positive number of seconds")
+    _positive(where, "monitor_timeout", cfg.monitor_timeout)
+    if cfg.monitor_failures < 1:
+        raise ConfigError(f"{where}: 'monitor_failures' must be at least 1")
     if cfg.debounce < 0:
         raise ConfigError(f"{where}: 'debounce' must not be negative")
     if cfg.announce_count < 1:

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import datetime
 import logging
+import os
 import signal
 import sys
 import threading
@@ -111,6 +112,9 @@ class Watchdog:
         self.listener_tick: float | None = None  # the listener's clock in its last answer, echoed in the next
         self.listener_generation: Any = None  # the last run's generation the listener knows (its last answer)
         self.lost_cluster = False
+        self.banned = False  # the listener banned this node: it holds and takes nothing meanwhile
+        self.health: dict[str, Any] = {"ok": True, "hook": "", "message": ""}  # the monitor hooks' verdict
+        self.monitor_failed = 0
         self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
         self.started = time.monotonic()
         # A watchdog that was down longer than suspect_after is shunned for shun_hold after it speaks again:
@@ -224,6 +228,10 @@ class Watchdog:
         why: str | None = None
         if not self.has_lease():
             why = "this node has no lease (it lost the cluster)"
+        elif self.banned:
+            why = "this node is banned"
+        elif not self.health["ok"]:
+            why = "this node is UNHEALTHY: its IPs move away"
         elif _record.mark_expired(record):
             why = "the last takeover run died mid-way (its mark expired): where its IPs went is unknown"
         elif self.cfg.backend == "listener":
@@ -253,6 +261,10 @@ class Watchdog:
         # keeps here is retaken.
         if answer.get("generation") is not None and int(answer["generation"]) > generation:
             return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
+        if answer.get("completed") is not None and generation > int(answer["completed"]):
+            # a run that failed (or is still recording) may have planned IPs here that it never put here
+            return f"the record (generation {generation}) is from a run not known to have completed " \
+                   f"(the last completed: {answer['completed']})"
         if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
             return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
         return None
@@ -335,7 +347,8 @@ class Watchdog:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
-                 **({"record": record} if record else {}), **(extra or {})},
+                 **({"record": record} if record else {}),
+                 **({"health": dict(self.health)} if self.cfg.monitor_interval else {}), **(extra or {})},
                 protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
@@ -349,6 +362,7 @@ class Watchdog:
             self.listener_generation = part.get("generation")
             if part.get("lease_ack") is True and self.lease is not None:
                 self.lease.acknowledged(LISTENER, sent)
+        self._banned(part.get("banned") is True)
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
@@ -381,12 +395,47 @@ class Watchdog:
         held = {public[a] for _i, _f, a, _p, _s in addrs if a in public}
         return sorted(held | self.taking | set(self.ordered))  # and what a fast path may be adding right now
 
+    def _banned(self, banned: bool) -> None:
+        """CTDB's ban: a banned node drops every public IP by itself (no hooks: a node banned for failing
+        releases must still let go) and takes none until the ban ends."""
+        if banned and not self.banned:
+            log.error("Banned by the listener: releasing all public IPs; none taken until the ban ends")
+            self.banned = True
+            actions.release_all(self.cfg, self.order_nl or _netlink.Netlink(), _record.read(self.cfg.record_path))
+        elif not banned and self.banned:
+            log.warning("Ban ended: public IPs come back through a takeover run")
+            self.banned = False
+
+    def monitor_hooks(self) -> None:
+        """The `monitor` event (CTDB's convention), every monitor_interval: monitor_failures failures in a row
+        make this node UNHEALTHY (reported with every heartbeat: the listener moves its IPs away)."""
+        _hooks = _collection.module_utils("hooks")
+        try:
+            _hooks.run_hooks(self.cfg.hook_dir, "monitor", [], self.cfg.monitor_timeout)
+        except _hooks.HookError as exc:
+            self.monitor_failed += 1
+            if self.monitor_failed >= self.cfg.monitor_failures and self.health["ok"]:
+                log.error("Monitor: this node is UNHEALTHY: %s", exc)
+            if self.monitor_failed >= self.cfg.monitor_failures:
+                self.health = {"ok": False, "hook": os.path.basename(exc.hook), "message": str(exc.detail)[:300]}
+            return
+        if not self.health["ok"]:
+            log.warning("Monitor: this node is healthy again")
+        self.monitor_failed = 0
+        self.health = {"ok": True, "hook": "", "message": ""}
+
     def _carry_out(self, order: dict[str, Any], received: float) -> None:
         if not self.has_lease():
             log.warning("Fast takeover order %s refused: this node has no lease", order.get("id"))
             with self.order_lock:
                 self.order_results.append({"id": order.get("id"), "taken": [], "errors": [],
                                            "refused": "this node has no lease (it lost the cluster)"})
+            return
+        if self.banned or not self.health["ok"]:
+            why = "this node is banned" if self.banned else "this node is UNHEALTHY"
+            log.warning("Fast takeover order %s refused: %s", order.get("id"), why)
+            with self.order_lock:
+                self.order_results.append({"id": order.get("id"), "taken": [], "errors": [], "refused": why})
             return
         with self.order_lock:
             self.order_nl = self.order_nl or _netlink.Netlink()
@@ -467,6 +516,10 @@ class Watchdog:
         scheduler.add_job(self._safe_check, "interval", seconds=self.cfg.interval, id="check", coalesce=True,
                           max_instances=1, misfire_grace_time=None,
                           next_run_time=datetime.datetime.now(datetime.UTC))
+        if self.cfg.monitor_interval and self.cfg.hook_dir:
+            scheduler.add_job(self._safe_monitor, "interval", seconds=self.cfg.monitor_interval, id="monitor",
+                              coalesce=True, max_instances=1, misfire_grace_time=None,
+                              next_run_time=datetime.datetime.now(datetime.UTC))
 
         def stop(signum: int, _frame: Any) -> None:
             log.info("Watchdog stopping (signal %d)", signum)
@@ -506,6 +559,12 @@ class Watchdog:
                  else "off")
         sdnotify.notify("READY=1")
         scheduler.start()
+
+    def _safe_monitor(self) -> None:
+        try:
+            self.monitor_hooks()
+        except Exception:
+            log.exception("Monitor failed")
 
     def _safe_check(self) -> None:
         try:

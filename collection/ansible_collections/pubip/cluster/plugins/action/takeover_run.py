@@ -182,7 +182,8 @@ class ActionModule(ActionBase):
                             "with it (pubip_dead_nodes names a node that is down)" % (name, why))
         plan = _takeover.plan(nodes, ips, gathered, now=time.time(),
                               move_requests=task_vars.get("pubip_moveip") or {}, pinned=pinned,
-                              reported=task_vars.get("pubip_reported_holds") or {}, **options)
+                              reported=task_vars.get("pubip_reported_holds") or {},
+                              rebalance=task_vars.get("pubip_rebalance_nodes") or [], **options)
         plan["run_id"] = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), int(time.time() * 1000) % 1000000)
         plan["summary"] = _takeover.summary(plan, nodes)
         for line in plan["log"]:
@@ -281,7 +282,15 @@ class ActionModule(ActionBase):
         if host in self._dead_now(task_vars):
             out.update(skipped=True, skip_reason="%s was declared dead during the run" % host)
             return out
-        record = {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
+        # What the run achieved, not only what it planned: an IP whose holder failed to release it stays that
+        # holder's in every record (no watchdog may think it should hold it and put it back).
+        hostvars = task_vars["hostvars"]
+        dead = self._dead_now(task_vars)
+        recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"), name)
+                    for name in plan["connected"]}
+        stuck = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
+                                                 for name in plan["connected"]}, recorded, dead)
+        record = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
                   "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
         res = self._call(task_vars, state="record", record=record, ipreallocated=True)
         if res.get("failed"):

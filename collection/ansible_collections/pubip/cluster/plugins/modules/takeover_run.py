@@ -24,9 +24,13 @@ description:
     and it gets nothing new - and the run ends failed naming it. A cluster that runs no watchdogs can keep
     CTDB's old rule (unreachable means DISCONNECTED) with the group var C(pubip_unreachable_is_dead=true).
   - A node whose watchdog reports no lease (C(pubip_lease_path); it lost the cluster) hosts nothing.
-  - The extra var C(pubip_state_overrides) (node to state, from C(pubip disable) and C(pubip enable)) wins over
-    C(pubip_state); C(pubip_moveip) (IP to node, from C(pubip moveip)) makes the plan start as if that node held
-    the IP, so it stays there when the node can host it.
+  - The extra var C(pubip_state_overrides) (node to state, from the listener - C(pubip disable), C(pubip stop),
+    C(pubip ban), a failing C(monitor) hook - and their undoing) wins over C(pubip_state); C(pubip_moveip) (IP to
+    node, from C(pubip moveip)) makes the plan start as if that node held the IP, so it stays there when the node
+    can host it; C(pubip_rebalance_nodes) (nodes that came back) get their share back (CTDB's
+    force_rebalance_nodes) unless C(pubip_no_ip_failback).
+  - With C(pubip_run_state) (a file on the controller, from the listener) the run can be cancelled before it
+    changes any host, and skips nodes the listener declares dead during the run.
   - V(plan) (C(run_once)) validates the inventory and computes the assignment once with the allocation engine
     (CTDB's lcp2, det or nondet); the plan becomes the fact C(pubip_plan) on every node. Any inventory error stops
     the run here, before any node changes. In check and diff mode it shows the holders before and after.
@@ -46,8 +50,8 @@ description:
   - "Inventory contract: hosts in one group (O(group)); group vars C(pubip_public_ips) (a list of
     C({ip: 198.51.100.10/24, interfaces: [eth0, eth1], nodes: [optional host names]})), C(pubip_algorithm)
     (V(lcp2), V(det), V(nondet)), C(pubip_no_ip_failback), C(pubip_no_ip_takeover); host vars C(pubip_pnn)
-    (else the inventory order), C(pubip_state) (V(enabled), V(disabled), V(stopped), V(banned)), and the per-node
-    paths and knobs C(pubip_record_path), C(pubip_lock_path), C(pubip_hook_dir), C(pubip_hook_timeout),
+    (else the inventory order), C(pubip_state) (V(enabled), V(disabled), V(stopped), V(banned), V(unhealthy)),
+    and the per-node paths and knobs C(pubip_record_path), C(pubip_lock_path), C(pubip_hook_dir), C(pubip_hook_timeout),
     C(pubip_announce_count), C(pubip_announce_interval)."
 author:
   - pubip developers

@@ -8,6 +8,7 @@ hook directory, in name order, as ``HOOK EVENT ARGS...``:
 * ``releaseip IFACE IP MASKBITS``
 * ``updateip OLDIFACE NEWIFACE IP MASKBITS``
 * ``ipreallocated``
+* ``monitor`` (the watchdog, every monitor_interval: a non-zero exit makes the node UNHEALTHY)
 
 argv only: no shell, no string built from inputs.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-EVENTS = ("takeip", "releaseip", "updateip", "ipreallocated")
+EVENTS = ("takeip", "releaseip", "updateip", "ipreallocated", "monitor")
 
 
 class HookError(Exception):

@@ -13,7 +13,8 @@ from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_ip
 
 NODE_STATES = {"enabled": 0, "disabled": ipalloc.NODE_FLAGS["PERMANENTLY_DISABLED"],
-               "stopped": ipalloc.NODE_FLAGS["STOPPED"], "banned": ipalloc.NODE_FLAGS["BANNED"]}
+               "stopped": ipalloc.NODE_FLAGS["STOPPED"], "banned": ipalloc.NODE_FLAGS["BANNED"],
+               "unhealthy": ipalloc.NODE_FLAGS["UNHEALTHY"]}
 DISCONNECTED = ipalloc.NODE_FLAGS["DISCONNECTED"]
 
 
@@ -82,7 +83,7 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars, in_use=None):
 
 
 def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
-         move_requests=None, pinned=None, reported=None):
+         move_requests=None, pinned=None, reported=None, rebalance=None):
     """Compute the takeover run.
 
     ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record, lease) for every
@@ -93,7 +94,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     engine starts as if that node held the IP, so it stays there when the node can host it. ``reported``:
     host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast
     takeover orders (the listener's extra var): a pinned node keeps those - a fast order may have put them
-    there - and what the newest record gives it (its watchdog may retake those at any time).
+    there - and what the newest record gives it (its watchdog may retake those at any time). ``rebalance``:
+    nodes that came back (revived, enabled, continued, unbanned, healthy again): CTDB's force_rebalance_nodes,
+    so they get their share back - unless no_ip_failback.
     """
     pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
@@ -148,8 +151,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
         # CTDB's merge rule: the highest-numbered node claiming it is the holder.
         engine_ips.append({"ip": ip["ip"], "current_pnn": index[current[-1]] if current else -1,
                            "known_on": [index[h] for h in allowed], "available_on": sorted(able)})
-    result = ipalloc.allocate(engine_nodes, engine_ips, algorithm,
-                              {"no_ip_failback": bool(no_ip_failback), "no_ip_takeover": bool(no_ip_takeover)})
+    engine_options = {"no_ip_failback": bool(no_ip_failback), "no_ip_takeover": bool(no_ip_takeover)}
+    if rebalance and not no_ip_failback:
+        engine_options["force_rebalance_nodes"] = sorted(index[n] for n in rebalance if n in index)
+    result = ipalloc.allocate(engine_nodes, engine_ips, algorithm, engine_options)
     name_of = {i: n["name"] for n, i in ((n, index[n["name"]]) for n in nodes)}
     assignment = {a["ip"]: (name_of[a["pnn"]] if a["pnn"] >= 0 else None) for a in result["assignments"]}
     if pinned_ips:  # back in, in CTDB's order (descending address)
@@ -236,6 +241,17 @@ def failed_releases(plan, release_results, recorded=None, dead=()):
         if stuck:
             out[name] = stuck
     return out
+
+
+def achieved(plan, stuck):
+    """The record's public IPs after the take phase: the plan's, except that an IP whose holder failed to
+    release it (STUCK: host -> IPs, from failed_releases) stays with that holder - nobody else took it."""
+    holder = {}
+    for name, ips in stuck.items():
+        for ip in ips:
+            holder[ip] = name
+    return [dict(e, node=holder[e["ip"]]) if e["ip"] in holder and e.get("node") != holder[e["ip"]] else dict(e)
+            for e in plan["record"]["public_ips"]]
 
 
 def recorded_ips(record, node):

@@ -209,3 +209,11 @@ def test_a_pinned_node_keeps_what_its_record_gives_it_and_what_it_reported_holdi
     # without a report, the record speaks: .1 and .2 stay n1's
     blind = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
     assert blind["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24"]
+
+
+def test_the_record_keeps_an_ip_with_the_holder_that_failed_to_release_it():
+    plan = {"record": {"public_ips": [{"ip": "198.51.100.1/24", "node": "n1", "interfaces": ["eth0"]},
+                                      {"ip": "198.51.100.2/24", "node": "n1", "interfaces": ["eth0"]}]}}
+    got = takeover.achieved(plan, {"n2": ["198.51.100.2/24"]})
+    assert [(e["ip"], e["node"]) for e in got] == [("198.51.100.1/24", "n1"), ("198.51.100.2/24", "n2")]
+    assert plan["record"]["public_ips"][1]["node"] == "n1"  # the plan itself is left alone

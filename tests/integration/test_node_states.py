@@ -1,0 +1,116 @@
+"""CTDB's node states at run time on a 3-host lab with the defaults: a failing `monitor` hook (UNHEALTHY),
+`pubip ban` (and its end), ban credits for a node that fails every release, `pubip stop`/`continue`,
+`pubip ipinfo`. Every test samples the kernels: never an IP on two hosts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import labkit
+from tests.integration.test_listener import status, wait_idle, wait_until
+
+pytestmark = pytest.mark.lab
+MONITOR_INTERVAL = 5.0  # the watchdog's default
+
+
+@pytest.fixture
+def lab(lab_factory) -> Iterator[labkit.LabHandle]:  # type: ignore[no-untyped-def]
+    yield lab_factory("--nodes", "3", "--vips", "6")
+
+
+def hook(lab: labkit.LabHandle, host: str, name: str, body: str) -> Path:
+    path = Path(next(h["dir"] for h in lab.hosts if h["name"] == host)) / "hooks" / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def op(lab: labkit.LabHandle, *args: str) -> dict[str, Any]:
+    proc = labkit.pubip(*args, "--lab", lab.name, "--json", check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_a_failing_monitor_hook_moves_the_nodes_ips_away_and_back(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    flag = Path(lab.hosts[1]["dir"]) / "nfs-down"
+    hook(lab, "node2", "50.nfs", f'[ "$1" = monitor ] || exit 0\n'
+                                 f'[ -e {flag} ] && {{ echo "nfsd is not running" >&2; exit 1; }}\nexit 0\n')
+    with labkit.Sampler(lab) as sampler:
+        flag.touch()
+        away = wait_until(lambda: lab.count_by_host() == {"node1": 3, "node2": 0, "node3": 3}, 60, lab)
+        st = status(lab)
+        table = labkit.pubip("status", "--lab", lab.name).stdout
+        flag.unlink()
+        back = wait_until(lambda: lab.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}, 60, lab)
+        wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert st["nodes"]["node2"]["runtime_state"] == "unhealthy"
+    assert st["nodes"]["node2"]["health"] == {"ok": False, "hook": "50.nfs", "message": "exit 1: nfsd is not running"}
+    assert "UNHEALTHY: 50.nfs: exit 1: nfsd is not running" in table
+    assert away <= MONITOR_INTERVAL + 5.0, f"IPs moved away after {away:.1f}s"
+    assert back <= MONITOR_INTERVAL + 10.0, f"IPs came back after {back:.1f}s"  # failback on
+    print(f"away after {away:.1f}s, back after {back:.1f}s")
+
+
+def test_a_ban_moves_the_nodes_ips_away_and_they_come_back_when_it_ends(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    with labkit.Sampler(lab) as sampler:
+        t0 = time.monotonic()
+        preview = op(lab, "ban", "node2", "--for", "20", "--check")
+        assert preview["check"] is True and sorted(m["from"] for m in preview["moves"]) == ["node2", "node2"]
+        assert lab.count_by_host()["node2"] == 2  # a preview changes nothing
+        banned = op(lab, "ban", "node2", "--for", "20")
+        assert banned["success"] is True
+        assert lab.count_by_host() == {"node1": 3, "node2": 0, "node3": 3}
+        took = time.monotonic() - t0
+        st = status(lab)
+        wait_until(lambda: lab.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}, 60, lab)
+        ended = time.monotonic() - t0
+        wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert st["nodes"]["node2"]["runtime_state"] == "banned" and 5 < st["nodes"]["node2"]["banned_for"] <= 20
+    assert took <= 5.0 + 5.0, f"the ban took {took:.1f}s"  # the preview run, then the run
+    assert 20.0 <= ended <= 35.0, f"IPs back {ended:.1f}s after the ban"
+    assert "Ban of node2 ended" in (lab.dir / "listener.log").read_text()
+
+
+def test_a_node_that_fails_every_release_is_banned_and_runs_go_on(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    hook(lab, "node2", "10.broken", '[ "$1" = releaseip ] && { echo "cannot unexport" >&2; exit 1; }\nexit 0\n')
+    ip = next(ip for ip, hs in lab.holders().items() if hs == ["node2"])
+    with labkit.Sampler(lab) as sampler:
+        proc = labkit.pubip("moveip", ip, "node1", "--lab", lab.name, "--json", check=False, timeout=600)
+        moved = json.loads(proc.stdout)  # node2 must release it: it cannot
+        assert proc.returncode == 1 and moved["success"] is False and "cannot unexport" in moved["detail"]
+        wait_until(lambda: status(lab)["nodes"]["node2"]["runtime_state"] == "banned", 120, lab)
+        wait_until(lambda: lab.count_by_host()["node2"] == 0 and status(lab)["runs"][0]["success"] is True, 60, lab)
+        st = wait_idle(lab)
+    assert sampler.double_holdings() == []
+    assert st["runs"][0]["success"] is True and all(len(hs) == 1 for hs in lab.holders().values())
+    log = (lab.dir / "listener.log").read_text()
+    assert "Banning node node2 for 300s: it kept 3 takeover runs in a row from completing" in log
+    assert "Banned by the listener: releasing all public IPs" in (Path(lab.hosts[1]["dir"]) / "watchdog.log"
+                                                                 ).read_text()
+
+
+def test_stop_continue_and_ipinfo(lab: labkit.LabHandle) -> None:
+    wait_idle(lab)
+    ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    with labkit.Sampler(lab) as sampler:
+        assert op(lab, "stop", "node3")["success"] is True
+        assert lab.count_by_host()["node3"] == 0 and status(lab)["nodes"]["node3"]["runtime_state"] == "stopped"
+        info = op(lab, "ipinfo", ip)
+        assert info["holders"] == [info["planned"]] and info["planned"] in ("node1", "node2")
+        assert info["last_move"]["from"] == "node3" and info["available_on"] == ["node1", "node2"]
+        assert op(lab, "continue", "node3")["success"] is True
+        assert lab.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}  # rebalanced: its share back
+    assert sampler.double_holdings() == []
+    text = labkit.pubip("ipinfo", ip, "--lab", lab.name).stdout
+    assert f"Public IP     {ip}" in text and "Last move" in text
