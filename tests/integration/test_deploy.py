@@ -19,7 +19,8 @@ from tests import labkit
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 VENV = str(Path(sys.executable).parent.parent)
-UNITS = ["pubip-watchdog.service", "pubip-watchdog-check.service", "pubip-watchdog-check.timer"]
+UNITS = ["pubip-watchdog.service", "pubip-watchdog-check.service", "pubip-watchdog-check.timer",
+         "pubip-watchdog-leave.service"]
 
 
 def deploy(handle: labkit.LabHandle, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -56,6 +57,9 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
                      "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "SystemCallFilter=@system-service",
                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"):
             assert line in service
+        leave = (units / "pubip-watchdog-leave.service").read_text()  # graceful shutdown, not on restart
+        assert "After=network-online.target pubip-watchdog.service" in leave and "RemainAfterExit=yes" in leave
+        assert "--leave --timeout 15 --config" in leave and "PartOf" not in leave and "BindsTo" not in leave
         verify = subprocess.run(["systemd-analyze", "verify", *[str(units / u) for u in UNITS]],
                                 capture_output=True, text=True)
         assert verify.returncode == 0, verify.stderr

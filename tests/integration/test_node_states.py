@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,43 @@ def test_stop_continue_and_ipinfo(lab: labkit.LabHandle) -> None:
     assert sampler.double_holdings() == []
     text = labkit.pubip("ipinfo", ip, "--lab", lab.name).stdout
     assert f"Public IP     {ip}" in text and "Last move" in text
+
+
+def test_a_graceful_shutdown_hands_the_ips_over_at_once_and_a_watchdog_restart_moves_nothing(
+        lab: labkit.LabHandle) -> None:
+    from pubip import lab as labmod
+
+    wait_idle(lab)
+    before = lab.holders()
+    with labkit.Sampler(lab) as sampler:
+        t0 = time.monotonic()
+        labmod.stop_watchdog(lab.info, "node1")  # a plain restart of the watchdog service
+        labmod.start_watchdog(lab.info, "node1")
+        time.sleep(3.0)
+        restarted = time.monotonic()
+    assert lab.holders() == before and sampler.unheld(t0, restarted) == [] and sampler.double_holdings() == []
+
+    h = lab.hosts[2]
+    lost = sorted(ip for ip, hs in before.items() if hs == ["node3"])
+    with labkit.Sampler(lab) as sampler:
+        t0 = time.monotonic()
+        left = lab.in_host("node3", sys.executable, "-m", "pubip.node.daemon", "--leave", "--config",
+                           h["watchdog_config"])
+        t1 = time.monotonic()
+        time.sleep(0.5)
+        t2 = time.monotonic()
+    assert left.returncode == 0, left.stdout + left.stderr
+    assert all(lab.holders()[ip] in (["node1"], ["node2"]) for ip in lost)
+    assert sampler.double_holdings() == []
+    assert sampler.unheld(t0, t2, min_gap=0.5) == [], sampler.unheld(t0, t2)  # each IP unheld 0.5 s at most
+    assert t1 - t0 < 5.0
+    gaps = [float(b) - float(a) for a, b in (g.rsplit(" ", 1)[1].split("-") for g in sampler.unheld(t0, t2))]
+    print(f"graceful leave: IPs unheld at most {max(gaps, default=0.0):.3f}s; --leave returned after {t1 - t0:.2f}s")
+    log = (lab.dir / "listener.log").read_text()
+    assert "Node node3 is leaving (graceful shutdown)" in log and "Node node3 is gone (it left gracefully" in log
+    time.sleep(1.0)
+    assert status(lab)["nodes"]["node3"]["alive"] is False  # its watchdog still runs, leaving: not back
+    # the host comes back: a new watchdog process, and node3 gets its share again
+    labmod.stop_watchdog(lab.info, "node3")
+    labmod.start_watchdog(lab.info, "node3")
+    wait_until(lambda: lab.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}, 60, lab)

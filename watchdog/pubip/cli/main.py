@@ -199,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", required=True,
                     help="the address to listen on (explicit: the nodes' network, never all interfaces by accident)")
     ls.add_argument("--port", type=int, default=8750)
+    ls.add_argument("--ban-credits", type=int, default=3,
+                    help="takeover runs in a row a live node may keep from completing before it is banned")
+    ls.add_argument("--ban-period", type=float, default=300.0, help="seconds such a ban lasts (CTDB's 300)")
     ls.add_argument("--lease", type=float, default=1.0,
                     help="the nodes' lease in seconds (watchdog 'lease'); a silent node is dead after "
                     "(1+1e-3) x lease + 0.5 s without a quorum hearing it")

@@ -66,6 +66,8 @@ class Listener:
         self.credits = nodestates.Credits(ban_credits)
         self.ban_period = ban_period
         self.moved: dict[str, dict[str, Any]] = {}  # public IP -> its last move (pubip ipinfo)
+        self.leaving: dict[str, float] = {}  # node -> when it asked to leave (graceful shutdown), not yet gone
+        self.left: set[str] = set()  # nodes that left gracefully: dead until their watchdog starts again
         self.newer_record: dict[str, Any] | None = None  # a record newer than the last run: a run not ours
         self.ears_lock = threading.Lock()
         self.window = window
@@ -186,7 +188,15 @@ class Listener:
                 log.info("Fast takeover order %d done by %s: took %s%s", order.id, node,
                          ", ".join(res.get("taken") or []) or "nothing",
                          f"; errors: {'; '.join(res['errors'])}" if res.get("errors") else "")
+        if (payload or {}).get("leave") is True and node not in self.leaving and node not in self.left:
+            self.leaving[node] = now
+            log.warning("Node %s is leaving (graceful shutdown): it drops its public IPs, the others take them", node)
+        if node in self.leaving:
+            self.leave_when_empty(node, now)
+        if node in self.left and (payload or {}).get("leaving") is True:
+            return []  # the leaving watchdog's last heartbeats: not back yet
         if not self.alive.get(node, True):
+            self.left.discard(node)
             self.alive[node] = True
             self.store.set_alive(node, True)
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
@@ -210,7 +220,8 @@ class Listener:
                 "generation": self.generation(),
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
-                "banned": self.node_states().get(node) == "banned"}
+                "banned": self.node_states().get(node) == "banned",
+                "leave": node in self.leaving or node in self.left}
 
     def generation(self) -> int | None:
         """The newest generation any host may have recorded: the last completed run's, or a later failed
@@ -293,11 +304,30 @@ class Listener:
                 self.wake.set()
             self.stopping.wait(0.05)
 
-    def node_died(self, node: str, silent_for: float, why: str) -> None:
+    def node_died(self, node: str, silent_for: float | None, why: str) -> None:
         self.alive[node] = False
         self.silent.discard(node)
         self.store.set_alive(node, False)
-        log.warning("Node %s is dead (no heartbeat for %.1fs; %s): takeover run without it", node, silent_for, why)
+        if silent_for is None:
+            log.warning("Node %s is gone (%s): takeover run without it", node, why)
+        else:
+            log.warning("Node %s is dead (no heartbeat for %.1fs; %s): takeover run without it", node, silent_for, why)
+
+    def leave_when_empty(self, node: str, asked: float) -> None:
+        """A leaving node is gone once a heartbeat made after its leave (it echoes a tick from after it) says it
+        holds nothing: it refuses every take from then on, so its IPs go to the others at once (fast takeover
+        orders), as they would on its death - without waiting for one."""
+        with self.ears_lock:
+            ips, tick = self.holds.get(node, (None, 0.0))
+        if ips is None or ips or tick < self.leaving[node]:
+            return
+        self.leaving.pop(node)
+        self.left.add(node)
+        self.node_died(node, None, "it left gracefully and holds no public IP")
+        if self.fast_takeover:
+            self.issue_orders(exclude=set(self.suspected))
+        self.store.add_request("listener", f"node {node} left")
+        self.wake.set()
 
     def issue_orders(self, exclude: set[str] | None = None) -> None:
         """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them; none to

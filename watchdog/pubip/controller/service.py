@@ -37,7 +37,8 @@ def main(args: Any) -> int:
     listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
                         playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy,
-                        address=args.bind if args.bind not in ("0.0.0.0", "::") else None)
+                        address=args.bind if args.bind not in ("0.0.0.0", "::") else None,
+                        ban_credits=args.ban_credits, ban_period=args.ban_period)
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

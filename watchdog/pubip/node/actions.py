@@ -110,9 +110,10 @@ def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]
     return done
 
 
-def release_all(cfg: Config, nl: Any, record: dict[str, Any] | None) -> list[str]:
-    """Lost the cluster: release every public IP of the record held here, at once - no hooks, and no waiting
-    on a takeover run's interface lock (the release must finish within the lease's release bound)."""
+def release_all(cfg: Config, nl: Any, record: dict[str, Any] | None, why: str = "Lost the cluster") -> list[str]:
+    """Lost the cluster (or banned, or leaving): release every public IP of the record held here, at once - no
+    hooks, and no waiting on a takeover run's interface lock (the release must finish within the lease's release
+    bound). WHY starts each log line."""
     if not record:
         return []
     public = {e["ip"].split("/", 1)[0]: e for e in record.get("public_ips") or []}
@@ -125,10 +126,10 @@ def release_all(cfg: Config, nl: Any, record: dict[str, Any] | None) -> list[str
     done = []
     for act in _host.apply_actions(nl, _host.plan_release(ifaces, specs_of(record, held)), conf):
         if act.error:
-            log.error("Lost the cluster: %s", act.message)
+            log.error("%s: %s", why, act.message)
         elif act.kind == "release":
             done.append(act.pip.cidr)
-            log.warning("Lost the cluster: %s", act.message)
+            log.warning("%s: %s", why, act.message)
     return done
 
 

@@ -113,6 +113,8 @@ class Watchdog:
         self.listener_generation: Any = None  # the last run's generation the listener knows (its last answer)
         self.lost_cluster = False
         self.banned = False  # the listener banned this node: it holds and takes nothing meanwhile
+        self.leaving = False  # this host is shutting down (pubip-watchdog --leave): it holds and takes nothing
+        self.hurry = threading.Event()  # send the next heartbeat now
         self.health: dict[str, Any] = {"ok": True, "hook": "", "message": ""}  # the monitor hooks' verdict
         self.monitor_failed = 0
         self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
@@ -348,7 +350,8 @@ class Watchdog:
                 self.cfg.listener, self.cfg.node,
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
                  **({"record": record} if record else {}),
-                 **({"health": dict(self.health)} if self.cfg.monitor_interval else {}), **(extra or {})},
+                 **({"health": dict(self.health)} if self.cfg.monitor_interval else {}),
+                 **({"leaving": True} if self.leaving else {}), **(extra or {})},
                 protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
@@ -362,7 +365,10 @@ class Watchdog:
             self.listener_generation = part.get("generation")
             if part.get("lease_ack") is True and self.lease is not None:
                 self.lease.acknowledged(LISTENER, sent)
-        self._banned(part.get("banned") is True)
+        if part.get("leave") is True and not self.leaving:
+            log.warning("Leaving the cluster (graceful shutdown): releasing all public IPs for the others to take")
+            self.leaving = True
+        self._banned(part.get("banned") is True or self.leaving)
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
@@ -399,9 +405,12 @@ class Watchdog:
         """CTDB's ban: a banned node drops every public IP by itself (no hooks: a node banned for failing
         releases must still let go) and takes none until the ban ends."""
         if banned and not self.banned:
-            log.error("Banned by the listener: releasing all public IPs; none taken until the ban ends")
+            if not self.leaving:
+                log.error("Banned by the listener: releasing all public IPs; none taken until the ban ends")
             self.banned = True
-            actions.release_all(self.cfg, self.order_nl or _netlink.Netlink(), _record.read(self.cfg.record_path))
+            actions.release_all(self.cfg, self.order_nl or _netlink.Netlink(), _record.read(self.cfg.record_path),
+                                "Leaving" if self.leaving else "Banned")
+            self.hurry.set()  # the listener learns at once that nothing is held here
         elif not banned and self.banned:
             log.warning("Ban ended: public IPs come back through a takeover run")
             self.banned = False
@@ -468,7 +477,8 @@ class Watchdog:
                 failing = True
                 self.stopped.wait(1.0)
             if failing or not self.order_results:  # orders just carried out are reported at once
-                self.stopped.wait(self.cfg.heartbeat_interval)
+                self.hurry.wait(self.cfg.heartbeat_interval)
+                self.hurry.clear()
 
     def keep_lease(self) -> None:
         """Every 50 ms (its own thread): write the lease file for public_ip; without a lease, release every
@@ -588,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--once", action="store_true",
                     help="run one check and exit: 0 clean (or skipped), 1 finding (a run was requested), 2 error")
     ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    ap.add_argument("--leave", action="store_true",
+                    help="graceful shutdown (the pubip-watchdog-leave unit's ExecStop): ask the listener to move this "
+                    "node's public IPs away, and wait until the others hold them (exit 0) or --timeout (exit 1)")
+    ap.add_argument("--timeout", type=float, default=15.0, help="how long --leave waits")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -599,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: valid")
         return EXIT_CLEAN
     _logging(cfg, args.verbose)
+    if args.leave:
+        from .leave import leave
+
+        return EXIT_CLEAN if leave(cfg, args.timeout) else EXIT_FINDING
     if args.once:
         dog = Watchdog(cfg)
         try:

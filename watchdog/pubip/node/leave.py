@@ -1,0 +1,75 @@
+"""`pubip-watchdog --leave`: graceful shutdown (CTDB moves a node's IPs away before ctdbd exits).
+
+Run by the pubip-watchdog-leave unit's ExecStop when the host shuts down - not when the watchdog service
+restarts. It tells the listener this node is leaving; the running watchdog hears it in its next heartbeat
+answer, releases every public IP and takes none; the listener then hands them to the others at once (fast
+takeover orders). This waits, bounded, until the others hold them. Without a running watchdog it releases
+them itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from typing import Any
+
+from .. import _collection, protocol
+from . import actions
+from .config import Config
+from .requester import RequestFailed, listener_exchange, signed_answer
+
+_netlink = _collection.module_utils("netlink")
+_record = _collection.module_utils("record")
+log = logging.getLogger("pubip.watchdog")
+
+
+def _held(cfg: Config, nl: Any) -> list[str]:
+    record = _record.read(cfg.record_path) or {}
+    public = {e["ip"].split("/", 1)[0]: e["ip"] for e in record.get("public_ips") or []}
+    return sorted(public[a] for i in nl.interfaces().values() for a, _p, _v in i.addresses if a in public)
+
+
+def _holders(cfg: Config) -> dict[str, list[str]]:
+    assert cfg.listener is not None
+    base = cfg.listener.url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0]
+    with urllib.request.urlopen(base + protocol.STATUS_PATH, timeout=cfg.listener.timeout) as resp:
+        status = json.loads(resp.read())
+    return {e["ip"]: list(e.get("holders") or []) for e in status.get("public_ips") or []}
+
+
+def leave(cfg: Config, timeout: float = 15.0) -> bool:
+    """True once every public IP this node held is held by another node."""
+    if cfg.backend != "listener" or cfg.listener is None:
+        log.error("Leave: needs the listener backend; nothing moved (the IPs wait for death detection)")
+        return False
+    deadline = time.monotonic() + timeout
+    nl = _netlink.Netlink()
+    mine = _held(cfg, nl)
+    log.warning("Leaving the cluster: asking the listener to move %s away", ", ".join(mine) or "nothing")
+    try:
+        _status, answer, signed, path = listener_exchange(cfg.listener, cfg.node, {
+            "node": cfg.node, "leave": True, "leaving": True}, protocol.HEARTBEAT_PATH)
+        signed_answer(cfg.listener, answer, signed, path)
+    except RequestFailed as exc:
+        log.error("Leave: the listener did not answer (%s); nothing moved", exc)
+        return False
+    while _held(cfg, nl) and time.monotonic() < deadline:  # the running watchdog releases them
+        time.sleep(0.02)
+        if time.monotonic() > deadline - timeout + 2.0:  # no watchdog running: release them here
+            actions.release_all(cfg, nl, _record.read(cfg.record_path), "Leaving")
+    while time.monotonic() < deadline:
+        try:
+            holders = _holders(cfg)
+        except (OSError, ValueError) as exc:
+            log.warning("Leave: cannot read the listener's status: %s", exc)
+            holders = {}
+        if mine and all(set(holders.get(ip) or []) - {cfg.node} for ip in mine):
+            log.warning("Left the cluster: %s held by the others", ", ".join(mine))
+            return True
+        if not mine:
+            return True
+        time.sleep(0.1)
+    log.error("Leave: %s not all held elsewhere after %.0fs", ", ".join(mine), timeout)
+    return False
