@@ -6,6 +6,7 @@ themselves are not what is tested here: the Listener's runner is a stand-in that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -55,7 +56,8 @@ def raw(port: int, data: bytes, half_close: bool = True, timeout: float = 5.0) -
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         if half_close:
-            sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):  # the listener may have answered and closed already (503)
+                sock.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -156,24 +158,26 @@ def test_a_silent_connection_is_closed_and_does_not_hold_up_others(server: tuple
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
         idle.sendall(b"POST /v1/takeover-run HTTP/1.1\r\nContent-Length: 10\r\n")  # and then nothing
-        assert raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200
+        assert raw(port, b"GET /v1/nothing HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 404
         assert idle.recv(100) == b""  # closed by the listener after its timeout
     assert time.monotonic() - started < 3.0
 
 
-def test_connections_beyond_the_cap_are_answered_503(server: tuple[Listener, int, http.Server]) -> None:
+def test_connections_beyond_the_cap_are_answered_503(server: tuple[Listener, int, http.Server],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _listener, port, srv = server
+    monkeypatch.setattr(http.Handler, "timeout", 5.0)  # the idle connections hold their slots meanwhile
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
     try:
         time.sleep(0.2)
-        code, _answer = raw(port, b"GET /v1/status HTTP/1.1\r\n\r\n", half_close=False)
+        code, _answer = raw(port, b"GET /v1/nothing HTTP/1.1\r\n\r\n", half_close=False)
         assert code == 503 and srv.refused >= 1
     finally:
         for sock in idle:
             sock.close()
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # the slots come back once those connections are gone
-        if raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200:
+        if raw(port, b"GET /v1/nothing HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 404:
             break
         time.sleep(0.1)
     else:
@@ -231,3 +235,78 @@ def test_ipinfo_says_where_an_ip_is_and_who_may_host_it(server: tuple[Listener, 
     info = json.loads(answer.split("\r\n\r\n", 1)[1])
     assert code == 200 and info["ip"] == "198.51.100.1/24" and info["planned"] == "node1"
     assert info["known_on"] == ["node1"] and info["interfaces"] == ["eth0"] and info["last_move"] is None
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pubip listener")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_tls_a_watchdog_verifies_the_listener_and_plain_http_gets_nothing(tmp_path: Path) -> None:
+    from pubip.node.config import ListenerBackend
+    from pubip.node.requester import RequestFailed, listener_exchange, signed_answer
+
+    cert, key = self_signed(tmp_path)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    listener = Listener(str(inventory), {"node1": SECRET}, str(tmp_path / "state"), fast_takeover=False)
+    listener.runner = NoRunner()
+    srv = http.Server(("127.0.0.1", 0), http.Handler, tls=http.tls_context(cert, key))
+    srv.listener = listener
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        url = f"https://127.0.0.1:{port}{protocol.TAKEOVER_RUN_PATH}"
+        backend = ListenerBackend(url=url, secret=SECRET, ca_file=cert)
+        status, answer, signed_headers, path = listener_exchange(backend, "node1", {"node": "node1"},
+                                                                 protocol.HEARTBEAT_PATH)
+        assert status == 200 and signed_answer(backend, answer, signed_headers, path)["lease_ack"] is True
+        stranger = ListenerBackend(url=url, secret=SECRET)  # the system's CAs do not know this certificate
+        with pytest.raises(RequestFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            listener_exchange(stranger, "node1", {"node": "node1"}, protocol.HEARTBEAT_PATH)
+        code, _answer = raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert code == 0  # plain HTTP on the TLS port: no HTTP answer at all
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    head = [f"GET {path} HTTP/1.1", "Host: x", "Connection: close", *[f"{k}: {v}" for k, v in headers.items()]]
+    return raw(port, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+
+
+def test_status_and_metrics_need_a_signed_request_or_the_read_token(server: tuple[Listener, int, http.Server]
+                                                                    ) -> None:
+    listener, port, _srv = server
+    listener.read_token = "r" * 32
+    for path in (protocol.STATUS_PATH, protocol.METRICS_PATH):
+        code, answer = get(port, path, {})
+        assert code == 401 and "needs a signed request or the read token" in answer
+        assert get(port, path, {"Authorization": "Bearer wrong"})[0] == 401
+        assert get(port, path, {"Authorization": "Bearer " + "r" * 32})[0] == 200
+        assert get(port, path, protocol.read_headers({protocol.ADMIN: ADMIN}, path))[0] == 200
+        assert get(port, path, protocol.read_headers({"node1": SECRET}, path))[0] == 200
+        forged = protocol.read_headers({"node1": "x" * 32}, path)
+        assert get(port, path, forged)[0] == 401

@@ -68,6 +68,10 @@ def test_good_config(tmp_path: Path, secret: Path) -> None:
      "is not a valid URL"),
     (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http:///v1/takeover-run"), "names no host"),
     (("node: node1", "node: ''"), "'node' (line 1) must not be empty"),
+    (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: https://192.0.2.254:8750/v1/takeover-run\n"
+      "  ca_file: /nonexistent/ca.pem"), "'listener.ca_file' /nonexistent/ca.pem is not a file"),
+    (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http://192.0.2.254:8750/v1/takeover-run\n"
+      "  ca_file: /etc/hostname"), "'listener.ca_file' needs an https:// listener url"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, secret: Path, edit: tuple[str, str], message: str) -> None:
     text = GOOD.format(secret=secret).replace(*edit)

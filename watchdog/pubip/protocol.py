@@ -44,6 +44,13 @@ def sign(secret: str, node: str, body: bytes, path: str = TAKEOVER_RUN_PATH,
             SIGNATURE_HEADER: signature(secret, node, path, timestamp, nonce, body)}
 
 
+def read_headers(secrets: dict[str, str], path: str) -> dict[str, str]:
+    """Headers for a GET of the status or metrics: signed with the operations secret (_admin) when SECRETS
+    (a listener secrets file's content) has it, else with a node's (a watchdog's own)."""
+    node = ADMIN if ADMIN in secrets else next(iter(secrets))
+    return sign(secrets[node], node, b"", path)
+
+
 def verify(secret: str, headers: dict[str, str], body: bytes, path: str = TAKEOVER_RUN_PATH) -> bool:
     try:
         expected = signature(secret, headers[NODE_HEADER], path, headers[TIME_HEADER], headers[NONCE_HEADER], body)

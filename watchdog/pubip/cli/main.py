@@ -199,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--bind", required=True,
                     help="the address to listen on (explicit: the nodes' network, never all interfaces by accident)")
     ls.add_argument("--port", type=int, default=8750)
+    ls.add_argument("--read-token-file", help="file (mode 0600) with a Bearer token that may GET /v1/status and "
+                    "/metrics (Prometheus); otherwise those need a request signed with a node's or _admin's secret")
+    ls.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")
+    ls.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ls.add_argument("--ban-credits", type=int, default=3,
                     help="takeover runs in a row a live node may keep from completing before it is banned")
     ls.add_argument("--ban-period", type=float, default=300.0, help="seconds such a ban lasts (CTDB's 300)")
@@ -223,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     where = stp.add_mutually_exclusive_group(required=True)
     where.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
     where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")
+    stp.add_argument("--secrets", help="the listener's secrets file (its _admin secret signs the request)")
     stp.add_argument("--json", action="store_true")
     stp.set_defaults(func=_status)
 
@@ -313,7 +318,7 @@ def _through_lab(args: argparse.Namespace, argv: list[str]) -> int:
             skip = True
         elif not word.startswith("--lab="):
             rest.append(word)
-    rest += ["--listener", where["listener"]] + (["--secrets", where["secrets"]] if args.command != "status" else [])
+    rest += ["--listener", where["listener"], "--secrets", where["secrets"]]
     return subprocess.call(["ip", "netns", "exec", where["netns"], where["python"], "-m", "pubip.cli", *rest])
 
 

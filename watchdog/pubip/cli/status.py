@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from .. import protocol
@@ -14,10 +16,19 @@ from ..errors import PubipError
 from .table import render
 
 
-def fetch(url: str) -> dict[str, Any]:
+def fetch(url: str, secrets_file: str) -> dict[str, Any]:
+    """The listener's status, asked with a request signed by the secrets file's _admin (or a node's) secret."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + protocol.STATUS_PATH, timeout=5) as resp:
+        secrets = json.loads(Path(secrets_file).read_text())
+        headers = protocol.read_headers(secrets, protocol.STATUS_PATH)
+    except (OSError, ValueError, StopIteration, AttributeError) as exc:
+        raise PubipError(f"{secrets_file}: not a listener secrets file ({exc})") from None
+    req = urllib.request.Request(url.rstrip("/") + protocol.STATUS_PATH, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        raise PubipError(f"the listener refused the status: HTTP {exc.code} {exc.read()[:200].decode()}") from None
     except OSError as exc:
         raise PubipError(f"cannot reach the listener at {url}: {exc}") from None
 
@@ -89,7 +100,9 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    st = fetch(args.listener)
+    if not args.secrets:
+        raise PubipError("pubip status needs --secrets (the listener's secrets file) with --listener, or --lab")
+    st = fetch(args.listener, args.secrets)
     if args.json:
         json.dump(st, sys.stdout, indent=2)
         sys.stdout.write("\n")

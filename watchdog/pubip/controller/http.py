@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import math
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -46,10 +47,18 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256  # a whole cluster's watchdogs may call at once
     listener: Listener
 
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(address, handler)
         self.slots = threading.BoundedSemaphore(max_connections)
         self.refused = 0
+        self.tls = tls
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the connection's thread, under its timeout
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -110,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ssl.SSLError):
             self.close_connection = True  # a client too slow or gone: nothing to answer
         except Exception as exc:  # a bug must cost one answer, not the connection silently
             log.exception("Request %s failed", getattr(self, "path", "?"))
@@ -129,6 +138,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         listener = self.server.listener
         path = urlparse(self.path).path
+        if path not in (protocol.STATUS_PATH, protocol.METRICS_PATH):
+            return self.send(404, {"error": "not found"})
+        try:
+            listener.authorize_read(dict(self.headers.items()), path)
+        except protocol.Rejected as exc:
+            listener.reject(peer_address(self.client_address[0], self.headers.get("X-Forwarded-For"),
+                                         listener.trusted_proxy), exc)
+            return self.send(exc.code, {"error": exc.reason})
         if path == protocol.STATUS_PATH:
             return self.send(200, listener.status())
         if path == protocol.METRICS_PATH:
@@ -178,13 +195,21 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(202, {"request": request_id, "queued": True})
 
 
-def serve(listener: Listener, bind: str, port: int) -> None:
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def serve(listener: Listener, bind: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     """Serve until interrupted; the listener's run queue and liveness watch run in their own threads."""
-    server = Server((bind, port), Handler)
+    server = Server((bind, port), Handler, tls=tls)
     server.listener = listener
     threading.Thread(target=listener.work, name="pubip-runs", daemon=True).start()
     threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()
-    log.info("Listener on %s:%d for %d nodes; inventory %s", bind, port, len(listener.secrets), listener.inventory)
+    log.info("Listener on %s:%d%s for %d nodes; inventory %s", bind, port, " (TLS)" if tls else "",
+             len(listener.secrets), listener.inventory)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -14,6 +14,7 @@ State (requests, runs, liveness) lives in sqlite and survives a restart.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -44,9 +45,10 @@ class Listener:
                  playbook: str | None = None, ssh_timeout: int = 2, probe_port: int = 22,
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
                  ansible_cfg: str | None = None, trusted_proxy: str | None = None, address: str | None = None,
-                 ban_credits: int = 3, ban_period: float = 300.0):
+                 ban_credits: int = 3, ban_period: float = 300.0, read_token: str | None = None):
         self.inventory = inventory
         self.address = address  # the listener's own address: no public IP may be it
+        self.read_token = read_token  # a Bearer token for GET /v1/status and /metrics (Prometheus)
         self.admin_secret = secrets.get(ADMIN)
         self.secrets = {k: v for k, v in secrets.items() if not k.startswith("_")}
         self.state_dir = Path(state_dir)
@@ -112,10 +114,12 @@ class Listener:
         self.store.add_request("listener", "listener started")
 
     # --- authentication -----------------------------------------------------------
-    def authenticate(self, headers: dict[str, str], body: bytes, path: str) -> str:
+    def authenticate(self, headers: dict[str, str], body: bytes, path: str,
+                     secrets: dict[str, str] | None = None) -> str:
         node = headers.get(protocol.NODE_HEADER, "")
-        secrets = self.secrets if path != protocol.ADMIN_PATH else (
-            {ADMIN: self.admin_secret} if self.admin_secret else {})
+        if secrets is None:
+            secrets = self.secrets if path != protocol.ADMIN_PATH else (
+                {ADMIN: self.admin_secret} if self.admin_secret else {})
         if node not in secrets:
             raise protocol.Rejected(403, f"unknown node {node!r}")
         try:
@@ -131,6 +135,22 @@ class Listener:
         if not self.store.use_nonce(headers.get(protocol.NONCE_HEADER, ""), self.window):
             raise protocol.Rejected(401, f"replayed nonce from node {node}")
         return node
+
+    def authorize_read(self, headers: dict[str, str], path: str) -> None:
+        """GET /v1/status and /metrics: the read token, or a request signed by a node or the operator."""
+        auth = headers.get("Authorization", "")
+        if self.read_token and auth.startswith("Bearer ") and hmac.compare_digest(
+                auth[7:].strip().encode("utf-8", "replace"), self.read_token.encode()):
+            return
+        node = headers.get(protocol.NODE_HEADER, "")
+        if node == ADMIN and self.admin_secret:
+            self.authenticate(headers, b"", path, {ADMIN: self.admin_secret})
+            return
+        if not node and not auth:
+            raise protocol.Rejected(401, f"{path} needs a signed request or the read token")
+        if auth and not node:
+            raise protocol.Rejected(401, f"{path}: wrong read token")
+        self.authenticate(headers, b"", path)
 
     def reject(self, peer: str, exc: protocol.Rejected) -> None:
         self.rejections[exc.reason.split(" ")[0]] = self.rejections.get(exc.reason.split(" ")[0], 0) + 1

@@ -12,6 +12,7 @@ from typing import Any
 from .. import logs
 from ..awx import AwxBackend
 from ..errors import PubipError
+from ..secrets import read_secret
 from .http import serve
 from .listener import Listener
 
@@ -27,8 +28,6 @@ def main(args: Any) -> int:
     lock = state_lock(args.state_dir)  # held for the life of the process
     awx = None
     if args.backend == "awx":
-        from ..secrets import read_secret
-
         if not (args.awx_url and args.awx_job_template and args.awx_token_file):
             raise SystemExit("pubip listen: --backend awx needs --awx-url, --awx-job-template and --awx-token-file")
         awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
@@ -38,14 +37,26 @@ def main(args: Any) -> int:
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
                         playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy,
                         address=args.bind if args.bind not in ("0.0.0.0", "::") else None,
-                        ban_credits=args.ban_credits, ban_period=args.ban_period)
+                        ban_credits=args.ban_credits, ban_period=args.ban_period,
+                        read_token=read_secret(args.read_token_file, "read token") if args.read_token_file else None)
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise PubipError("pubip listen: TLS needs both --tls-cert and --tls-key")
+        from .http import tls_context
+
+        try:
+            tls = tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:
+            raise PubipError(f"pubip listen: cannot load --tls-cert/--tls-key: {exc}") from None
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        serve(listener, args.bind, args.port)
+        serve(listener, args.bind, args.port, tls)
     except KeyboardInterrupt:
         log.info("Listener stopping")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import protocol
@@ -65,9 +66,12 @@ def public_held(info: dict[str, Any], host: str) -> list[str]:
 def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
     """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
     url = f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.STATUS_PATH}"
+    secrets = str(Path(info["dir"]) / "listener-secrets.json")
     proc = run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
-                f"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('{url}', timeout=2).read()"
-                ".decode())"], check=False)
+                "import json, sys, urllib.request; from pubip import protocol; "
+                f"h = protocol.read_headers(json.load(open('{secrets}')), protocol.STATUS_PATH); "
+                f"sys.stdout.write(urllib.request.urlopen(urllib.request.Request('{url}', headers=h), timeout=2)"
+                ".read().decode())"], check=False)
     try:
         return json.loads(proc.stdout) if proc.returncode == 0 else None
     except ValueError:

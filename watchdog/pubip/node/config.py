@@ -32,6 +32,7 @@ class ListenerBackend:
     url: str
     secret: str
     timeout: float = 2.0
+    ca_file: str | None = None  # https:// listener: the CA that signed its certificate (else the system's)
 
 
 @dataclass
@@ -104,7 +105,8 @@ TOP = {
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
-LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False)}
+LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False),
+            "ca_file": (str, False)}
 AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
        "api_prefix": (str, False), "timeout": (float, False), "verify_tls": (bool, False)}
 WEBHOOK = {"url": (str, True), "token": (str, False), "token_file": (str, False), "timeout": (float, False)}
@@ -191,7 +193,11 @@ def load(path: str = DEFAULT_PATH) -> Config:
         raise ConfigError(f"{where}: 'backend'{_line(data, 'backend')} must be one of {', '.join(BACKENDS)}")
     if cfg.backend == "listener":
         lst = _backend_section(top, data, "listener", LISTENER, "url, secret_file", where)
-        cfg.listener = ListenerBackend(url=lst["url"], secret=_secret(lst, "secret", where),
+        if lst.get("ca_file") and not Path(lst["ca_file"]).is_file():
+            raise ConfigError(f"{where}: 'listener.ca_file' {lst['ca_file']} is not a file")
+        if lst.get("ca_file") and not lst["url"].startswith("https://"):
+            raise ConfigError(f"{where}: 'listener.ca_file' needs an https:// listener url")
+        cfg.listener = ListenerBackend(url=lst["url"], secret=_secret(lst, "secret", where), ca_file=lst.get("ca_file"),
                                        timeout=lst.get("timeout", 2.0))
     elif cfg.backend == "awx":
         awx = _backend_section(top, data, "awx", AWX, "url, job_template, token_file", where)

@@ -18,7 +18,7 @@ from typing import Any
 from .. import _collection, protocol
 from . import actions
 from .config import Config
-from .requester import RequestFailed, listener_exchange, signed_answer
+from .requester import RequestFailed, tls_context, listener_exchange, signed_answer
 
 _netlink = _collection.module_utils("netlink")
 _record = _collection.module_utils("record")
@@ -34,7 +34,10 @@ def _held(cfg: Config, nl: Any) -> list[str]:
 def _holders(cfg: Config) -> dict[str, list[str]]:
     assert cfg.listener is not None
     base = cfg.listener.url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0]
-    with urllib.request.urlopen(base + protocol.STATUS_PATH, timeout=cfg.listener.timeout) as resp:
+    req = urllib.request.Request(base + protocol.STATUS_PATH,
+                                 headers=protocol.read_headers({cfg.node: cfg.listener.secret}, protocol.STATUS_PATH))
+    context = tls_context(cfg.listener.ca_file) if base.startswith("https://") else None
+    with urllib.request.urlopen(req, timeout=cfg.listener.timeout, context=context) as resp:
         status = json.loads(resp.read())
     return {e["ip"]: list(e.get("holders") or []) for e in status.get("public_ips") or []}
 

@@ -47,7 +47,8 @@ def _http(method: str, url: str, body: bytes | None, headers: dict[str, str], ti
         raise RequestFailed(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, Any]:
+def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str | None = None
+               ) -> tuple[int, Any]:
     """HTTP/1.1 POST over a bare socket, for http:// URLs: the heartbeat every half second must not
     cost the daemon urllib and OpenSSL (about 10 MB of its 30 MB budget)."""
     import socket
@@ -55,7 +56,7 @@ def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -
 
     parts = urlsplit(url)
     if parts.scheme != "http":
-        return _http("POST", url, body, headers, timeout)
+        return _http("POST", url, body, headers, timeout, tls_context(ca_file))
     head = [f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
             f"Host: {parts.netloc}", f"Content-Length: {len(body)}", "Connection: close"]
     head += [f"{k}: {v}" for k, v in headers.items()]
@@ -85,6 +86,18 @@ def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         return status, None
 
 
+_CONTEXTS: dict[str | None, Any] = {}
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificate and host name verified, against CA_FILE or the system's CAs; one context per CA file."""
+    import ssl
+
+    if ca_file not in _CONTEXTS:
+        _CONTEXTS[ca_file] = ssl.create_default_context(cafile=ca_file)
+    return _CONTEXTS[ca_file]  # type: ignore[no-any-return]
+
+
 def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None
                       ) -> tuple[int, Any, dict[str, str], str]:
     """One signed POST to the listener: (status, answer, the request's signed headers, the URL path)."""
@@ -94,7 +107,8 @@ def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, An
 
     url_path = urlsplit(url).path
     signed = protocol.sign(backend.secret, node, body, url_path)
-    status, answer = plain_post(url, body, {"Content-Type": "application/json", **signed}, backend.timeout)
+    status, answer = plain_post(url, body, {"Content-Type": "application/json", **signed}, backend.timeout,
+                                backend.ca_file)
     return status, answer, signed, url_path
 
 
