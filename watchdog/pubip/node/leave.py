@@ -18,7 +18,7 @@ from typing import Any
 from .. import _collection, protocol
 from . import actions
 from .config import Config
-from .requester import RequestFailed, tls_context, listener_exchange, signed_answer
+from .requester import RequestFailed, listener_exchange, signed_answer, tls_context
 
 _netlink = _collection.module_utils("netlink")
 _record = _collection.module_utils("record")
