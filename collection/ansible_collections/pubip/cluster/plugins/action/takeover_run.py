@@ -23,6 +23,7 @@ from ansible.utils.display import Display
 # Imported here so that the strategy, which loads this plugin before forking
 # its workers, pays for NumPy once rather than every worker.
 from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runlock as _runlock
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate as _runstate
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import takeover as _takeover
 
@@ -185,6 +186,14 @@ class ActionModule(ActionBase):
                               reported=task_vars.get("pubip_reported_holds") or {},
                               rebalance=task_vars.get("pubip_rebalance_nodes") or [], **options)
         plan["run_id"] = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), int(time.time() * 1000) % 1000000)
+        if plan["changed"] and not self._task.check_mode:
+            # One run at a time per cluster on this controller, whoever started it (runlock.py).
+            key = "%s|%s|%s" % (task_vars.get("inventory_dir") or "", args["group"],
+                                ",".join(sorted(n["name"] for n in nodes)))
+            try:
+                _runlock.acquire(_runlock.path_for(key, task_vars.get("pubip_run_lock_dir")), plan["run_id"])
+            except _runlock.RunLocked as exc:
+                raise AnsibleActionFail("Takeover run stopped before any host changed: %s" % exc)
         plan["summary"] = _takeover.summary(plan, nodes)
         for line in plan["log"]:
             display.vv("ipalloc: %s" % line)

@@ -4,6 +4,7 @@ each phase returns."""
 
 from __future__ import annotations
 
+import tempfile
 from unittest.mock import MagicMock
 
 import pytest
@@ -14,6 +15,7 @@ from ansible_collections.pubip.cluster.plugins.action.takeover_run import Action
 
 HOSTS = ["n1", "n2", "n3"]
 IPS = [{"ip": "198.51.100.%d/24" % i, "interfaces": ["eth0"]} for i in range(1, 4)]
+LOCKS = tempfile.mkdtemp(prefix="pubip-runlock-")  # this test session's own run locks
 
 
 def report(held=()):
@@ -32,7 +34,7 @@ def task_vars(host, gathered=None, plan=None, releases=None, public_ips=IPS, **e
             hv["takeover_release"] = releases.get(h, {"failed_ips": []})
         hostvars[h] = hv
     out = {"inventory_hostname": host, "hostvars": hostvars, "groups": {"pubip_nodes": HOSTS},
-           "ansible_play_hosts_all": HOSTS, "pubip_public_ips": public_ips, **extra}
+           "ansible_play_hosts_all": HOSTS, "pubip_public_ips": public_ips, "pubip_run_lock_dir": LOCKS, **extra}
     if plan is not None:
         out["pubip_plan"] = plan
     return out
