@@ -21,6 +21,10 @@ from .. import protocol
 from ..errors import PubipError
 
 
+class Refused(PubipError):
+    """The listener refused the operation (an unknown node or IP, a bad duration): exit 1, nothing stored."""
+
+
 def call(listener: str, secrets_file: str, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         secret = json.loads(Path(secrets_file).read_text())[protocol.ADMIN]
@@ -34,7 +38,7 @@ def call(listener: str, secrets_file: str, payload: dict[str, Any]) -> dict[str,
             return dict(json.loads(resp.read()))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")
-        raise PubipError(f"the listener refused {payload['op']}: HTTP {exc.code} {detail}") from None
+        raise Refused(f"the listener refused {payload['op']}: HTTP {exc.code} {detail}") from None
     except OSError as exc:
         raise PubipError(f"cannot reach the listener at {listener}: {exc}") from None
 
@@ -49,7 +53,11 @@ def main(args: argparse.Namespace) -> int:
         payload["seconds"] = args.seconds
     if not args.listener or not args.secrets:
         raise PubipError(f"pubip {args.op} needs --listener and --secrets (or --lab)")
-    result = call(args.listener, args.secrets, payload)
+    try:
+        result = call(args.listener, args.secrets, payload)
+    except Refused as exc:
+        print(f"pubip: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -69,6 +69,7 @@ class Listener:
         self.ban_period = ban_period
         self.moved: dict[str, dict[str, Any]] = {}  # public IP -> its last move (pubip ipinfo)
         self.leaving: dict[str, float] = {}  # node -> when it asked to leave (graceful shutdown), not yet gone
+        self.stepping: dict[str, tuple[str, float, bool]] = {}  # node -> (why, since, handed over): step_down
         self.left: set[str] = set()  # nodes that left gracefully: dead until their watchdog starts again
         self.newer_record: dict[str, Any] | None = None  # a record newer than the last run: a run not ours
         self.ears_lock = threading.Lock()
@@ -213,6 +214,8 @@ class Listener:
             log.warning("Node %s is leaving (graceful shutdown): it drops its public IPs, the others take them", node)
         if node in self.leaving:
             self.leave_when_empty(node, now)
+        if node in self.stepping:
+            self.hand_over(node)
         if node in self.left and (payload or {}).get("leaving") is True:
             return []  # the leaving watchdog's last heartbeats: not back yet
         if not self.alive.get(node, True):
@@ -234,13 +237,14 @@ class Listener:
         orders = self.heartbeat(node, peer, payload)
         with self.ears_lock:
             ack = not self.ears.shuns(node)
+        step_down = self.step_down(node)  # before the tick: a report echoing this tick is from after it
         return {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
                 "generation": self.generation(),
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
-                "banned": self.node_states().get(node) == "banned",
+                "step_down": step_down,
                 "leave": node in self.leaving or node in self.left}
 
     def generation(self) -> int | None:
@@ -333,6 +337,36 @@ class Listener:
         else:
             log.warning("Node %s is dead (no heartbeat for %.1fs; %s): takeover run without it", node, silent_for, why)
 
+    def step_down(self, node: str) -> str | None:
+        """Why NODE must hold no public IP now (the heartbeat answer's step_down): banned, or UNHEALTHY while
+        another live node is healthy (CTDB hosts on unhealthy nodes when all are). The node drops them itself;
+        once it says it holds none, its IPs go to the others at once (hand_over)."""
+        state = self.node_states().get(node)
+        why = None
+        if state == "banned":
+            why = "banned"
+        elif state == "unhealthy" and any(self.alive.get(n, True) and n not in self.unhealthy() and n != node
+                                           for n in self.secrets):
+            why = "unhealthy"
+        if why is None:
+            self.stepping.pop(node, None)
+        elif self.stepping.get(node, ("",))[0] != why:
+            self.stepping[node] = (why, time.monotonic(), False)
+        return why
+
+    def hand_over(self, node: str) -> None:
+        """A node stepping down said (in a heartbeat made after it was told) that it holds nothing: fast
+        takeover orders give its IPs to the others now, as for a dead node; the takeover run follows."""
+        why, since, done = self.stepping[node]
+        with self.ears_lock:
+            ips, tick = self.holds.get(node, (None, 0.0))
+        if done or ips is None or ips or tick < since:
+            return
+        self.stepping[node] = (why, since, True)
+        log.info("Node %s (%s) holds no public IP now: fast takeover of its IPs", node, why)
+        if self.fast_takeover:
+            self.issue_orders(exclude=set(self.suspected), gone={node})
+
     def leave_when_empty(self, node: str, asked: float) -> None:
         """A leaving node is gone once a heartbeat made after its leave (it echoes a tick from after it) says it
         holds nothing: it refuses every take from then on, so its IPs go to the others at once (fast takeover
@@ -349,19 +383,19 @@ class Listener:
         self.store.add_request("listener", f"node {node} left")
         self.wake.set()
 
-    def issue_orders(self, exclude: set[str] | None = None) -> None:
+    def issue_orders(self, exclude: set[str] | None = None, gone: set[str] | None = None) -> None:
         """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them; none to
         EXCLUDE (nodes the listener does not hear: they may have no lease and could not take anyway)."""
         with self.order_lock:
             last_run = self.last_run
-            if self.running_run is not None and not self.stop_run():
+            if self.running_run is not None and not self.stop_run(sorted(gone or ())):
                 return
             if not last_run.get("public_ips"):
                 log.info("No fast takeover: no completed takeover run to start from")
                 return
-            dead = self.dead_nodes()
+            dead = sorted(set(self.dead_nodes()) | (gone or set()))  # GONE: alive but holding nothing, for good
             try:
-                by_node = fasttakeover.orders(last_run, dead, exclude or set())
+                by_node = fasttakeover.orders(last_run, dead, (exclude or set()) | set(self.stepping))
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
@@ -381,19 +415,23 @@ class Listener:
                 self.last_run["orders_issued_for"] = self.orders.issued_for
                 self._save_last_run()
 
-    def stop_run(self) -> bool:
-        """A node died while a takeover run runs: cancel the run if it has changed no host yet (runstate.py) -
-        then fast takeover orders go out at once and a new run follows; else the run skips the dead nodes from
-        now on, and the orders follow its end (finish_run). True when the run was cancelled."""
+    def stop_run(self, gone: list[str]) -> bool:
+        """A node died (or GONE: stepped down, holding nothing) while a takeover run runs: cancel the run if it
+        has changed no host yet (runstate.py) - then fast takeover orders go out at once and a new run follows;
+        else the run skips the dead nodes from now on, and the orders follow its end (finish_run). True when
+        the run was cancelled."""
         dead = self.dead_nodes()
         if self.run_state is None:
             log.info("No fast takeover yet: takeover run %s cannot be cancelled here (AWX); orders follow it",
                      self.running_run or "starting")
             return False
         if self.runstate.read(self.run_state)["cancelled"] or self.runstate.cancel(self.run_state):
-            log.warning("Takeover run %s cancelled before it changed any host (%s dead): fast takeover now, "
-                        "then a new run", self.running_run or "starting", ", ".join(dead))
+            log.warning("Takeover run %s cancelled before it changed any host (%s): fast takeover now, "
+                        "then a new run", self.running_run or "starting",
+                        ", ".join([f"{n} dead" for n in dead] + [f"{n} stepped down" for n in gone]))
             return True
+        if not dead:
+            return False  # nodes that stepped down hold nothing and take nothing: the run goes on with them
         self.runstate.declare_dead(self.run_state, dead)
         log.info("Takeover run %s is changing hosts: it skips %s (dead) from now on; fast takeover orders follow "
                  "its end", self.running_run, ", ".join(dead))
@@ -444,12 +482,13 @@ class Listener:
                 for leftover in (run_state, run_state + ".lock"):
                     Path(leftover).unlink(missing_ok=True)
             if said["cancelled"]:
-                detail = "cancelled: a node died before it changed any host"
+                detail = "cancelled before it changed any host (the cluster changed: replanned)"
                 log.info("Takeover run %d %s", run_id, detail)
             self.store.finish_run(run_id, ok, generation, detail)
             if said["dead"] and self.fast_takeover:
                 self.issue_orders(exclude=set(self.suspected))  # the deaths it skipped: orders now
-            for request_id in set(pending) & self.awaited:  # what an operation waiting on it answers
+            for request_id in set(pending) & self.awaited if not said["cancelled"] else ():
+                # what an operation waiting on it answers (a cancelled run: the next one will)
                 self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
                                              "detail": detail, "done": True}
             if ok:
@@ -675,6 +714,14 @@ class Listener:
         self.store.add_request("listener", f"node {node} banned")
         self.wake.set()
 
+    def replan(self, why: str) -> None:
+        """The cluster changed under a run that has not changed any host yet: cancel it, so that the next
+        run plans with the change now rather than after this one (runstate.py)."""
+        with self.order_lock:
+            if self.running_run is not None and self.run_state and self.runstate.cancel(self.run_state):
+                log.info("Takeover run %s cancelled before it changed any host: %s; replanning",
+                         self.running_run or "starting", why)
+
     def charge(self, nodes: list[str], run_id: int) -> None:
         """Ban credits for the live, unbanned nodes a failed run named; a ban when they pile up."""
         states = self.node_states()
@@ -692,6 +739,7 @@ class Listener:
             log.warning("Ban of %s ended: takeover run to give %s back", ", ".join(ended),
                         "it its share" if len(ended) == 1 else "them their share")
             self.store.add_request("listener", f"ban of {', '.join(ended)} ended")
+            self.replan(f"ban of {', '.join(ended)} ended")
             self.wake.set()
 
     def health_report(self, node: str, health: dict[str, Any]) -> None:
@@ -708,6 +756,7 @@ class Listener:
             log.warning("Node %s is UNHEALTHY (monitor hook %s: %s): takeover run to move its IPs away", node,
                         self.health[node]["hook"] or "?", self.health[node]["message"] or "failed")
         self.store.add_request("listener", f"node {node} {'healthy' if health['ok'] else 'unhealthy'}")
+        self.replan(f"node {node} is {'healthy again' if health['ok'] else 'UNHEALTHY'}")
         self.wake.set()
 
     def ipinfo(self, ip: str) -> dict[str, Any]:

@@ -112,11 +112,12 @@ class Watchdog:
         self.listener_tick: float | None = None  # the listener's clock in its last answer, echoed in the next
         self.listener_generation: Any = None  # the last run's generation the listener knows (its last answer)
         self.lost_cluster = False
-        self.banned = False  # the listener banned this node: it holds and takes nothing meanwhile
+        self.stepped_down: str | None = None  # why the listener said to hold nothing (banned, unhealthy)
         self.leaving = False  # this host is shutting down (pubip-watchdog --leave): it holds and takes nothing
         self.hurry = threading.Event()  # send the next heartbeat now
         self.health: dict[str, Any] = {"ok": True, "hook": "", "message": ""}  # the monitor hooks' verdict
         self.monitor_failed = 0
+        self.monitored = float("-inf")  # when the monitor hooks last ran
         self.expired_run: Any = None  # the run_started of a dead run's mark, once logged
         self.started = time.monotonic()
         # A watchdog that was down longer than suspect_after is shunned for shun_hold after it speaks again:
@@ -230,8 +231,8 @@ class Watchdog:
         why: str | None = None
         if not self.has_lease():
             why = "this node has no lease (it lost the cluster)"
-        elif self.banned:
-            why = "this node is banned"
+        elif self.stepped_down:
+            why = f"this node is {self.stepped_down}"
         elif not self.health["ok"]:
             why = "this node is UNHEALTHY: its IPs move away"
         elif _record.mark_expired(record):
@@ -368,7 +369,7 @@ class Watchdog:
         if part.get("leave") is True and not self.leaving:
             log.warning("Leaving the cluster (graceful shutdown): releasing all public IPs for the others to take")
             self.leaving = True
-        self._banned(part.get("banned") is True or self.leaving)
+        self._step_down("leaving" if self.leaving else part.get("step_down"))
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
@@ -401,19 +402,24 @@ class Watchdog:
         held = {public[a] for _i, _f, a, _p, _s in addrs if a in public}
         return sorted(held | self.taking | set(self.ordered))  # and what a fast path may be adding right now
 
-    def _banned(self, banned: bool) -> None:
-        """CTDB's ban: a banned node drops every public IP by itself (no hooks: a node banned for failing
-        releases must still let go) and takes none until the ban ends."""
-        if banned and not self.banned:
-            if not self.leaving:
+    def _step_down(self, why: Any) -> None:
+        """The listener says this node must hold nothing - banned (CTDB's ban), UNHEALTHY while another node is
+        healthy, or leaving: it drops every public IP by itself (no hooks: a node banned for failing releases
+        must still let go) and takes none meanwhile; the listener hands them to the others as soon as a
+        heartbeat says nothing is held here."""
+        why = str(why) if isinstance(why, str) and why else None
+        if why and why != self.stepped_down:
+            if why == "banned":
                 log.error("Banned by the listener: releasing all public IPs; none taken until the ban ends")
-            self.banned = True
+            elif why != "leaving":
+                log.error("The listener moves this node's public IPs away (%s): releasing them all", why)
+            self.stepped_down = why
             actions.release_all(self.cfg, self.order_nl or _netlink.Netlink(), _record.read(self.cfg.record_path),
-                                "Leaving" if self.leaving else "Banned")
+                                why.capitalize())
             self.hurry.set()  # the listener learns at once that nothing is held here
-        elif not banned and self.banned:
-            log.warning("Ban ended: public IPs come back through a takeover run")
-            self.banned = False
+        elif not why and self.stepped_down:
+            log.warning("No longer %s: public IPs come back through a takeover run", self.stepped_down)
+            self.stepped_down = None
 
     def monitor_hooks(self) -> None:
         """The `monitor` event (CTDB's convention), every monitor_interval: monitor_failures failures in a row
@@ -440,8 +446,8 @@ class Watchdog:
                 self.order_results.append({"id": order.get("id"), "taken": [], "errors": [],
                                            "refused": "this node has no lease (it lost the cluster)"})
             return
-        if self.banned or not self.health["ok"]:
-            why = "this node is banned" if self.banned else "this node is UNHEALTHY"
+        if self.stepped_down or not self.health["ok"]:
+            why = f"this node is {self.stepped_down or 'UNHEALTHY'}"
             log.warning("Fast takeover order %s refused: %s", order.get("id"), why)
             with self.order_lock:
                 self.order_results.append({"id": order.get("id"), "taken": [], "errors": [], "refused": why})
@@ -527,7 +533,10 @@ class Watchdog:
                           max_instances=1, misfire_grace_time=None,
                           next_run_time=datetime.datetime.now(datetime.UTC))
         if self.cfg.monitor_interval and self.cfg.hook_dir:
-            scheduler.add_job(self._safe_monitor, "interval", seconds=self.cfg.monitor_interval, id="monitor",
+            # Every second at most, the hooks every monitor_interval - and every second while UNHEALTHY, so that a
+            # recovery is seen at once and the IPs come back (failback) without waiting a whole interval.
+            scheduler.add_job(self._safe_monitor, "interval", seconds=min(1.0, self.cfg.monitor_interval),
+                              id="monitor",
                               coalesce=True, max_instances=1, misfire_grace_time=None,
                               next_run_time=datetime.datetime.now(datetime.UTC))
 
@@ -571,6 +580,9 @@ class Watchdog:
         scheduler.start()
 
     def _safe_monitor(self) -> None:
+        if self.health["ok"] and time.monotonic() - self.monitored < self.cfg.monitor_interval - 0.05:
+            return
+        self.monitored = time.monotonic()
         try:
             self.monitor_hooks()
         except Exception:
