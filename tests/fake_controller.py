@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.path == "/v1/heartbeat":  # signed, as the listener answers: no orders, never declared dead
                 part = {"orders": [], "declared_dead": None, "running": False, "generation": None, "completed": None,
                         "lease_ack": True, "tick": time.monotonic(), "step_down": None,
-                        "leave": False}
+                        "leave": False, "gratarp": []}
                 sig = auth.answer_signature(secrets[node], dict(self.headers.items()), self.path,
                                             json.dumps(part, sort_keys=True).encode())
                 return self.answer(200, {"ok": True, **part, "signature": sig})

@@ -23,7 +23,7 @@ METRICS_PATH = "/metrics"  # GET: Prometheus text
 ADMIN = "_admin"  # the secrets file's key, and the signer's name, for operations
 # The signed part of a heartbeat's answer (answer_signature covers exactly these keys).
 ANSWER_FIELDS = ("orders", "declared_dead", "running", "generation", "completed", "lease_ack", "tick",
-                 "step_down", "leave")
+                 "step_down", "leave", "gratarp")
 
 NODE_HEADER = "X-Pubip-Node"
 TIME_HEADER = "X-Pubip-Timestamp"

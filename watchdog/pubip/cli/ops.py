@@ -63,6 +63,13 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif args.op == "ipinfo":
         print(render_ipinfo(result))
+    elif args.op == "tickle":
+        print(f"{result['ip']} on {result.get('node') or 'no node'}: {len(result['connections'])} TCP connections")
+        for c in result["connections"]:
+            print(f"  {c['client']}:{c['client_port']} -> port {c['port']}")
+    elif args.op == "gratarp":
+        print(f"{result['ip']}: announced again by {', '.join(result['nodes'])}" if result["success"] else
+              f"{result['ip']}: {result['detail']}")
     elif args.op == "cancel":
         dropped = result.get("dropped") or {}
         print("Dropped: " + (", ".join(f"moveip {ip} {node}" for ip, node in dropped.items()) or "nothing pending"))
@@ -126,7 +133,10 @@ def add_parsers(sub: Any, func: Any) -> None:
     p = sub.add_parser("cancel", help="drop pending moveip operations that no takeover run has carried out yet")
     p.set_defaults(op="cancel")
     common(p)
-    p = sub.add_parser("ipinfo", help="one public IP: holder now and by plan, who may host it, its last move")
-    p.add_argument("ip")
-    p.set_defaults(op="ipinfo")
-    common(p)
+    for op, helptext in (("ipinfo", "one public IP: holder now and by plan, who may host it, its last move"),
+                         ("tickle", "the TCP connections to one public IP that its next holder will tickle"),
+                         ("gratarp", "the holder of one public IP sends gratuitous ARP / unsolicited NA again")):
+        p = sub.add_parser(op, help=helptext)
+        p.add_argument("ip")
+        p.set_defaults(op=op)
+        common(p)

@@ -34,7 +34,8 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip", "reloadips", "cancel", "ipinfo")
+OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip", "reloadips", "cancel", "ipinfo", "tickle",
+       "gratarp")
 NODE_OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip")
 UNDO = {"enable": "disabled", "continue": "stopped"}  # the state an operation clears
 
@@ -70,6 +71,8 @@ class Listener:
         self.moved: dict[str, dict[str, Any]] = {}  # public IP -> its last move (pubip ipinfo)
         self.leaving: dict[str, float] = {}  # node -> when it asked to leave (graceful shutdown), not yet gone
         self.stepping: dict[str, tuple[str, float, bool]] = {}  # node -> (why, since, handed over): step_down
+        self.connections: dict[str, tuple[str, list[list[Any]]]] = {}  # public IP -> (node, its TCP connections)
+        self.gratarp: dict[str, set[str]] = {}  # node -> IPs to announce again (pubip gratarp)
         self.left: set[str] = set()  # nodes that left gracefully: dead until their watchdog starts again
         self.newer_record: dict[str, Any] | None = None  # a record newer than the last run: a run not ours
         self.ears_lock = threading.Lock()
@@ -184,6 +187,9 @@ class Listener:
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if _number(left) else None
+            conns = (payload or {}).get("connections")
+            if isinstance(conns, dict) and len(conns) <= 1024:
+                self.store_connections(node, conns)
             health = (payload or {}).get("health")
             if isinstance(health, dict) and isinstance(health.get("ok"), bool):
                 self.health_report(node, health)
@@ -245,7 +251,8 @@ class Listener:
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
                 "step_down": step_down,
-                "leave": node in self.leaving or node in self.left}
+                "leave": node in self.leaving or node in self.left,
+                "gratarp": sorted(self.gratarp.pop(node, set()))}
 
     def generation(self) -> int | None:
         """The newest generation any host may have recorded: the last completed run's, or a later failed
@@ -399,6 +406,11 @@ class Listener:
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
+            for entries in by_node.values():  # the new holder tickles the connections the dead node had
+                for entry in entries:
+                    holder, conns = self.connections.get(entry["ip"], ("", []))
+                    if holder == entry["from"] and conns:
+                        entry["tickles"] = conns
             batch = self.orders.issue(int(last_run.get("generation") or 0), by_node)
             if not batch and by_node:
                 log.info("No fast takeover: generation %s already had its orders", last_run.get("generation"))
@@ -549,6 +561,8 @@ class Listener:
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.node_states() if states is None else states,
                 "pubip_rebalance_nodes": sorted(self.rebalance),
+                # the TCP connections each IP's holder last reported: whoever takes an IP tickles them
+                "pubip_tickles": {ip: [holder, conns] for ip, (holder, conns) in self.connections.items() if conns},
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)
                 "pubip_reported_holds": holds,
                 **({"pubip_listener_address": self.address} if self.address else {})}
@@ -632,7 +646,7 @@ class Listener:
         check = bool(payload.get("check"))
         if op in NODE_OPS and node not in self.secrets:
             raise protocol.Rejected(400, f"{op}: {node!r} is not a node of this cluster")
-        if op in ("moveip", "ipinfo"):
+        if op in ("moveip", "ipinfo", "tickle", "gratarp"):
             if not ip:
                 raise protocol.Rejected(400, f"{op} needs an ip")
             ip = self.known_public_ip(ip, op)
@@ -642,6 +656,17 @@ class Listener:
             raise protocol.Rejected(400, f"ban: --for {raw_seconds!r} is not a number of seconds (1 to a year)")
         if op == "ipinfo":
             return {"op": op, "success": True, **self.ipinfo(ip)}
+        if op == "tickle":
+            holder, conns = self.connections.get(ip, (None, []))
+            return {"op": op, "success": True, "ip": ip, "node": holder,
+                    "connections": [{"port": c[0], "client": c[1], "client_port": c[2]} for c in conns]}
+        if op == "gratarp":
+            holders = next(e["holders"] for e in self.where_now(time.monotonic()) if e["ip"] == ip)
+            for holder in holders:
+                self.gratarp.setdefault(holder, set()).add(ip)
+            log.info("Operation gratarp %s: %s announces it again", ip, " and ".join(holders) or "nobody")
+            return {"op": op, "success": bool(holders), "ip": ip, "nodes": holders,
+                    "detail": "" if holders else f"{ip} is held by no node"}
         if op == "cancel":
             dropped = dict(self.store.overrides("moveip"))
             if dropped and not check:
@@ -713,6 +738,27 @@ class Listener:
         log.warning("Banning node %s for %gs: %s", node, seconds, why)
         self.store.add_request("listener", f"node {node} banned")
         self.wake.set()
+
+    def store_connections(self, node: str, conns: dict[str, Any]) -> None:
+        """A node's TCP connection lists (validated: [port, client address, client port] each)."""
+        import ipaddress
+
+        for ip, entries in conns.items():
+            if not isinstance(entries, list):
+                continue
+            good = []
+            for entry in entries[:2000]:
+                try:
+                    port, client, cport = entry
+                    ipaddress.ip_address(str(client))
+                    if isinstance(port, int) and isinstance(cport, int) and 0 < port < 65536 and 0 < cport < 65536:
+                        good.append([port, str(client), cport])
+                except (TypeError, ValueError):
+                    continue
+            self.connections[str(ip)] = (node, good)
+        for ip, (holder, _c) in list(self.connections.items()):
+            if holder == node and ip not in conns:  # no longer held there
+                del self.connections[ip]
 
     def replan(self, why: str) -> None:
         """The cluster changed under a run that has not changed any host yet: cancel it, so that the next

@@ -22,8 +22,10 @@ from .._collection import module_utils
 from .config import Config
 
 _addresses = module_utils("addresses")
+_announce = module_utils("announce")
 _host = module_utils("host")
 _locking = module_utils("locking")
+_netlink = module_utils("netlink")
 _record = module_utils("record")
 log = logging.getLogger("pubip.watchdog")
 LOCK_TIMEOUT = 0.5
@@ -45,9 +47,13 @@ def public_addresses(record: dict[str, Any]) -> set[str]:
     return {e["ip"].split("/", 1)[0] for e in record["public_ips"]}
 
 
-def take(cfg: Config, nl: Any, record: dict[str, Any], specs: list[Any]) -> list[Any]:
-    """Plan and carry out the takeover of SPECS on this host (the caller holds the interface lock)."""
+def take(cfg: Config, nl: Any, record: dict[str, Any], specs: list[Any],
+         tickles: dict[str, Any] | None = None) -> list[Any]:
+    """Plan and carry out the takeover of SPECS on this host (the caller holds the interface lock); TICKLES:
+    IP -> the connections its last holder had, tickled once it is here."""
     conf = settings(cfg)
+    conf.tickles = {str(ip).split("/", 1)[0]: conns for ip, conns in (tickles or {}).items()
+                    if isinstance(conns, list)}
     return list(_host.apply_actions(nl, _host.plan_take(nl.interfaces(), specs, record, conf,
                                                         public_addresses(record)), conf))
 
@@ -70,7 +76,8 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
             if out["refused"]:
                 return out
             specs = _addresses.parse_specs([{"ip": e["ip"], "interfaces": e["interfaces"]} for e in order["ips"]])
-            for act in take(cfg, nl, record, specs):
+            tickles = {e["ip"]: e.get("tickles") for e in order["ips"] if e.get("tickles")}
+            for act in take(cfg, nl, record, specs, tickles):
                 if act.error:
                     out["errors"].append(act.message)
                     log.error("Fast takeover failed: %s", act.message)
@@ -85,6 +92,34 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
     if out["refused"]:
         log.warning("Fast takeover order %s refused: %s", order.get("id"), out["refused"])
     return out
+
+
+def connections(cfg: Config, record: dict[str, Any] | None, limit: int = 2000) -> dict[str, list[list[Any]]]:
+    """The established TCP connections to the public IPs held here: IP -> [[port, client, client port]]
+    (CTDB's tcp list, sent to the listener for whoever takes an IP next)."""
+    public = {e["ip"].split("/", 1)[0]: e["ip"] for e in (record or {}).get("public_ips") or []}
+    out: dict[str, list[list[Any]]] = {}
+    for local, lport, remote, rport in _netlink.tcp_connections(list(public)):
+        conns = out.setdefault(public[local], [])
+        if len(conns) < limit:
+            conns.append([lport, remote, rport])
+    return out
+
+
+def announce(cfg: Config, nl: Any, record: dict[str, Any] | None, ips: list[str] | None = None) -> list[str]:
+    """Gratuitous ARP / unsolicited NA for the public IPs held here (IPS: only those); one round each."""
+    public = {e["ip"].split("/", 1)[0]: e["ip"] for e in (record or {}).get("public_ips") or []}
+    wanted = {ip.split("/", 1)[0] for ip in ips} if ips is not None else set(public)
+    done = []
+    for iface in nl.interfaces().values():
+        for address, _prefixlen, version in iface.addresses:
+            if address in public and address in wanted:
+                try:
+                    _announce.announce(iface.name, iface.index, iface.mac, address, version, 1, 0)
+                    done.append(public[address])
+                except OSError as exc:
+                    log.warning("Announcing %s on %s failed: %s", public[address], iface.name, exc)
+    return sorted(done)
 
 
 def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]) -> list[str]:

@@ -88,6 +88,8 @@ class Config:
     monitor_interval: float = 5.0  # the hook directory's `monitor` event, CTDB's MonitorInterval; 0 = off
     monitor_timeout: float = 30.0
     monitor_failures: int = 1  # failures in a row before the node is UNHEALTHY
+    tickle_interval: float = 5.0  # how often the TCP connections to held public IPs are listed; 0 = off
+    announce_refresh: float = 0.0  # re-announce held public IPs this often (gratuitous ARP / NA); 0 = off
 
 
 # key: (type, required)
@@ -102,6 +104,7 @@ TOP = {
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
     "peers": (dict, False), "lease": (float, False), "lease_path": (str, False),
     "monitor_interval": (float, False), "monitor_timeout": (float, False), "monitor_failures": (int, False),
+    "tickle_interval": (float, False), "announce_refresh": (float, False),
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
@@ -172,12 +175,15 @@ def load(path: str = DEFAULT_PATH) -> Config:
     for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "fast_takeover",
                 "order_max_age", "release_on_link_loss", "release_foreign", "announce_count",
                 "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir",
-                "monitor_interval", "monitor_timeout", "monitor_failures"):
+                "monitor_interval", "monitor_timeout", "monitor_failures", "tickle_interval", "announce_refresh"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)
     _positive(where, "heartbeat_interval", cfg.heartbeat_interval)
     _positive(where, "order_max_age", cfg.order_max_age)
+    for key in ("tickle_interval", "announce_refresh"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{where}: '{key}' must be 0 (off) or a positive number of seconds")
     if cfg.monitor_interval < 0:
         raise ConfigError(f"{where}: 'monitor_interval' must be 0 (off) or a positive number of seconds")
     _positive(where, "monitor_timeout", cfg.monitor_timeout)

@@ -115,6 +115,8 @@ class Watchdog:
         self.stepped_down: str | None = None  # why the listener said to hold nothing (banned, unhealthy)
         self.leaving = False  # this host is shutting down (pubip-watchdog --leave): it holds and takes nothing
         self.hurry = threading.Event()  # send the next heartbeat now
+        self.connections: dict[str, list[list[Any]]] = {}  # public IP -> its TCP connections (tickle_interval)
+        self.connections_dirty = False  # listed since the last heartbeat carried them
         self.health: dict[str, Any] = {"ok": True, "hook": "", "message": ""}  # the monitor hooks' verdict
         self.monitor_failed = 0
         self.monitored = float("-inf")  # when the monitor hooks last ran
@@ -341,6 +343,7 @@ class Watchdog:
             done, self.order_results = self.order_results, []
         holds = self.held_public()
         record = self.record_report()
+        connections, self.connections_dirty = (self.connections if self.connections_dirty else None), False
         with self.membership_lock:
             membership = {"tick": self.listener_tick, "lease": self.cfg.lease,
                           "lease_left": round(self.lease.remaining(), 3) if self.lease else None,
@@ -352,7 +355,8 @@ class Watchdog:
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
                  **({"record": record} if record else {}),
                  **({"health": dict(self.health)} if self.cfg.monitor_interval else {}),
-                 **({"leaving": True} if self.leaving else {}), **(extra or {})},
+                 **({"leaving": True} if self.leaving else {}),
+                 **({"connections": connections} if connections is not None else {}), **(extra or {})},
                 protocol.HEARTBEAT_PATH)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
@@ -370,6 +374,10 @@ class Watchdog:
             log.warning("Leaving the cluster (graceful shutdown): releasing all public IPs for the others to take")
             self.leaving = True
         self._step_down("leaving" if self.leaving else part.get("step_down"))
+        if isinstance(part.get("gratarp"), list) and part["gratarp"]:
+            announced = actions.announce(self.cfg, self.order_nl or _netlink.Netlink(),
+                                         _record.read(self.cfg.record_path), [str(ip) for ip in part["gratarp"]])
+            log.info("Gratuitous ARP / NA on the listener's word: %s", ", ".join(announced) or "none held here")
         for order in part["orders"] if self.cfg.fast_takeover else []:
             self._carry_out(order, received)
         return part
@@ -532,6 +540,13 @@ class Watchdog:
         scheduler.add_job(self._safe_check, "interval", seconds=self.cfg.interval, id="check", coalesce=True,
                           max_instances=1, misfire_grace_time=None,
                           next_run_time=datetime.datetime.now(datetime.UTC))
+        if self.cfg.tickle_interval and self.cfg.backend == "listener":
+            scheduler.add_job(self.list_connections, "interval", seconds=self.cfg.tickle_interval, id="tickles",
+                              coalesce=True, max_instances=1, misfire_grace_time=None,
+                              next_run_time=datetime.datetime.now(datetime.UTC))
+        if self.cfg.announce_refresh:
+            scheduler.add_job(self.refresh_announcements, "interval", seconds=self.cfg.announce_refresh,
+                              id="announce", coalesce=True, max_instances=1, misfire_grace_time=None)
         if self.cfg.monitor_interval and self.cfg.hook_dir:
             # Every second at most, the hooks every monitor_interval - and every second while UNHEALTHY, so that a
             # recovery is seen at once and the IPs come back (failback) without waiting a whole interval.
@@ -578,6 +593,20 @@ class Watchdog:
                  else "off")
         sdnotify.notify("READY=1")
         scheduler.start()
+
+    def list_connections(self) -> None:
+        """Every tickle_interval: the TCP connections to the public IPs held here, for the listener."""
+        try:
+            self.connections = actions.connections(self.cfg, _record.read(self.cfg.record_path))
+            self.connections_dirty = True
+        except Exception:
+            log.exception("Listing TCP connections failed")
+
+    def refresh_announcements(self) -> None:
+        try:
+            actions.announce(self.cfg, self.nl, _record.read(self.cfg.record_path))
+        except Exception:
+            log.exception("Announcement refresh failed")
 
     def _safe_monitor(self) -> None:
         if self.health["ok"] and time.monotonic() - self.monitored < self.cfg.monitor_interval - 0.05:

@@ -259,8 +259,12 @@ class ActionModule(ActionBase):
         if step["todo"] and self._task.check_mode:
             out.update(changed=True, taken=[t["ip"] for t in step["todo"]])
         elif step["todo"]:
+            # the connections another node had to the IPs taken here (the listener's pubip_tickles)
+            tickles = {ip: held[1] for ip, held in (task_vars.get("pubip_tickles") or {}).items()
+                       if held and held[0] != host and any(t["ip"] == ip for t in step["todo"])}
             res = self._call(task_vars, state="present", addresses=step["wanted"], adopt=True,
-                             run_started=plan["run_started"], run_id=plan.get("run_id"))
+                             run_started=plan["run_started"], run_id=plan.get("run_id"),
+                             **({"tickles": tickles} if tickles else {}))
             out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
                        taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
             if res.get("failed"):

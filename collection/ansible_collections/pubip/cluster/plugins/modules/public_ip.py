@@ -116,6 +116,13 @@ options:
     description:
       - The takeover run's id, kept with the in-progress mark.
     type: str
+  tickles:
+    description:
+      - With O(state=present), the TCP connections the IPs' last holder had, as a mapping of public IP address to
+        a list of C([port, client address, client port]). After taking an IP this node sends each such client
+        three tickle ACKs from the IP (CTDB's ctdb_sys_send_tcp - sequence and acknowledgement 0, window 1234), so
+        the client's stale connection is reset at once and it reconnects.
+    type: dict
   keep:
     description:
       - With O(state=absent) and O(run_started), the public IPs this node holds after the takeover run.
@@ -288,6 +295,7 @@ ARGUMENT_SPEC = dict(
     run_started=dict(type="float"),
     run_id=dict(type="str"),
     keep=dict(type="list", elements="str"),
+    tickles=dict(type="dict"),
     run_timeout=dict(type="float", default=120.0),
     lease_path=dict(type="path", default="/run/pubip/lease.json"),
     record=dict(type="dict", options=dict(
@@ -320,7 +328,8 @@ def main():
     settings = _host.Settings(
         node=node, hook_dir=p["hook_dir"], hook_timeout=p["hook_timeout"], announce_count=p["announce_count"],
         announce_interval=p["announce_interval"], record_path=p["record_path"], lock_path=p["lock_path"],
-        lock_timeout=p["lock_timeout"], adopt=p["adopt"], kill_connections=p["kill_connections"])
+        lock_timeout=p["lock_timeout"], adopt=p["adopt"], kill_connections=p["kill_connections"],
+        tickles={str(k).split("/", 1)[0]: v for k, v in (p["tickles"] or {}).items() if isinstance(v, list)})
     with _netlink.Netlink() as nl:
         ifaces = nl.interfaces()
         if state == "query":

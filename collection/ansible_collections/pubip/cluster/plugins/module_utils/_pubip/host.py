@@ -18,6 +18,7 @@ from ansible_collections.pubip.cluster.plugins.module_utils._pubip import announ
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import hooks as _hooks
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import netlink as _netlink
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import record as _record
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import tickle as _tickle
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_specs
 
 
@@ -26,7 +27,7 @@ class Settings(object):
 
     def __init__(self, node=None, hook_dir=None, hook_timeout=30.0, announce_count=3, announce_interval=0.05,
                  record_path="/var/lib/pubip/record.json", lock_path="/run/pubip/interfaces.lock",
-                 lock_timeout=30.0, adopt=False, kill_connections=True):
+                 lock_timeout=30.0, adopt=False, kill_connections=True, tickles=None):
         self.node = node
         self.hook_dir = hook_dir
         self.hook_timeout = hook_timeout
@@ -37,6 +38,9 @@ class Settings(object):
         self.lock_timeout = lock_timeout
         self.adopt = adopt
         self.kill_connections = kill_connections
+        # address -> [[port, client address, client port]]: the connections the IP's last holder had; whoever
+        # takes the IP tickles them (tickle.py)
+        self.tickles = tickles or {}
 
 
 class Action(object):
@@ -194,9 +198,22 @@ def apply_actions(nl, actions, settings):
             _guard(act, _release, nl, settings)
     placed = [act for act in actions if act.changes and act.kind != "release" and _guard(act, _place, nl, settings)]
     _announce_all(placed, settings)
+    _tickle_all(placed, settings)
     for act in placed:
         _guard(act, _take_hooks, nl, settings)
     return actions
+
+
+def _tickle_all(placed, settings):
+    for act in placed:
+        conns = settings.tickles.get(act.pip.address) or []
+        if act.kind == "move" or not conns:
+            continue  # a move between this host's interfaces keeps its connections
+        try:
+            sent = _tickle.send([(act.pip.address, c[0], c[1], c[2]) for c in conns])
+            act.message += ", %d connection%s tickled" % (sent, "" if sent == 1 else "s")
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            act.message += " (tickle ACKs failed: %s)" % exc
 
 
 def _guard(act, step, nl, settings):

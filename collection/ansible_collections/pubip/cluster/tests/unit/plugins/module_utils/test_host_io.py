@@ -109,3 +109,23 @@ def test_neighbour_advertisement_has_override_and_lladdr():
     msg = announce.na_message("02:00:00:00:00:01", "2001:db8:100::7")
     assert msg[0] == 136 and struct.unpack("!I", msg[4:8])[0] & 0x20000000
     assert msg[24:26] == b"\x02\x01" and msg[26:32] == bytes.fromhex("020000000001")
+
+
+@pytest.mark.parametrize("src, dst", [("198.51.100.7", "192.0.2.254"), ("2001:db8:100::7", "2001:db8::fe")])
+def test_a_tickle_ack_is_ctdbs(src, dst):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import tickle
+
+    data = tickle.packet(src, 445, dst, 40001)
+    if ":" in src:
+        ip_len, tcp = 40, data[40:]
+        assert data[0] >> 4 == 6 and data[6] == 6 and data[7] == 255  # next header TCP, hop limit 255
+        pseudo = data[8:40] + struct.pack("!I3xB", 20, 6)
+    else:
+        ip_len, tcp = 20, data[20:]
+        assert data[0] == 0x45 and data[8] == 255 and data[9] == 6
+        assert tickle._checksum(data[:20]) == 0  # the IPv4 header checksum holds
+        pseudo = data[12:20] + struct.pack("!BBH", 0, 6, 20)
+    assert len(data) == ip_len + 20
+    sport, dport, seq, ack, offset, flags, window = struct.unpack("!HHIIBBH", tcp[:16])
+    assert (sport, dport, seq, ack, offset >> 4, flags, window) == (445, 40001, 0, 0, 5, 0x10, 1234)
+    assert tickle._checksum(pseudo + tcp) == 0  # the TCP checksum holds
