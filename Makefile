@@ -57,9 +57,9 @@ demo: venv
 # The quick tier: lint and the unit tests (no lab), under two minutes.
 check: lint test-unit
 
-# Everything. Lab tests run on three workers (each lab has its own namespaces; most of a lab test is waiting).
+# Everything. Lab tests run on two workers (each lab has its own namespaces), the longest first taken by whoever is free.
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider -n 3 --dist worksteal --durations=15 tests $(COLL)/tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist worksteal --durations=15 tests $(COLL)/tests/unit
 	$(MAKE) molecule
 	$(MAKE) chaos-short
 

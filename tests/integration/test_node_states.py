@@ -83,7 +83,7 @@ def test_a_ban_moves_the_nodes_ips_away_and_they_come_back_when_it_ends(lab: lab
     assert sampler.double_holdings() == []
     assert st["nodes"]["node2"]["runtime_state"] == "banned" and 5 < st["nodes"]["node2"]["banned_for"] <= 20
     assert took <= 5.0, f"node2's IPs moved {took:.1f}s after the ban"
-    assert 20.0 <= ended <= 35.0, f"IPs back {ended:.1f}s after the ban"
+    assert 20.0 <= ended <= 20.0 + 25.0, f"IPs back {ended:.1f}s after the ban"  # the ban, then one run
     assert "Ban of node2 ended" in (lab.dir / "listener.log").read_text()
     print(f"ban: IPs away after {took:.2f}s, back {ended:.1f}s after it")
 

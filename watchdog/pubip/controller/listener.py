@@ -488,15 +488,17 @@ class Listener:
                 log.exception("Takeover run %d could not run", run_id)
                 ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
             said = self.runstate.read(run_state) if run_state else self.runstate.EMPTY
-            with self.order_lock:
-                self.running_run, self.run_state = None, None
-            if run_state:
-                for leftover in (run_state, run_state + ".lock"):
-                    Path(leftover).unlink(missing_ok=True)
             if said["cancelled"]:
                 detail = "cancelled before it changed any host (the cluster changed: replanned)"
                 log.info("Takeover run %d %s", run_id, detail)
             self.store.finish_run(run_id, ok, generation, detail)
+            if not ok:
+                self.store.uncover(run_id)  # its requests wait for the next run
+            with self.order_lock:  # only now: a status never shows the cluster idle with a run to come
+                self.running_run, self.run_state = None, None
+            if run_state:
+                for leftover in (run_state, run_state + ".lock"):
+                    Path(leftover).unlink(missing_ok=True)
             if said["dead"] and self.fast_takeover:
                 self.issue_orders(exclude=set(self.suspected))  # the deaths it skipped: orders now
             for request_id in set(pending) & self.awaited if not said["cancelled"] else ():
@@ -508,7 +510,6 @@ class Listener:
                 self.rebalance -= set(extravars.get("pubip_rebalance_nodes") or [])
                 delay = self.retry_initial
                 continue
-            self.store.uncover(run_id)
             if said["cancelled"]:
                 continue  # not a failure: the next run starts at once
             self.charge((self.last_found.get("problem_nodes") or []) if extravars else [], run_id)
