@@ -102,7 +102,8 @@ class Handler(BaseHTTPRequestHandler):
             if not ok:
                 return self.answer(401, {"error": "bad signature"})
             if self.path == "/v1/heartbeat":  # signed, as the listener answers: no orders, never declared dead
-                part = {"orders": [], "declared_dead": None, "running": False, "generation": None, "completed": None,
+                part = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False, "generation": None,
+                        "completed": None,
                         "lease_ack": True, "tick": time.monotonic(), "step_down": None,
                         "leave": False, "gratarp": []}
                 sig = auth.answer_signature(secrets[node], dict(self.headers.items()), self.path,

@@ -197,18 +197,35 @@ def single_again(spans: list[tuple[str, float, float]], since: float) -> float:
     return float("inf")
 
 
+def all_gaps(spans: dict[str, list[tuple[str, float, float]]], ips: list[str], start: float, end: float
+             ) -> list[tuple[str, float, float]]:
+    """Every stretch within [start, end] in which no host held an IP: (ip, from, until)."""
+    out = []
+    for ip in ips:
+        at = start
+        for a, b in sorted((a, b) for _h, a, b in spans.get(ip, [])):
+            if a > at:
+                out.append((ip, at, min(a, end)))
+            at = max(at, b)
+            if at >= end:
+                break
+        if at < end:
+            out.append((ip, at, end))
+    return [g for g in out if g[2] > g[1]]
+
+
 def by_kind(events: list[dict[str, Any]], doubles: list[dict[str, Any]],
             spans: dict[str, list[tuple[str, float, float]]], ips: list[str], end: float) -> dict[str, dict[str, Any]]:
-    """Per fault kind: how many, double holdings that began while one of its faults was on (or in the 5 s after),
-    and the longest stretch an IP was unheld that began then."""
+    """Per fault kind: how many, double holdings that began while one of its faults was on (or in the 5 s after,
+    until the next fault), and the longest stretch an IP was unheld that began in that window."""
     out: dict[str, dict[str, Any]] = {}
+    gaps = all_gaps(spans, ips, events[0]["t"] if events else 0.0, end)
     for i, e in enumerate(events):
         until = min(e["undone"] + 5.0, events[i + 1]["t"] if i + 1 < len(events) else end)
         row = out.setdefault(e["kind"], {"faults": 0, "double_holdings": 0, "longest_unheld_s": 0.0})
         row["faults"] += 1
         row["double_holdings"] += sum(1 for d in doubles if e["t"] <= d["from"] < until)
-        gaps = unheld_gaps(spans, ips, e["t"], until)
-        row["longest_unheld_s"] = max(row["longest_unheld_s"], *(g[1] - g[0] for g in gaps.values()))
+        row["longest_unheld_s"] = max([row["longest_unheld_s"], *(b - a for _ip, a, b in gaps if e["t"] <= a < until)])
     return out
 
 

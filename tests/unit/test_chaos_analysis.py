@@ -40,3 +40,12 @@ def test_report_per_fault_kind() -> None:
     assert table["partition"]["faults"] == 1 and table["partition"]["double_holdings"] == 0
     assert abs(table["partition"]["longest_unheld_s"] - 1.5) < 1e-9
     assert table["flush"]["double_holdings"] == 1 and abs(table["flush"]["longest_unheld_s"] - 0.4) < 1e-9
+
+
+def test_a_long_gap_counts_for_the_fault_it_began_under_only() -> None:
+    events = [{"kind": "cut_off", "where": "n1", "t": 10.0, "undone": 12.0},
+              {"kind": "flush", "where": "n2", "t": 20.0, "undone": 20.1}]
+    spans = {"198.51.100.1": [("n1", 0.0, 10.5), ("n2", 40.0, 50.0)], "198.51.100.2": [("n2", 0.0, 50.0)]}
+    table = chaos.by_kind(events, [], spans, ["198.51.100.1", "198.51.100.2"], 50.0)
+    assert abs(table["cut_off"]["longest_unheld_s"] - 29.5) < 1e-9
+    assert table["flush"]["longest_unheld_s"] == 0.0

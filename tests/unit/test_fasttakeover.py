@@ -138,7 +138,8 @@ def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:
 
 def listener_answer(secret: str, request_headers: dict[str, str], **part: Any) -> dict[str, Any]:
     """A heartbeat answer as the listener signs it."""
-    part = {"orders": [], "declared_dead": None, "running": False, "generation": None, "completed": None,
+    part = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False, "generation": None,
+            "completed": None,
             "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], **part}
     sig = auth.answer_signature(secret, request_headers, "/v1/heartbeat", json.dumps(part, sort_keys=True).encode())
     return {"ok": True, **part, "signature": sig}
@@ -150,7 +151,8 @@ def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
     orders = [{"id": 1, "generation": 4, "ips": [{"ip": "198.51.100.1/24", "interfaces": ["eth0"]}]}]
     good = listener_answer("s3cret", signed, orders=orders, generation=4)
     assert signed_answer(backend, good, signed, "/v1/heartbeat") == {
-        "orders": orders, "declared_dead": None, "running": False, "generation": 4, "completed": None,
+        "orders": orders, "declared_dead": None, "running": False, "hold_retake": False, "generation": 4,
+        "completed": None,
         "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": []}
     other_request = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")  # a replay of another answer
     for answer, headers in ((listener_answer("wrong", signed, orders=orders), signed),

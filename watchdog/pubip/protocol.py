@@ -22,7 +22,7 @@ STATUS_PATH = "/v1/status"  # GET: the cluster as the listener sees it
 METRICS_PATH = "/metrics"  # GET: Prometheus text
 ADMIN = "_admin"  # the secrets file's key, and the signer's name, for operations
 # The signed part of a heartbeat's answer (answer_signature covers exactly these keys).
-ANSWER_FIELDS = ("orders", "declared_dead", "running", "generation", "completed", "lease_ack", "tick",
+ANSWER_FIELDS = ("orders", "declared_dead", "running", "hold_retake", "generation", "completed", "lease_ack", "tick",
                  "step_down", "leave", "gratarp")
 
 NODE_HEADER = "X-Pubip-Node"

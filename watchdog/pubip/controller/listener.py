@@ -247,6 +247,8 @@ class Listener:
         return {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
+                # a run that has not gathered this node yet would pin it with what it reported: no retake now
+                "hold_retake": self.running_run is not None and node not in self.runner.gathered,
                 "generation": self.generation(),
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
@@ -533,6 +535,7 @@ class Listener:
             with self.order_lock:
                 if not self.orders.outstanding():
                     self.running_run = 0  # a run is starting
+                    self.runner.gathered.clear()  # no node gathered by it yet: no retake until it is
                     if self.runner.shares_run_state:  # cancellable from now until it changes a host
                         self.run_state = str(self.state_dir / "runner" / f"runstate-{time.time_ns()}.json")
                     break

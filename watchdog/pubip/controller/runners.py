@@ -36,6 +36,8 @@ class Runner(Protocol):
     # Whether the run's action plugin shares the listener's filesystem (pubip_run_state): then the listener can
     # cancel it before it changes any host, and name nodes that died meanwhile.
     shares_run_state: bool
+    # The nodes the running run has gathered (their gather answered): only those may retake an IP meanwhile.
+    gathered: set[str]
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome: ...
 
@@ -51,11 +53,13 @@ class PlaybookRunner:
     ssh_timeout: int = 2
     ansible_cfg: str | None = None  # a config file of the user's instead of pubip's settings (RUN_ENV)
     shares_run_state: bool = True
+    gathered: set[str] = field(default_factory=set)
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
         import ansible_runner
 
         started = time.monotonic()
+        self.gathered.clear()
         found: dict[str, Any] = {"generation": None, "failures": []}
 
         def on_event(event: dict[str, Any]) -> bool:
@@ -68,6 +72,8 @@ class PlaybookRunner:
                 found["task"] = task
             elif kind == "runner_on_ok":
                 res = data.get("res") or {}
+                if "Gather every node" in str(data.get("task")) and not res.get("skipped"):
+                    self.gathered.add(str(data.get("host")))
                 if "generation" in res:
                     found["generation"] = res["generation"]
                 plan = (res.get("ansible_facts") or {}).get("pubip_plan")
@@ -117,6 +123,7 @@ class AwxRunner:
     awx: AwxBackend
     stopping: threading.Event
     shares_run_state: bool = False  # the job runs on an AWX execution node
+    gathered: set[str] = field(default_factory=set)  # not followed per host: no retake during an AWX job
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
         from ..awx import AwxClient, AwxError

@@ -115,6 +115,7 @@ class Watchdog:
         self.stepped_down: str | None = None  # why the listener said to hold nothing (banned, unhealthy)
         self.leaving = False  # this host is shutting down (pubip-watchdog --leave): it holds and takes nothing
         self.hurry = threading.Event()  # send the next heartbeat now
+        self.scheduler: Any = None
         self.connections: dict[str, list[list[Any]]] = {}  # public IP -> its TCP connections (tickle_interval)
         self.connections_dirty = False  # listed since the last heartbeat carried them
         self.health: dict[str, Any] = {"ok": True, "hook": "", "message": ""}  # the monitor hooks' verdict
@@ -261,9 +262,12 @@ class Watchdog:
             except RequestFailed as exc:
                 if attempt == 2 or self.stopped.wait(0.1):
                     return f"the listener did not answer ({exc})"
-        # A run running is no reason to wait: it pins this node's recorded IPs if it cannot reach it, and
-        # releases whatever it does not keep here (public_ip's keep); while it marks this record, only what it
-        # keeps here is retaken.
+        # A run running is no reason to wait once it has gathered this node: it releases whatever it does not
+        # keep here (public_ip's keep), and while it marks this record only what it keeps here is retaken. Before
+        # that, a run that then cannot reach this node would pin it with what it reported: wait, briefly.
+        if answer.get("hold_retake"):
+            self.recheck_soon()
+            return "a takeover run has not gathered this node yet"
         if answer.get("generation") is not None and int(answer["generation"]) > generation:
             return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
         if answer.get("completed") is not None and generation > int(answer["completed"]):
@@ -273,6 +277,16 @@ class Watchdog:
         if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
             return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
         return None
+
+    def recheck_soon(self, delay: float = 0.1) -> None:
+        """Run the check again in DELAY seconds (a retake the listener held back for a moment)."""
+        if self.scheduler is None:
+            return
+        when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
+        try:
+            self.scheduler.modify_job("check", next_run_time=when)
+        except Exception as exc:  # the scheduler is shutting down
+            log.debug("recheck ignored: %s", exc)
 
     def _fast_retake(self, record: dict[str, Any], wanted: list[str]) -> list[str]:
         """Re-add IPs the current record assigns here, on the interface the record allows, under the lock;
@@ -537,6 +551,7 @@ class Watchdog:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         scheduler = BlockingScheduler(timezone=datetime.UTC)
+        self.scheduler = scheduler
         scheduler.add_job(self._safe_check, "interval", seconds=self.cfg.interval, id="check", coalesce=True,
                           max_instances=1, misfire_grace_time=None,
                           next_run_time=datetime.datetime.now(datetime.UTC))

@@ -92,9 +92,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     record gives them stay theirs, counted as held, and they get nothing new. A node whose lease has run out
     (lease "expired": it lost the cluster) hosts nothing. ``move_requests``: ip -> node, CTDB's moveip: the
     engine starts as if that node held the IP, so it stays there when the node can host it. ``reported``:
-    host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast
-    takeover orders (the listener's extra var): a pinned node keeps those - a fast order may have put them
-    there - and what the newest record gives it (its watchdog may retake those at any time). ``rebalance``:
+    host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast paths
+    for it (the listener's extra var: no order, and no retake on a node the run has not gathered): a pinned
+    node with such a report keeps exactly those - recorded or not, a fast retake or order may have put them
+    there - and one without keeps what the newest record gives it. ``rebalance``:
     nodes that came back (revived, enabled, continued, unbanned, healthy again): CTDB's force_rebalance_nodes,
     so they get their share back - unless no_ip_failback.
     """
@@ -105,9 +106,10 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
                  key=lambda r: int(r.get("generation") or 0), default={})
     owner = {e["ip"].split("/", 1)[0]: e.get("node") for e in newest.get("public_ips") or []}
     reported = reported or {}
-    # A pinned node keeps what the newest record gives it AND what it reported: fast retakes stay open while a
-    # run runs, so a node the run cannot reach may re-add a recorded IP of its own after it reported.
-    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips if owner.get(ip["address"]) in pinned}
+    # A pinned node keeps exactly what it reported after the run closed the fast paths for it (the listener
+    # allows no fast retake on a node its run has not gathered), else what the newest record gives it.
+    pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips
+                  if owner.get(ip["address"]) in pinned and owner[ip["address"]] not in reported}
     for name in sorted(pinned):
         for held in reported.get(name) or []:
             pinned_ips.setdefault(str(held).split("/", 1)[0], name)
