@@ -270,10 +270,6 @@ class Watchdog:
             return "a takeover run has not gathered this node yet"
         if answer.get("generation") is not None and int(answer["generation"]) > generation:
             return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
-        if answer.get("completed") is not None and generation > int(answer["completed"]):
-            # a run that failed (or is still recording) may have planned IPs here that it never put here
-            return f"the record (generation {generation}) is from a run not known to have completed " \
-                   f"(the last completed: {answer['completed']})"
         if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
             return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
         return None
