@@ -81,7 +81,7 @@ class Config:
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     log_file: str | None = None
-    hook_dir: str | None = None
+    hook_dir: str | None = "/etc/pubip/events.d"  # the takeover run's default too (public_ip hook_dir)
     peers: PeersConfig | None = None
     lease: float = 0.0  # seconds; 1.0 by default when peers are configured, 0 = no lease
     lease_path: str = "/run/pubip/lease.json"

@@ -75,10 +75,11 @@ options:
     default: false
   hook_dir:
     description:
-      - Directory of executable hooks, run in name order as C(HOOK takeip IFACE IP MASKBITS),
-        C(HOOK releaseip IFACE IP MASKBITS), C(HOOK updateip OLDIFACE NEWIFACE IP MASKBITS) and
-        C(HOOK ipreallocated). No hooks when unset or missing.
+      - Directory of event hooks (CTDB's event-script convention); the same directory as the watchdog's
+        C(hook_dir), so that the takeover run and the watchdog run the same hooks. Hooks must be owned by root
+        and writable by nobody else.
     type: path
+    default: /etc/pubip/events.d
   hook_timeout:
     description: Seconds each hook may run.
     type: float
@@ -284,7 +285,7 @@ ARGUMENT_SPEC = dict(
     )),
     node=dict(type="str"),
     adopt=dict(type="bool", default=False),
-    hook_dir=dict(type="path"),
+    hook_dir=dict(type="path", default="/etc/pubip/events.d"),
     hook_timeout=dict(type="float", default=30.0),
     announce_count=dict(type="int", default=3),
     announce_interval=dict(type="float", default=0.05),
