@@ -219,7 +219,7 @@ class Listener:
             self.leaving[node] = now
             log.warning("Node %s is leaving (graceful shutdown): it drops its public IPs, the others take them", node)
         if node in self.leaving:
-            self.leave_when_empty(node, now)
+            self.leave_when_empty(node)
         if node in self.stepping:
             self.hand_over(node)
         if node in self.left and (payload or {}).get("leaving") is True:
@@ -376,7 +376,7 @@ class Listener:
         if self.fast_takeover:
             self.issue_orders(exclude=set(self.suspected), gone={node})
 
-    def leave_when_empty(self, node: str, asked: float) -> None:
+    def leave_when_empty(self, node: str) -> None:
         """A leaving node is gone once a heartbeat made after its leave (it echoes a tick from after it) says it
         holds nothing: it refuses every take from then on, so its IPs go to the others at once (fast takeover
         orders), as they would on its death - without waiting for one."""
