@@ -361,6 +361,7 @@ def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=accept-new",
         "ansible_control_path_dir": f"{d}/cp",
         "ansible_python_interpreter": info["python"],
+        "pubip_run_lock_dir": d,  # the run lock (runlock.py) among the lab's own files, not in /run/pubip
         "pubip_public_ips": [
             {"ip": ip, "interfaces": list(info["hosts"][0]["interfaces"]) if info["hosts"] else ["eth0"]}
             for ip in info["public_ips"]
