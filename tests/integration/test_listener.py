@@ -223,7 +223,8 @@ def test_listener_killed_mid_run_redoes_the_run(lab: labkit.LabHandle) -> None:
                                  str(lab.dir / "listener-secrets.json"), "burst", "1"], env=lab.env(),
                                 stdout=subprocess.PIPE, text=True)
         proc.wait(timeout=30)
-        wait_until(lambda: status(lab)["running"] is not None, 30)
+        # a run started in the store (running is set earlier, while orders settle and reports come in)
+        wait_until(lambda: any(r["success"] is None for r in status(lab)["runs"]), 30)
         time.sleep(0.3)
         labmod.stop_listener(lab.info)  # SIGKILL mid-run
         labmod.start_listener(lab.info)
