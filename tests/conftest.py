@@ -18,12 +18,21 @@ def _can_build_labs() -> str | None:
     return None
 
 
+def _start_order(item: pytest.Item) -> int:
+    if "slow" in item.keywords:
+        return 0 if item.nodeid.startswith("tests/suite/") else 1
+    return 2 if "lab" in item.keywords or "install" in item.keywords else 3
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = _can_build_labs()
     if reason:
         for item in items:
             if "lab" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    # Longest first: with `--dist load` each free worker takes the next test, so the long ones
+    # overlap instead of leaving one worker busy at the end (a stable sort keeps file order).
+    items.sort(key=_start_order)
 
 
 @pytest.fixture

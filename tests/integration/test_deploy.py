@@ -35,6 +35,7 @@ def deploy(handle: labkit.LabHandle, *extra: str) -> subprocess.CompletedProcess
     return handle.playbook("playbooks/deploy.yml", *extra)
 
 
+@pytest.mark.slow
 def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_factory) -> None:  # type: ignore
     handle = lab_factory("--nodes", "2", "--vips", "2", "--no-watchdog", "--no-takeover")
     first = deploy(handle)
@@ -83,6 +84,7 @@ def test_deploy_with_the_webhook_backend_for_event_driven_ansible(lab_factory) -
     assert cfg.release_foreign is False and cfg.release_on_link_loss is True and cfg.fast_takeover is True
 
 
+@pytest.mark.slow
 @pytest.mark.install
 def test_deploy_installs_from_a_wheel_and_the_installed_watchdogs_fail_over(lab_factory, tmp_path) -> None:  # type: ignore
     """The real install path: the wheel built from this checkout and a wheelhouse of its dependencies, copied to

@@ -62,6 +62,7 @@ def test_a_failing_monitor_hook_moves_the_nodes_ips_away_and_back(lab: labkit.La
     print(f"away after {away:.1f}s, back after {back:.1f}s")
 
 
+@pytest.mark.slow
 def test_a_ban_moves_the_nodes_ips_away_and_they_come_back_when_it_ends(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     preview = op(lab, "ban", "node2", "--for", "20", "--check")
@@ -88,6 +89,7 @@ def test_a_ban_moves_the_nodes_ips_away_and_they_come_back_when_it_ends(lab: lab
     print(f"ban: IPs away after {took:.2f}s, back {ended:.1f}s after it")
 
 
+@pytest.mark.slow
 def test_a_node_that_fails_every_release_is_banned_and_runs_go_on(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     hook(lab, "node2", "10.broken", '[ "$1" = releaseip ] && { echo "cannot unexport" >&2; exit 1; }\nexit 0\n')

@@ -79,6 +79,7 @@ def test_sshd_down_on_a_live_host_keeps_its_ips_and_the_run_names_it(lab_factory
     assert record["run_finished"] >= record["run_started"]  # no mark left behind: its watchdog checks again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nodes", [3, 5])
 def test_one_host_cut_off_with_carrier(lab_factory: LabFactory, nodes: int) -> None:
     handle = up(lab_factory, nodes, f"c{nodes}")
@@ -100,6 +101,7 @@ def test_one_host_cut_off_with_carrier(lab_factory: LabFactory, nodes: int) -> N
     assert "Lost the cluster" in log and "Lease regained" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("listener_side", ["three", "two"])
 def test_five_hosts_split_three_two(lab_factory: LabFactory, listener_side: str) -> None:
     handle = up(lab_factory, 5, f"s{listener_side[:2]}")
@@ -134,6 +136,7 @@ def test_four_hosts_split_two_two(lab_factory: LabFactory) -> None:
     assert sampler.double_holdings() == []
 
 
+@pytest.mark.slow
 def test_listener_cut_off_alone_drops_nothing(lab_factory: LabFactory) -> None:
     handle = up(lab_factory, 3, "lc")
     before = handle.holders()
@@ -150,6 +153,7 @@ def test_listener_cut_off_alone_drops_nothing(lab_factory: LabFactory) -> None:
     assert after == before
 
 
+@pytest.mark.slow
 def test_listener_killed_for_a_minute_drops_nothing(lab_factory: LabFactory) -> None:
     handle = up(lab_factory, 3, "lk")
     before = handle.holders()

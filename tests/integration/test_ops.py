@@ -24,6 +24,7 @@ def op(lab: labkit.LabHandle, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_disable_previews_then_moves_and_enable_brings_back(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     before = lab.holders()
@@ -43,6 +44,7 @@ def test_disable_previews_then_moves_and_enable_brings_back(lab: labkit.LabHandl
     assert sampler.double_holdings() == []
 
 
+@pytest.mark.slow
 def test_moveip_moves_one_ip_and_it_stays(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])

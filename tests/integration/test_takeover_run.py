@@ -56,6 +56,7 @@ def test_first_run_spreads_evenly_and_second_run_changes_nothing(lab: labkit.Lab
 DEAD_NODE3 = ("-e", '{"pubip_dead_nodes": ["node3"]}')
 
 
+@pytest.mark.slow
 def test_unreachable_host_keeps_its_ips_until_named_dead(lab: labkit.LabHandle) -> None:
     run_ok(lab)
     held = lab.count_by_host()

@@ -99,6 +99,7 @@ def test_node_venv_plans_and_checks_a_config_without_ansible(wheel: Path, python
     print(f"node venv on {python}: {size_mb(tmp_path / 'node'):.0f} MB")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", pythons())
 def test_controller_venv_documents_the_collection(wheel: Path, python: str, tmp_path: Path) -> None:
     bin_dir = venv(python, tmp_path / "ctl", f"{wheel}[controller]")
@@ -108,6 +109,7 @@ def test_controller_venv_documents_the_collection(wheel: Path, python: str, tmp_
     print(f"controller venv on {python}: {size_mb(tmp_path / 'ctl'):.0f} MB")
 
 
+@pytest.mark.slow
 @pytest.mark.lab
 def test_controller_venv_runs_the_main_job_against_a_lab(wheel: Path, tmp_path: Path,
                                                          lab_factory: object) -> None:

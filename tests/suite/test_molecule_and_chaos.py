@@ -1,0 +1,33 @@
+"""The two long jobs of `make test` (Molecule's scenarios, chaos-short) as tests, so that the
+workers run them beside the lab tests instead of after them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.labkit import ROOT
+
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _run(cmd: list[str], timeout: float) -> None:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True, timeout=timeout)
+    # The table (chaos) or the scenario log (Molecule) is what a developer reads when it fails.
+    print(proc.stdout[-20000:])
+    print(proc.stderr[-5000:], file=sys.stderr)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}"
+
+
+def test_molecule_scenarios_pass() -> None:
+    _run([str(BIN / "molecule"), "test", "--all"], timeout=1200)
+
+
+def test_chaos_short_has_no_double_holding_and_settles() -> None:
+    _run([sys.executable, "tests/chaos/chaos.py", "--faults", "30"], timeout=1200)
