@@ -62,6 +62,7 @@ class Listener:
         self.leases: dict[str, float] = {}  # node -> the lease length it runs with
         self.holds: dict[str, tuple[list[str], float]] = {}  # node -> (public IPs it holds, the tick it echoed)
         self.run_marked = 0.0  # when the current run was marked running: reports made after it count
+        self.run_pinned: dict[str, frozenset[str]] | None = None  # those reports, as the current run got them
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
         self.records: dict[str, tuple[int, bool]] = {}  # node -> (its record's generation, marked by a run)
         self.health: dict[str, dict[str, Any]] = {}  # node -> its monitor hooks' verdict (heartbeats)
@@ -247,14 +248,24 @@ class Listener:
         return {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
-                # a run that has not gathered this node yet would pin it with what it reported: no retake now
-                "hold_retake": self.running_run is not None and node not in self.runner.gathered,
+                "hold_retake": self.holds_retake(node, (payload or {}).get("retake")),
                 "generation": self.generation(),
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
                 "step_down": step_down,
                 "leave": node in self.leaving or node in self.left,
                 "gratarp": sorted(self.gratarp.pop(node, set()))}
+
+    def holds_retake(self, node: str, wanted: Any) -> bool:
+        """A run that has not gathered NODE yet would, if it then cannot reach it, pin it with what it
+        reported after the run was marked (run_pinned): a retake of those IPs agrees with that, any other
+        waits for the gather. Before the run takes its snapshot of the reports, every retake waits."""
+        if self.running_run is None or node in self.runner.gathered:
+            return False
+        with self.ears_lock:
+            pinned = None if self.run_pinned is None else self.run_pinned.get(node)
+        return not (pinned is not None and isinstance(wanted, list) and wanted
+                    and {str(ip) for ip in wanted} <= pinned)
 
     def generation(self) -> int | None:
         """The newest generation any host may have recorded: the last completed run's, or a later failed
@@ -481,7 +492,8 @@ class Listener:
                 if run_state and self.runstate.read(run_state)["cancelled"]:
                     ok, generation, detail = False, None, "cancelled before it started"
                 else:
-                    extravars = {**self.extravars(dead, moves), **({"pubip_run_state": run_state} if run_state else {})}
+                    extravars = {**self.extravars(dead, moves, pin=True),
+                                 **({"pubip_run_state": run_state} if run_state else {})}
                     with self.run_lock:
                         ok, generation, detail = self.run(run_id, dead, extravars)
                 if ok and moves:
@@ -536,6 +548,8 @@ class Listener:
                 if not self.orders.outstanding():
                     self.running_run = 0  # a run is starting
                     self.runner.gathered.clear()  # no node gathered by it yet: no retake until it is
+                    with self.ears_lock:  # ... or until its snapshot of the reports pins the IPs asked for
+                        self.run_pinned = None
                     if self.runner.shares_run_state:  # cancellable from now until it changes a host
                         self.run_state = str(self.state_dir / "runner" / f"runstate-{time.time_ns()}.json")
                     break
@@ -558,10 +572,14 @@ class Listener:
                 return
             self.stopping.wait(0.02)
 
-    def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None
-                  ) -> dict[str, Any]:
+    def extravars(self, dead: list[str], moves: dict[str, str], states: dict[str, str] | None = None,
+                  pin: bool = False) -> dict[str, Any]:
+        """The run's variables; PIN: they are the starting run's, whose snapshot of the reports holds_retake
+        goes by (taken under the same lock as the snapshot, so no report slips between the two)."""
         with self.ears_lock:  # only reports made after this run was marked running (fast paths closed since)
             holds = {node: list(ips) for node, (ips, tick) in self.holds.items() if tick >= self.run_marked}
+            if pin:
+                self.run_pinned = {node: frozenset(ips) for node, ips in holds.items()}
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.node_states() if states is None else states,
                 "pubip_rebalance_nodes": sorted(self.rebalance),

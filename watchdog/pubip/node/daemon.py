@@ -264,7 +264,8 @@ class Watchdog:
                     return f"the listener did not answer ({exc})"
         # A run running is no reason to wait once it has gathered this node: it releases whatever it does not
         # keep here (public_ip's keep), and while it marks this record only what it keeps here is retaken. Before
-        # that, a run that then cannot reach this node would pin it with what it reported: wait, briefly.
+        # that, a run that then cannot reach this node would pin it with what it reported: the listener holds
+        # back a retake of IPs that report did not name, briefly.
         if answer.get("hold_retake"):
             self.recheck_soon()
             return "a takeover run has not gathered this node yet"
