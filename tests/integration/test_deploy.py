@@ -56,6 +56,7 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
         for line in ("Type=notify", "WatchdogSec=10", "Restart=always",
                      "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
                      "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "SystemCallFilter=@system-service",
+                     "CPUSchedulingPolicy=fifo",
                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"):
             assert line in service
         leave = (units / "pubip-watchdog-leave.service").read_text()  # graceful shutdown, not on restart

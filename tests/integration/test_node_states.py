@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pubip.node import realtime
 from tests import labkit
 from tests.integration.test_listener import status, wait_idle, wait_until
 
@@ -163,3 +164,17 @@ def test_a_graceful_shutdown_hands_the_ips_over_at_once_and_a_watchdog_restart_m
     labmod.stop_watchdog(lab.info, "node3")
     labmod.start_watchdog(lab.info, "node3")
     wait_until(lambda: lab.count_by_host() == {"node1": 2, "node2": 2, "node3": 2}, 60, lab)
+
+
+def test_the_watchdog_runs_real_time_and_its_hooks_as_normal_processes(lab: labkit.LabHandle) -> None:
+    """CTDB's SCHED_FIFO 1: every thread of the watchdog; a hook it runs goes back to SCHED_OTHER."""
+    host = lab.hosts[0]
+    seen = Path(host["dir"]) / "hook-policy"
+    hook(lab, "node1", "10.policy", f'[ "$1" = monitor ] || exit 0\nchrt -p $$ > {seen}.tmp && mv {seen}.tmp {seen}\n')
+    log = Path(host["dir"]) / "watchdog.log"
+    wait_until(lambda: log.exists() and "Watchdog started" in log.read_text(), 30, lab)  # its threads run from then on
+    assert "scheduling SCHED_FIFO" in log.read_text()
+    threads = {int(t.name) for t in Path(f"/proc/{host['watchdog_pid']}/task").iterdir()}
+    assert len(threads) >= 4 and {realtime.policy(t) for t in threads} == {"SCHED_FIFO"}
+    wait_until(seen.exists, MONITOR_INTERVAL + 10, lab)
+    assert "SCHED_OTHER" in seen.read_text(), seen.read_text()

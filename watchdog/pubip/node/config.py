@@ -90,6 +90,7 @@ class Config:
     monitor_failures: int = 1  # failures in a row before the node is UNHEALTHY
     tickle_interval: float = 5.0  # how often the TCP connections to held public IPs are listed; 0 = off
     announce_refresh: float = 0.0  # re-announce held public IPs this often (gratuitous ARP / NA); 0 = off
+    realtime: bool = True  # SCHED_FIFO 1, as CTDB runs ctdbd: a loaded host must not delay a lost lease's release
 
 
 # key: (type, required)
@@ -104,7 +105,7 @@ TOP = {
     "metrics": (dict, False), "log_level": (str, False), "log_file": (str, False), "hook_dir": (str, False),
     "peers": (dict, False), "lease": (float, False), "lease_path": (str, False),
     "monitor_interval": (float, False), "monitor_timeout": (float, False), "monitor_failures": (int, False),
-    "tickle_interval": (float, False), "announce_refresh": (float, False),
+    "tickle_interval": (float, False), "announce_refresh": (float, False), "realtime": (bool, False),
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
@@ -175,7 +176,8 @@ def load(path: str = DEFAULT_PATH) -> Config:
     for key in ("record_path", "lock_path", "interval", "netlink", "debounce", "fast_retake", "fast_takeover",
                 "order_max_age", "release_on_link_loss", "release_foreign", "announce_count",
                 "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir",
-                "monitor_interval", "monitor_timeout", "monitor_failures", "tickle_interval", "announce_refresh"):
+                "monitor_interval", "monitor_timeout", "monitor_failures", "tickle_interval", "announce_refresh",
+                "realtime"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import _collection, logs, protocol
 from ..membership import LISTENER, Ears, Timing
-from . import actions, sdnotify
+from . import actions, realtime, sdnotify
 from . import check as ipcheck
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .lease import Lease
@@ -584,6 +584,11 @@ class Watchdog:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.cfg.realtime:  # before any thread starts: they all inherit it
+            why = realtime.enter()
+            if why:
+                log.warning("No real-time scheduling (%s): on a busy host a lost lease's release may come late; "
+                            "give the watchdog CAP_SYS_NICE or CPUSchedulingPolicy=fifo", why)
         if self.cfg.fast_retake:
             _ = self.nl.ipr  # pyroute2 loaded now, not in the middle of the first fast retake
         if self.cfg.netlink:
@@ -598,11 +603,11 @@ class Watchdog:
                           self.cfg.heartbeat_interval)
             threading.Thread(target=peers.run, args=(self.stopped,), name="pubip-peers", daemon=True).start()
             threading.Thread(target=self.keep_lease, name="pubip-lease", daemon=True).start()
-        log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s, lease %s",
-                 self.cfg.node, self.cfg.interval, "on" if self.cfg.netlink else "off",
+        log.info("Watchdog started on node %s: interval %.2fs, netlink %s, fast retake %s, backend %s, lease %s, "
+                 "scheduling %s", self.cfg.node, self.cfg.interval, "on" if self.cfg.netlink else "off",
                  "on" if self.cfg.fast_retake else "off", self.cfg.backend,
                  f"{self.cfg.lease:.2f}s with {len(self.cfg.peers.nodes)} peers" if self.lease and self.cfg.peers
-                 else "off")
+                 else "off", realtime.policy())
         sdnotify.notify("READY=1")
         scheduler.start()
 

@@ -53,6 +53,21 @@ def check_owner(path):
     return None
 
 
+def _normal_scheduling():
+    """In the child: a hook of a real-time watchdog (SCHED_FIFO, realtime.py) runs as a normal process."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
+def _realtime():
+    try:
+        return os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+    except (OSError, AttributeError):
+        return False
+
+
 def run_hooks(hook_dir, event, args, timeout=30.0):
     """Run every hook for EVENT; raise HookError naming the first one that fails or may not run."""
     ran = []
@@ -63,7 +78,8 @@ def run_hooks(hook_dir, event, args, timeout=30.0):
         argv = [path, event] + [str(a) for a in args]
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=timeout, close_fds=True, check=False)
+                                  timeout=timeout, close_fds=True, check=False,
+                                  preexec_fn=_normal_scheduling if _realtime() else None)
         except subprocess.TimeoutExpired:
             raise HookError(path, event, "timed out after %ss" % timeout)
         except OSError as exc:
