@@ -59,7 +59,7 @@ check: lint test-unit
 
 # Everything, Molecule and chaos-short included (tests/suite). Lab tests mostly wait (on sshd, leases,
 # runs), so TEST_WORKERS exceeds the cores; each lab has its own namespaces. The slow ones start first.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=20 \
 		tests $(COLL)/tests/unit
