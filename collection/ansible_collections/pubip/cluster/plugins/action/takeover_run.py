@@ -14,6 +14,7 @@ Phases with nothing to do for a host return without connecting to it.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ansible.errors import AnsibleActionFail
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover - only lcp2 needs it, and says so
 
 display = Display()
 MODULE = "pubip.cluster.public_ip"
+ABANDON_POLL = 0.1  # seconds between looks at the run state while a public_ip call runs
 HOST_SETTINGS = {
     "record_path": "pubip_record_path",
     "lock_path": "pubip_lock_path",
@@ -131,8 +133,35 @@ class ActionModule(ActionBase):
         return args
 
     def _call(self, task_vars, **args):
-        return self._execute_module(module_name=MODULE, module_args=self._module_args(task_vars, **args),
-                                    task_vars=task_vars)
+        """public_ip on this host. With a listener (pubip_run_state), a call still waiting on a host the
+        listener declares dead meanwhile is abandoned: its lease is gone, so it holds nothing and takes
+        nothing whatever the call does, and the run need not wait for SSH to give up on it (seconds)."""
+        module_args = self._module_args(task_vars, **args)
+        state_path = task_vars.get("pubip_run_state")
+        if not state_path:
+            return self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars)
+        host = task_vars["inventory_hostname"]
+        done = {}
+
+        def call():
+            try:
+                done["result"] = self._execute_module(module_name=MODULE, module_args=module_args,
+                                                      task_vars=task_vars)
+            except BaseException as exc:  # handed to the task's own thread
+                done["error"] = exc
+
+        worker = threading.Thread(target=call, name="pubip-public-ip", daemon=True)
+        worker.start()
+        while True:
+            worker.join(ABANDON_POLL)
+            if not worker.is_alive():
+                break
+            if host in _runstate.read(state_path)["dead"]:
+                display.warning("%s was declared dead during the run: not waiting for its public_ip call" % host)
+                return {"failed": True, "abandoned": True, "msg": "%s was declared dead during the run" % host}
+        if "error" in done:
+            raise done["error"]
+        return done["result"]
 
     @staticmethod
     def _plan_of(task_vars):
@@ -234,6 +263,8 @@ class ActionModule(ActionBase):
         keep = [t["ip"] for t in plan["take"].get(host, [])]
         res = self._call(task_vars, state="absent", addresses=[{"ip": ip} for ip in mine], keep=keep,
                          run_started=plan["run_started"], run_id=plan.get("run_id"))
+        if res.get("abandoned"):
+            return {"changed": False, "skipped": True, "skip_reason": res["msg"]}
         failed_ips = sorted(a["ip"] for a in res.get("actions") or [] if a.get("error"))
         if res.get("failed") and not failed_ips:
             failed_ips = list(mine)  # the module failed before it could say which
@@ -265,6 +296,8 @@ class ActionModule(ActionBase):
             res = self._call(task_vars, state="present", addresses=step["wanted"], adopt=True,
                              run_started=plan["run_started"], run_id=plan.get("run_id"),
                              **({"tickles": tickles} if tickles else {}))
+            if res.get("abandoned"):
+                return {"changed": False, "skipped": True, "skip_reason": res["msg"]}
             out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
                        taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
             if res.get("failed"):
@@ -306,6 +339,9 @@ class ActionModule(ActionBase):
         record = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
                   "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
         res = self._call(task_vars, state="record", record=record, ipreallocated=True)
+        if res.get("abandoned"):
+            out.update(skipped=True, skip_reason=res["msg"])
+            return out
         if res.get("failed"):
             out.update(failed=True, msg="Recording the assignment on %s failed: %s" % (host, res.get("msg")))
             return out

@@ -158,6 +158,32 @@ def test_once_a_host_changed_the_run_cannot_be_cancelled_and_skips_nodes_declare
     assert len(action.calls) == calls  # n3 was not contacted
 
 
+def test_a_call_to_a_host_declared_dead_meanwhile_is_abandoned_not_waited_for(action, tmp_path):
+    import threading
+    import time
+
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate
+
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    state = str(tmp_path / "runstate.json")
+    hung = threading.Event()
+    plugin = action("release")
+    plugin._execute_module = lambda **kw: hung.wait(30) or {"changed": False}  # SSH to a host that died
+    threading.Timer(0.3, runstate.declare_dead, (state, ["n1"])).start()
+    started = time.monotonic()
+    out = plugin.run(task_vars=task_vars("n1", gathered, plan, pubip_run_state=state))
+    took = time.monotonic() - started
+    hung.set()
+    assert out["skipped"] and "n1 was declared dead during the run" in out["skip_reason"]
+    assert took < 5, took
+    # without a listener there is no one to declare it dead: the call is waited for
+    plugin = action("release")
+    plugin._execute_module = lambda **kw: {"changed": True, "actions": []}
+    assert plugin.run(task_vars=task_vars("n1", gathered, plan))["changed"] is True
+
+
 def test_a_public_ip_equal_to_a_hosts_address_or_the_listeners_stops_the_run(action):
     tv = task_vars("n1", {h: report() for h in HOSTS})
     tv["hostvars"]["n2"]["ansible_host"] = "198.51.100.2"
