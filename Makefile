@@ -57,9 +57,9 @@ demo: venv
 # The quick tier: lint and the unit tests (no lab), under two minutes.
 check: lint test-unit
 
-# Everything, Molecule and chaos-short included (tests/suite). Lab tests mostly wait (on sshd, leases,
-# runs), so TEST_WORKERS exceeds the cores; each lab has its own namespaces. The slow ones start first.
-TEST_WORKERS ?= 3
+# Everything, Molecule and chaos-short included (tests/suite), on TEST_WORKERS workers: lab tests are
+# CPU-bound (Ansible), more workers than cores is no faster here. Each lab has its own namespaces; the slow tests start first.
+TEST_WORKERS ?= 2
 test: venv
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=20 \
 		tests $(COLL)/tests/unit
