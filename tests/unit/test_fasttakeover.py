@@ -116,11 +116,45 @@ def test_orders_are_delivered_once_and_settle_on_acknowledgement() -> None:
     assert not orders.outstanding()
 
 
-def test_one_batch_per_generation() -> None:
-    orders = Orders(clock=Clock())
-    assert orders.issue(5, {"node2": [{"ip": "198.51.100.1/24"}]})
-    assert orders.issue(5, {"node1": [{"ip": "198.51.100.2/24"}]}) == []
-    assert orders.issue(6, {"node1": [{"ip": "198.51.100.2/24"}]})
+IP1, IP2, IP3 = "198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"
+
+
+def test_a_later_batch_of_a_generation_waits_for_the_earlier_and_never_reorders_its_ips() -> None:
+    clock = Clock()
+    orders = Orders(clock=clock)
+    first = orders.issue(5, {"node2": [{"ip": IP1, "from": "node3"}]})
+    assert first and orders.blocked(5)
+    assert orders.issue(5, {"node1": [{"ip": IP2, "from": "node2"}]}) == []  # the first may still be carried out
+    assert orders.deliver("node2") == first
+    orders.acknowledge("node2", [{"id": first[0].id, "taken": [IP1]}])
+    assert not orders.blocked(5)
+    assert orders.overlay(5) == {IP1: "node2"}  # node2 holds IP1 now: if node2 dies, IP1 goes with its IPs
+    second = orders.issue(5, {"node1": [{"ip": IP1, "from": "node2"}, {"ip": IP2, "from": "node2"}]})
+    assert [(o.node, [e["ip"] for e in o.ips]) for o in second] == [("node1", [IP1, IP2])]
+    assert orders.issue(5, {"node4": [{"ip": IP1, "from": "node1"}]}) == []  # blocked by the second batch
+    clock.now += 5  # undelivered: withdrawn
+    assert orders.overlay(5) == {IP1: "node2"}  # withdrawn orders put nothing anywhere
+    # IP2's order was withdrawn: it is not ordered again from node2 in this generation (the run decides)
+    assert orders.issue(5, {"node4": [{"ip": IP2, "from": "node2"}]}) == []
+    assert orders.issue(6, {"node4": [{"ip": IP2, "from": "node1"}]})  # a new generation starts afresh
+
+
+def test_refused_orders_put_nothing_anywhere_and_unanswered_ones_may_have() -> None:
+    clock = Clock()
+    orders = Orders(clock=clock)
+    batch = orders.issue(2, {"node1": [{"ip": IP1}], "node2": [{"ip": IP2}], "node3": [{"ip": IP3}]})
+    for node in ("node1", "node2"):
+        orders.deliver(node)
+    orders.acknowledge("node1", [{"id": batch[0].id, "taken": [], "refused": "a takeover run is in progress"}])
+    clock.now += 5
+    assert orders.overlay(2) == {IP2: "node2"}  # delivered, no answer: it may hold it
+
+
+def test_a_generation_ordered_before_a_restart_gets_no_more_batches() -> None:
+    orders = Orders(clock=Clock(), issued_for=7, sealed=7)
+    assert not orders.blocked(7)
+    assert orders.issue(7, {"node1": [{"ip": IP1}]}) == []
+    assert orders.issue(8, {"node1": [{"ip": IP1}]})
 
 
 def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:

@@ -105,7 +105,8 @@ class Listener:
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
         self.last_run: dict[str, Any] = read_last_run(self.state_dir / "last_run.json")
-        self.orders.issued_for = self.last_run.get("orders_issued_for")
+        self.orders.issued_for = self.orders.sealed = self.last_run.get("orders_issued_for")
+        self.orders_wanted = False  # a later death's orders wait for the earlier batch to settle
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -336,10 +337,13 @@ class Listener:
                     self.stopping.wait(0.05)
                     continue  # the others fall within moments: one batch for all
             ready_since = None
+            if self.orders_wanted and self.fast_takeover and not self.orders.blocked(
+                    int(self.last_run.get("generation") or 0)):
+                self.issue_orders(exclude=set(suspected) | set(shunned))
             if died:
                 for node, silent, why in died:
                     self.node_died(node, silent, why)
-                # One batch of orders for all: a second batch under the same generation would wait for the run.
+                # One batch of orders for all (a later death's batch waits until this one has settled).
                 if self.fast_takeover:
                     self.issue_orders(exclude=set(suspected) | set(shunned))
                 self.membership_changed.set()
@@ -414,8 +418,18 @@ class Listener:
                 log.info("No fast takeover: no completed takeover run to start from")
                 return
             dead = sorted(set(self.dead_nodes()) | (gone or set()))  # GONE: alive but holding nothing, for good
+            generation = int(last_run.get("generation") or 0)
+            if self.orders.blocked(generation):
+                self.orders_wanted = True  # watch_liveness tries again once they settle
+                log.info("Fast takeover waits: orders of generation %d may still be carried out", generation)
+                return
+            self.orders_wanted = False
+            # where earlier orders of this generation put the IPs (a node that took some may be the one dying)
+            overlay = self.orders.overlay(generation)
+            base = {**last_run, "public_ips": [{**e, "node": overlay.get(e["ip"], e.get("node"))}
+                                               for e in last_run["public_ips"]]}
             try:
-                by_node = fasttakeover.orders(last_run, dead, (exclude or set()) | set(self.stepping))
+                by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(self.stepping))
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
@@ -424,9 +438,10 @@ class Listener:
                     holder, conns = self.connections.get(entry["ip"], ("", []))
                     if holder == entry["from"] and conns:
                         entry["tickles"] = conns
-            batch = self.orders.issue(int(last_run.get("generation") or 0), by_node)
+            batch = self.orders.issue(generation, by_node)
             if not batch and by_node:
-                log.info("No fast takeover: generation %s already had its orders", last_run.get("generation"))
+                log.info("No fast takeover: generation %d already ordered these IPs%s", generation,
+                         " (before the listener restarted)" if generation == self.orders.sealed else "")
             for order in batch:
                 log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node,
                          order.generation, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))

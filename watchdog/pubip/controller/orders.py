@@ -11,8 +11,12 @@ acknowledged or can no longer be executed:
   it, or refused (the watchdog enforces that on its own clock);
 - so `outstanding()` is false at most `deliver_within + execute_within + slack` after issue.
 
-Only one batch per generation: a second death before the verifying run finished
-takes the slow path (a full run), so two batches never disagree about an IP.
+Several batches per generation, one at a time: a later death before the verifying
+run finished waits until no order of the earlier batch can still be carried out,
+then plans from where those orders put the IPs (overlaid) and orders only IPs no
+earlier batch of the generation ordered - so two batches never disagree about an
+IP. After a listener restart the earlier batches are unknown: that generation gets
+no more (sealed), the verifying run decides.
 """
 
 from __future__ import annotations
@@ -46,22 +50,50 @@ class Orders:
     slack: float = 0.2
     clock: Callable[[], float] = time.monotonic
     issued_for: int | None = None  # the generation of the last batch
+    sealed: int | None = None  # a generation whose batches were issued before a restart: no more
     _next: int = 1
     _orders: list[Order] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def issue(self, generation: int, by_node: dict[str, list[dict[str, Any]]]) -> list[Order]:
-        """A new batch; empty when this generation already had one."""
+        """A new batch; empty while an earlier batch of this generation is outstanding, for a sealed
+        generation, and for IPs an earlier batch of it ordered (they are dropped)."""
         with self._lock:
-            if self.issued_for == generation or not by_node:
+            if generation == self.sealed or (self.issued_for == generation and any(map(self._open, self._orders))):
+                return []
+            # again only from a node an earlier order put it on (that node died too): no refused order repeats
+            ordered, overlay = self._ordered(generation), self._overlay(generation)
+            by_node = {node: kept for node, entries in by_node.items()
+                       if (kept := [e for e in entries if e.get("ip") not in ordered
+                                    or (e.get("from") is not None and e.get("from") == overlay.get(str(e.get("ip"))))])}
+            if not by_node:
                 return []
             self.issued_for = generation
             batch = []
             for node in sorted(by_node):
                 batch.append(Order(self._next, node, generation, by_node[node], self.clock()))
                 self._next += 1
-            self._orders = [o for o in self._orders if self._open(o)] + batch
+            # this generation's orders stay known: the next batch plans from where they put the IPs
+            self._orders = [o for o in self._orders if self._open(o) or o.generation == generation] + batch
             return batch
+
+    def blocked(self, generation: int) -> bool:
+        """True while a batch of GENERATION may still be carried out: the next one must wait for it."""
+        with self._lock:
+            return self.issued_for == generation and any(map(self._open, self._orders))
+
+    def overlay(self, generation: int) -> dict[str, str]:
+        """IP -> the node an order of GENERATION may have put it on: delivered and not refused (an order
+        whose answer never came may have been carried out); the latest order of an IP wins."""
+        with self._lock:
+            return self._overlay(generation)
+
+    def _overlay(self, generation: int) -> dict[str, str]:
+        return {e["ip"]: o.node for o in self._orders if o.generation == generation and o.delivered is not None
+                and not (o.result or {}).get("refused") for e in o.ips}
+
+    def _ordered(self, generation: int) -> set[str]:
+        return {str(e.get("ip")) for o in self._orders if o.generation == generation for e in o.ips}
 
     def deliver(self, node: str) -> list[Order]:
         """The orders to put in NODE's heartbeat answer (each delivered once)."""
