@@ -417,6 +417,12 @@ class Listener:
             if not last_run.get("public_ips"):
                 log.info("No fast takeover: no completed takeover run to start from")
                 return
+            if int(last_run.get("planned_generation") or 0) > int(last_run.get("generation") or 0):
+                # It may have moved IPs between nodes it reached: planned from the last completed run, an
+                # order could put an IP on a node it did not reach beside the node it moved that IP to.
+                log.info("No fast takeover: takeover run generation %s failed after changing hosts; the next "
+                         "run finds where the IPs are", last_run["planned_generation"])
+                return
             dead = sorted(set(self.dead_nodes()) | (gone or set()))  # GONE: alive but holding nothing, for good
             generation = int(last_run.get("generation") or 0)
             if self.orders.blocked(generation):

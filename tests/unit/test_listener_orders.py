@@ -1,0 +1,76 @@
+"""When the listener issues fast takeover orders (issue_orders): from the last completed takeover run,
+never after a failed run that changed hosts, and a later death's batch from where earlier orders put IPs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubip.controller.listener import Listener
+
+IPS = [f"198.51.100.{i}/24" for i in range(1, 7)]
+NODES = ["node1", "node2", "node3"]
+
+
+class Runner:
+    shares_run_state = False
+
+    def __init__(self) -> None:
+        self.gathered: set[str] = set()
+
+
+def last_run(generation: int, **extra: Any) -> dict[str, Any]:
+    return {"generation": generation, "algorithm": "lcp2", "options": {},
+            "nodes": {n: {"pnn": i, "state": "enabled"} for i, n in enumerate(NODES)},
+            "public_ips": [{"ip": ip, "interfaces": ["eth0"], "node": NODES[i % 3]} for i, ip in enumerate(IPS)],
+            **extra}
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Listener:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    lst = Listener(str(inventory), {n: n[0] * 32 for n in NODES}, str(tmp_path / "state"), fast_takeover=True)
+    lst.runner = Runner()  # type: ignore[assignment]
+    return lst
+
+
+def ordered(lst: Listener) -> dict[str, str]:
+    """IP -> the node the latest order gave it to."""
+    return {ip: o["node"] for o in lst.orders.recent(100) for ip in o["ips"] if not o["withdrawn"]}
+
+
+def test_a_death_orders_its_ips_to_the_survivors(listener: Listener) -> None:
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    assert set(ordered(listener)) == {IPS[2], IPS[5]} and set(ordered(listener).values()) <= {"node1", "node2"}
+
+
+def test_no_orders_after_a_failed_run_that_changed_hosts(listener: Listener) -> None:
+    # generation 5 failed after changing hosts: it may have moved node3's IPs to a node it reached
+    listener.last_run = last_run(4, planned_generation=5)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    assert ordered(listener) == {}
+
+
+def test_a_later_death_orders_what_the_first_batch_put_on_the_dying_node(listener: Listener) -> None:
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    first = ordered(listener)
+    for node in ("node1", "node2"):
+        for order in listener.orders.deliver(node):
+            listener.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+    taker = first[IPS[2]]
+    listener.alive[taker] = False  # the node that took IPS[2] dies too, in the same generation
+    listener.issue_orders()
+    survivor = ({"node1", "node2"} - {taker}).pop()
+    now = ordered(listener)
+    # everything the first batch gave the taker, and the taker's own IPs, go to the one survivor
+    assert {ip for ip, node in first.items() if node == taker} <= {ip for ip, n in now.items() if n == survivor}
+    assert all(now.get(ip) == survivor for ip in (IPS[NODES.index(taker)], IPS[NODES.index(taker) + 3]))
+    assert listener.last_run["declared_dead"][taker] == 4
