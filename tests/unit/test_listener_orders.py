@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pubip.controller.listener import Listener
+from pubip.controller.runners import Outcome
 
 IPS = [f"198.51.100.{i}/24" for i in range(1, 7)]
 NODES = ["node1", "node2", "node3"]
@@ -74,3 +75,30 @@ def test_a_later_death_orders_what_the_first_batch_put_on_the_dying_node(listene
     assert {ip for ip, node in first.items() if node == taker} <= {ip for ip, n in now.items() if n == survivor}
     assert all(now.get(ip) == survivor for ip in (IPS[NODES.index(taker)], IPS[NODES.index(taker) + 3]))
     assert listener.last_run["declared_dead"][taker] == 4
+
+
+class FailedRun(Runner):
+    """A run of generation 5 that failed after changing hosts: node2 recorded it, node1 did not."""
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        record = last_run(5)
+        plan = {"generation": 5, "changed": True, "moves": [], "algorithm": "lcp2", "options": {},
+                "record": {"nodes": record["nodes"], "public_ips": record["public_ips"]}}
+        achieved = [dict(e, node="node2") if e["ip"] == IPS[0] else e for e in record["public_ips"]]
+        return Outcome(False, 5, "node1 failed in the take phase", plan, ["node1: failed"], ["node1"],
+                       {"generation": 5, "public_ips": achieved, "recorded_on": ["node2", "node3"]})
+
+
+def test_a_failed_run_that_changed_hosts_is_where_orders_start_and_only_its_recorders_get_them(
+        listener: Listener) -> None:
+    listener.last_run = last_run(4)
+    listener.runner = FailedRun()  # type: ignore[assignment]
+    ok, generation, _detail = listener.run(1, [], {})
+    assert not ok and generation == 5
+    assert listener.last_run["generation"] == 5 and listener.last_run["assignment"][IPS[0]] == "node2"
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    orders = listener.orders.recent(10)
+    assert orders and {o["generation"] for o in orders} == {5}
+    assert {o["node"] for o in orders} == {"node2"}  # node1 did not record generation 5: it would refuse
+    assert set(ordered(listener)) == {IPS[2], IPS[5]}

@@ -434,8 +434,10 @@ class Listener:
             overlay = self.orders.overlay(generation)
             base = {**last_run, "public_ips": [{**e, "node": overlay.get(e["ip"], e.get("node"))}
                                                for e in last_run["public_ips"]]}
+            # after a failed run, nodes that did not record it refuse its generation's orders: plan without them
+            unrecorded = set(self.secrets) - set(last_run["recorded_on"]) if "recorded_on" in last_run else set()
             try:
-                by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(self.stepping))
+                by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(self.stepping) | unrecorded)
             except Exception:  # a plan that cannot be made leaves it to the takeover run
                 log.exception("No fast takeover: cannot plan it")
                 return
@@ -628,6 +630,16 @@ class Listener:
             log.info("Takeover run %d: only dead nodes (%s) kept it from completing; its plan stands",
                      run_id, ", ".join(out.problem_nodes))
             self.adopt(out.plan)
+        elif (out.plan and out.plan.get("changed") and not check and out.achieved
+              and out.achieved.get("generation") == out.plan.get("generation")
+              and isinstance(out.achieved.get("public_ips"), list)):
+            # Failed after changing hosts, but its finish phase said where it left every IP (the record its hosts
+            # wrote): fast takeover starts from that, with orders only to the nodes that recorded it.
+            log.info("Takeover run %d failed after changing hosts; what it achieved (recorded on %s) stands until "
+                     "a run completes", run_id, ", ".join(out.achieved.get("recorded_on") or []) or "no node")
+            self.adopt({**out.plan, "record": {**(out.plan.get("record") or {}),
+                                               "public_ips": out.achieved["public_ips"]}},
+                       recorded_on=[str(n) for n in out.achieved.get("recorded_on") or []])
         elif out.plan and out.plan.get("changed") and not check:
             # failed after planning: some hosts may have recorded its generation
             self.last_run["planned_generation"] = max(int(out.plan.get("generation") or 0),
@@ -635,10 +647,14 @@ class Listener:
             self._save_last_run()
         return out.ok, out.generation, out.detail
 
-    def adopt(self, plan: dict[str, Any]) -> None:
-        """Keep a completed run's plan: the status, and what a fast takeover plans from (fasttakeover.py)."""
+    def adopt(self, plan: dict[str, Any], recorded_on: list[str] | None = None) -> None:
+        """Keep a completed run's plan: the status, and what a fast takeover plans from (fasttakeover.py).
+        RECORDED_ON: a failed run's, the nodes that recorded it (only they take its generation's orders)."""
         record = plan.get("record") or {}
-        self.last_run = {"generation": plan.get("generation"), "assignment": plan.get("assignment"),
+        assignment = {e["ip"]: e.get("node") for e in record.get("public_ips") or []} if recorded_on is not None \
+            else plan.get("assignment")
+        self.last_run = {"generation": plan.get("generation"), "assignment": assignment,
+                         **({"recorded_on": recorded_on} if recorded_on is not None else {}),
                            "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
                            "algorithm": plan.get("algorithm"), "options": plan.get("options"),
                            "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,

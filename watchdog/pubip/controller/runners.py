@@ -30,6 +30,8 @@ class Outcome:
     plan: dict[str, Any] | None = None  # the run's plan (pubip_plan fact), when it got that far
     failures: list[str] = field(default_factory=list)
     problem_nodes: list[str] | None = None  # the hosts the finish phase blamed, when it got that far
+    # a failed run that changed hosts: the record its hosts wrote (public_ips, recorded_on), from the finish phase
+    achieved: dict[str, Any] | None = None
 
 
 class Runner(Protocol):
@@ -86,6 +88,8 @@ class PlaybookRunner:
                 found["failures"].append(f"{data.get('host')}: {res.get('msg', kind)}")
                 if isinstance(res.get("problem_nodes"), list):
                     found["problem_nodes"] = [str(n) for n in res["problem_nodes"]]
+                if isinstance(res.get("achieved"), dict):
+                    found["achieved"] = res["achieved"]
             return True
 
         run_state = extravars.get("pubip_run_state")
@@ -113,7 +117,7 @@ class PlaybookRunner:
                  time.monotonic() - started, found["generation"])
         detail = "; ".join(found["failures"]) or f"{runner.status} (rc {runner.rc})"
         return Outcome(ok, found["generation"], "" if ok else detail, found.get("plan"), found["failures"],
-                       found.get("problem_nodes"))
+                       found.get("problem_nodes"), found.get("achieved"))
 
 
 @dataclass

@@ -355,9 +355,20 @@ class ActionModule(ActionBase):
         results = {name: {"release": hostvars[name].get(args["release_var"]),
                           "take": hostvars[name].get(args["take_var"]),
                           "record": hostvars[name].get(args["record_var"])} for name in plan["connected"]}
-        problems = _takeover.finish(plan, results, self._dead_now(task_vars))
+        dead = self._dead_now(task_vars)
+        problems = _takeover.finish(plan, results, dead)
         out = {"changed": False, "summary": plan["summary"], "generation": plan["generation"]}
         if problems:
+            if plan["changed"] and not self._task.check_mode:
+                # What the hosts that recorded this run recorded (as _record): where the IPs are now, for the
+                # listener's fast takeover until a run completes.
+                recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"),
+                                                         name) for name in plan["connected"]}
+                stuck = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
+                                                         for name in plan["connected"]}, recorded, dead)
+                out["achieved"] = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
+                                   "recorded_on": sorted(n for n in plan["connected"]
+                                                         if (hostvars[n].get(args["record_var"]) or {}).get("changed"))}
             out.update(failed=True, problems=[why for _name, why in problems],
                        problem_nodes=sorted({name for name, _why in problems}),
                        msg="Takeover run generation %d incomplete: %s"

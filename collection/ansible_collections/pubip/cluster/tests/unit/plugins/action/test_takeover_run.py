@@ -116,6 +116,25 @@ def test_no_host_takes_an_ip_its_holder_failed_to_release(action):
     assert holder["failed"] and stuck in holder["msg"] and "n1" in holder["msg"]
 
 
+def test_a_failed_run_that_changed_hosts_says_where_it_left_every_ip(action):
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    stuck = plan["release"]["n1"][0]
+    releases = {"n1": {"failed_ips": [stuck], "release_msg": "EPERM"}}
+    tv = task_vars("n1", gathered, plan, releases)
+    for h in ("n2", "n3"):
+        tv["hostvars"][h]["takeover_result"] = {"changed": True}  # n1 failed: it recorded nothing
+    out = action("finish").run(task_vars=tv)
+    assert out["failed"] and out["problem_nodes"] == ["n1"]
+    where = {e["ip"]: e["node"] for e in out["achieved"]["public_ips"]}
+    assert where[stuck] == "n1"  # its holder failed to release it: still there, nobody took it
+    assert {ip: n for ip, n in where.items() if ip != stuck} == {ip: n for ip, n in plan["assignment"].items()
+                                                                if ip != stuck}
+    assert out["achieved"]["generation"] == plan["generation"] and out["achieved"]["recorded_on"] == ["n2", "n3"]
+    assert "achieved" not in action("finish").run(task_vars=task_vars("n1", gathered, plan))  # it completed
+
+
 def test_release_passes_what_the_node_keeps_and_marks_the_run(action):
     gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
                 "n3": report()}
