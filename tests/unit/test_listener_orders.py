@@ -102,3 +102,14 @@ def test_a_failed_run_that_changed_hosts_is_where_orders_start_and_only_its_reco
     assert orders and {o["generation"] for o in orders} == {5}
     assert {o["node"] for o in orders} == {"node2"}  # node1 did not record generation 5: it would refuse
     assert set(ordered(listener)) == {IPS[2], IPS[5]}
+
+
+def test_a_node_declared_dead_retakes_nothing_from_its_old_record_when_it_comes_back(listener: Listener) -> None:
+    """Chaos found it: node3, cut off during a run that had gathered it, was declared dead; the run gave its
+    IPs to node1 (it holds nothing, its lease is gone); node3 came back before the run ended and retook them
+    from its unchanged record beside node1."""
+    listener.last_run = last_run(4)
+    listener.node_died("node3", 1.7, "no quorum hears it")
+    listener.alive["node3"] = True  # back: heartbeats again
+    answer = listener.heartbeat_answer("node3", "192.0.2.3", {"retake": [IPS[2]]})
+    assert answer["declared_dead"] == 4  # >= its record's generation (4): the watchdog refuses the retake

@@ -356,6 +356,12 @@ class Listener:
         self.alive[node] = False
         self.silent.discard(node)
         self.store.set_alive(node, False)
+        # Its IPs may go to others now (orders, or a running run that from now on takes it to hold nothing)
+        # while its record stays as it was: when it comes back, no fast retake from that record - only a run
+        # that records it again (a newer generation) lets it retake (the heartbeat answer's declared_dead).
+        given_away = self.last_run.setdefault("declared_dead", {})
+        given_away[node] = max(int(given_away.get(node) or 0), self.generation() or 0)
+        self._save_last_run()
         if silent_for is None:
             log.warning("Node %s is gone (%s): takeover run without it", node, why)
         else:
