@@ -510,6 +510,7 @@ class Listener:
             self.settle_orders()
             self.await_reports()
             pending = self.store.pending()  # with what arrived while orders settled
+            self.membership_changed.clear()  # a death or a return from now on is news to this run
             dead = self.dead_nodes()
             run_id = self.store.start_run(dead)
             self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
@@ -563,8 +564,7 @@ class Listener:
             log.error("Takeover run %d failed: %s; retrying in %.1fs", run_id, detail, delay)
             # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
             # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
-            self.membership_changed.clear()
-            if self.membership_changed.wait(delay):
+            if self.membership_changed.wait(delay):  # also when it happened during the run
                 log.info("Takeover run %d: retrying now, a node died or came back", run_id)
             delay = min(delay * 2, self.retry_max)
 
