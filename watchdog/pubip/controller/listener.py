@@ -544,7 +544,10 @@ class Listener:
                 for leftover in (run_state, run_state + ".lock"):
                     Path(leftover).unlink(missing_ok=True)
             if said["dead"] and self.fast_takeover:
-                self.issue_orders(exclude=set(self.suspected))  # the deaths it skipped: orders now
+                # The deaths it skipped: orders now. A node among them that is back already holds nothing (it
+                # lost its lease before it was declared dead, and may not retake from its record) until a run
+                # gives it IPs again: its IPs go to the others all the same.
+                self.issue_orders(exclude=set(self.suspected), gone=set(said["dead"]) - set(self.dead_nodes()))
             for request_id in set(pending) & self.awaited if not said["cancelled"] else ():
                 # what an operation waiting on it answers (a cancelled run: the next one will)
                 self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
