@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import time
+from typing import Any, TypeGuard
 
 TAKEOVER_RUN_PATH = "/v1/takeover-run"  # POST: ask for a takeover run (?wait=SECONDS for its result)
 HEARTBEAT_PATH = "/v1/heartbeat"  # POST: a sign of life; the signed answer may carry fast takeover orders
@@ -29,6 +30,11 @@ NODE_HEADER = "X-Pubip-Node"
 TIME_HEADER = "X-Pubip-Timestamp"
 NONCE_HEADER = "X-Pubip-Nonce"
 SIGNATURE_HEADER = "X-Pubip-Signature"
+
+
+def is_number(value: Any) -> TypeGuard[float]:
+    """A finite JSON number of sane size (not a bool, not NaN): what a heartbeat's numbers must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e9
 
 
 def signature(secret: str, node: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:

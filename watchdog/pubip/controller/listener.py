@@ -21,12 +21,12 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from .. import _collection, protocol
 from ..awx import AwxBackend
 from ..membership import Ears, Timing
-from . import death, fasttakeover, liveness, nodestates
+from . import death, fasttakeover, liveness, nodestates, operations, statusview
 from .orders import Orders
 from .runners import AwxRunner, PlaybookRunner, Runner
 from .store import Store
@@ -34,10 +34,6 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip", "reloadips", "cancel", "ipinfo", "tickle",
-       "gratarp")
-NODE_OPS = ("disable", "enable", "stop", "continue", "ban", "unban", "moveip")
-UNDO = {"enable": "disabled", "continue": "stopped"}  # the state an operation clears
 
 
 class Listener:
@@ -181,14 +177,14 @@ class Listener:
             self.ears.hear(node)
             if isinstance(report, dict):
                 self.reports[node] = _report(now, report, set(self.secrets))
-                if _number(report.get("lease")):
+                if protocol.is_number(report.get("lease")):
                     self.leases[node] = float(report["lease"])
                 holds = (payload or {}).get("holds")
                 tick = report.get("tick")
-                if isinstance(holds, list) and len(holds) <= 4096 and _number(tick):
+                if isinstance(holds, list) and len(holds) <= 4096 and protocol.is_number(tick):
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
-                self.lease_left[node] = (float(left), now) if _number(left) else None
+                self.lease_left[node] = (float(left), now) if protocol.is_number(left) else None
             conns = (payload or {}).get("connections")
             if isinstance(conns, dict) and len(conns) <= 1024:
                 self.store_connections(node, conns)
@@ -703,86 +699,24 @@ class Listener:
         log.warning("Adopted generation %d from the nodes' records: a takeover run the listener did not start "
                     "(every live node recorded it)", gen)
 
-    # --- operations ----------------------------------------------------------------------
+    # --- operations (operations.py) and what the listener shows (statusview.py) ---------------
     def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """pubip disable / enable / stop / continue / ban / unban / moveip / reloadips: a takeover run under the
-        hood, with check a preview; cancel and ipinfo run nothing."""
-        op = payload.get("op")
-        if op not in OPS:
-            raise protocol.Rejected(400, f"unknown operation {op!r}: use one of {', '.join(OPS)}")
-        node, ip = str(payload.get("node") or ""), str(payload.get("ip") or "")
-        check = bool(payload.get("check"))
-        if op in NODE_OPS and node not in self.secrets:
-            raise protocol.Rejected(400, f"{op}: {node!r} is not a node of this cluster")
-        if op in ("moveip", "ipinfo", "tickle", "gratarp"):
-            if not ip:
-                raise protocol.Rejected(400, f"{op} needs an ip")
-            ip = self.known_public_ip(ip, op)
-        raw_seconds = payload.get("seconds")
-        seconds = float(raw_seconds) if _number(raw_seconds) else 0.0
-        if op == "ban" and not 0 < seconds <= 86400 * 365:
-            raise protocol.Rejected(400, f"ban: --for {raw_seconds!r} is not a number of seconds (1 to a year)")
-        if op == "ipinfo":
-            return {"op": op, "success": True, **self.ipinfo(ip)}
-        if op == "tickle":
-            holder, conns = self.connections.get(ip, (None, []))
-            return {"op": op, "success": True, "ip": ip, "node": holder,
-                    "connections": [{"port": c[0], "client": c[1], "client_port": c[2]} for c in conns]}
-        if op == "gratarp":
-            holders = next(e["holders"] for e in self.where_now(time.monotonic()) if e["ip"] == ip)
-            for holder in holders:
-                self.gratarp.setdefault(holder, set()).add(ip)
-            log.info("Operation gratarp %s: %s announces it again", ip, " and ".join(holders) or "nobody")
-            return {"op": op, "success": bool(holders), "ip": ip, "nodes": holders,
-                    "detail": "" if holders else f"{ip} is held by no node"}
-        if op == "cancel":
-            dropped = dict(self.store.overrides("moveip"))
-            if dropped and not check:
-                self.store.clear_overrides("moveip", list(dropped))
-                log.warning("Operation cancel: dropped pending moveip %s",
-                            ", ".join(f"{i} -> {n}" for i, n in dropped.items()))
-            return {"op": op, "check": check, "success": True, "dropped": dropped}
-        states, bans = dict(self.store.overrides("state")), self.bans()
-        moves = dict(self.store.overrides("moveip"))
-        if op in ("disable", "stop"):
-            states[node] = "disabled" if op == "disable" else "stopped"
-        elif op in UNDO and states.get(node) == UNDO[op]:
-            states.pop(node)
-        elif op == "ban":
-            bans[node] = time.time() + seconds
-        elif op == "unban":
-            bans.pop(node, None)
-        elif op == "moveip":
-            moves[ip] = node
-        if check:
-            planned = nodestates.effective(states, bans, self.unhealthy(), time.time())
-            with self.run_lock:
-                ok, _gen, detail = self.run(0, self.dead_nodes(), self.extravars(self.dead_nodes(), moves, planned),
-                                            check=True)
-            plan = self.last_found.get("plan") or {}
-            return {"op": op, "check": True, "success": ok, "moves": plan.get("moves", []),
-                    "summary": plan.get("summary", ""), "detail": detail}
-        if op in ("disable", "stop", "enable", "continue"):
-            self.store.set_override("state", node, states.get(node))
-        elif op in ("ban", "unban"):
-            self.store.set_override("ban", node, repr(bans[node]) if node in bans else None)
-        elif op == "moveip":
-            self.store.set_override("moveip", ip, node)
-        if op in ("enable", "continue", "unban"):
-            self.rebalance.add(node)
-        log.info("Operation %s%s%s%s: takeover run", op, f" {ip}" if ip else "", f" {node}" if node else "",
-                 f" for {seconds:g}s" if op == "ban" else "")
-        request_id = self.store.add_request(ADMIN, f"pubip {op}")
-        self.awaited.add(request_id)
-        self.wake.set()
-        deadline = time.monotonic() + 600
-        while request_id not in self.attempts and time.monotonic() < deadline and not self.stopping.is_set():
-            time.sleep(0.05)
-        self.awaited.discard(request_id)
-        result = self.attempts.pop(request_id, None) or self.wait_for(request_id, 0)
-        plan = self.last_found.get("plan") or {}
-        return {"op": op, "check": False, **result, "moves": plan.get("moves", []),
-                "summary": plan.get("summary", "")}
+        return operations.operation(self, payload)
+
+    def ipinfo(self, ip: str) -> dict[str, Any]:
+        return operations.ipinfo(self, ip)
+
+    def known_public_ip(self, ip: str, op: str = "moveip") -> str:
+        return operations.known_public_ip(self, ip, op)
+
+    def status(self) -> dict[str, Any]:
+        return statusview.status(self)
+
+    def where_now(self, now: float, fresh: float = 2.0) -> list[dict[str, Any]]:
+        return statusview.where_now(self, now, fresh)
+
+    def metrics(self) -> str:
+        return statusview.metrics(self)
 
     # --- node states (nodestates.py) -------------------------------------------------------
     def bans(self) -> dict[str, float]:
@@ -873,103 +807,6 @@ class Listener:
         self.replan(f"node {node} is {'healthy again' if health['ok'] else 'UNHEALTHY'}")
         self.wake.set()
 
-    def ipinfo(self, ip: str) -> dict[str, Any]:
-        """pubip ipinfo: where IP is now and by plan, who may host it, its interfaces, its last move."""
-        now = next((e for e in self.where_now(time.monotonic()) if e["ip"] == ip), {})
-        entry: dict[str, Any] = next((e for e in self.last_run.get("public_ips") or [] if e["ip"] == ip), {})
-        allowed = (self.last_run.get("allowed") or {}).get(ip)
-        known = sorted(allowed if allowed is not None else self.secrets)
-        states = self.node_states()
-        return {"ip": ip, "holders": now.get("holders", []), "planned": now.get("planned"),
-                "known_on": known,
-                "available_on": [n for n in known if self.alive.get(n, True) and n not in states],
-                "interfaces": entry.get("interfaces", []), "generation": self.last_run.get("generation"),
-                "last_move": self.moved.get(ip)}
-
-    def known_public_ip(self, ip: str, op: str = "moveip") -> str:
-        """IP as the last run names it (address or CIDR in), or a 400 naming it: an operation on an IP that
-        is not public is refused at once, never stored (it would fail every run after)."""
-        import ipaddress
-
-        try:
-            address = ipaddress.ip_address(ip.split("/", 1)[0].strip())
-        except ValueError:
-            raise protocol.Rejected(400, f"{op}: {ip!r} is not an IP address") from None
-        known = {ipaddress.ip_address(e["ip"].split("/", 1)[0]): e["ip"] for e in self.last_run.get("public_ips") or []}
-        if address not in known:
-            listed = ", ".join(sorted(known.values())) or "none yet: no takeover run has completed"
-            raise protocol.Rejected(400, f"{op}: {ip} is not a public IP of this cluster (public IPs: {listed})")
-        return known[address]
-
-    # --- status -----------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        now = time.monotonic()
-        nodes = {}
-        known = self.last_run.get("nodes") or {}
-        states, bans, wall = self.node_states(), self.bans(), time.time()
-        for node in sorted(self.secrets):
-            seen = self.last_seen.get(node)
-            with self.ears_lock:
-                report = self.reports.get(node)
-                left = self.lease_left.get(node)
-            silent = sorted(p for p, ago in (report.hears if report else {}).items()
-                            if ago >= self.timing.suspect_after)
-            nodes[node] = {"alive": self.alive.get(node, True), "pnn": (known.get(node) or {}).get("pnn"),
-                           "state": (known.get(node) or {}).get("state"),
-                           "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None,
-                           "lease_left": round(max(0.0, left[0] - (now - left[1])), 3) if left else None,
-                           "does_not_hear": silent,
-                           "runtime_state": states.get(node, "enabled"),
-                           "banned_for": round(bans[node] - wall, 1) if bans.get(node, 0) > wall else None,
-                           "health": self.health.get(node), "ban_credits": self.credits.held.get(node, 0)}
-        return {"nodes": nodes, "generation": self.last_run.get("generation"), "public_ips": self.where_now(now),
-                "pending_requests": len(self.store.pending()), "running": self.running_run,
-                "runs": self.store.last_runs(5), "accepted_requests": self.accepted, "rejections": self.rejections,
-                "fast_takeover_orders": self.orders.recent()}
-
-    def where_now(self, now: float, fresh: float = 2.0) -> list[dict[str, Any]]:
-        """Each public IP of the last run: where it is now (`node`, `holders`: what live nodes said they hold
-        in their last heartbeats, at most FRESH seconds old), and the last run's plan for it (`planned`).
-        A node without a fresh heartbeat is taken at the plan's word (`from_plan`)."""
-        with self.ears_lock:
-            holds = dict(self.holds)
-        reporting = {n for n in self.secrets if self.alive.get(n, True) and n in holds
-                     and now - self.last_seen.get(n, float("-inf")) <= fresh}
-        held: dict[str, list[str]] = {}
-        for node in sorted(reporting):
-            for ip in holds[node][0]:
-                held.setdefault(ip, []).append(node)
-        out = []
-        for ip, planned in (self.last_run.get("assignment") or {}).items():
-            holders = list(held.get(ip, []))
-            guessed = planned is not None and planned not in reporting and self.alive.get(planned, True)
-            if guessed and planned not in holders:
-                holders.append(planned)
-            out.append({"ip": ip, "node": holders[0] if len(holders) == 1 else None,  # None: unheld, or held twice
-                        "holders": holders, "planned": planned, "from_plan": bool(guessed)})
-        return out
-
-    def metrics(self) -> str:
-        st = self.status()
-        lines = [
-            "# TYPE pubip_listener_requests_accepted_total counter",
-            f"pubip_listener_requests_accepted_total {self.accepted}",
-            "# TYPE pubip_listener_rejections_total counter",
-            *[f'pubip_listener_rejections_total{{reason="{k}"}} {v}' for k, v in sorted(self.rejections.items())],
-            "# TYPE pubip_listener_runs_total counter",
-            f"pubip_listener_runs_total {self.store.count_runs()}",
-            "# TYPE pubip_listener_nodes_alive gauge",
-            f"pubip_listener_nodes_alive {sum(1 for n in st['nodes'].values() if n['alive'])}",
-            "# TYPE pubip_listener_pending_requests gauge",
-            f"pubip_listener_pending_requests {st['pending_requests']}",
-        ]
-        last = next((r for r in st["runs"] if r["duration"] is not None), None)
-        if last:
-            lines += ["# TYPE pubip_listener_last_run_seconds gauge",
-                      f"pubip_listener_last_run_seconds {last['duration']:.3f}"]
-        return "\n".join(lines) + "\n"
-
-
 def _set_aside(path: Path, why: str) -> None:
     aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     path.rename(aside)
@@ -1007,17 +844,13 @@ def open_store(path: Path) -> Store:
         return Store(str(path))
 
 
-def _number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e9
-
-
 def _report(received: float, report: dict[str, Any], nodes: set[str]) -> death.Report:
     """A node's membership report, with anything malformed left out (a missing entry is never a vote)."""
     def table(key: str) -> dict[str, float]:
         raw = report.get(key)
         if not isinstance(raw, dict):
             return {}
-        return {str(k): float(v) for k, v in raw.items() if k in nodes and _number(v) and v >= 0}
+        return {str(k): float(v) for k, v in raw.items() if k in nodes and protocol.is_number(v) and v >= 0}
 
     tick = report.get("tick")
-    return death.Report(received, float(tick) if _number(tick) else None, table("hears"), table("shuns"))
+    return death.Report(received, float(tick) if protocol.is_number(tick) else None, table("hears"), table("shuns"))
