@@ -35,6 +35,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_start_order)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_lab_left_behind() -> Iterator[None]:
+    """Whatever happened to a test, no lab this test process made survives the session."""
+    yield
+    for name in labkit.own_labs():
+        print(f"lab {name} was left behind by a test: removing it")
+        labkit.lab_down(name)
+
+
 @pytest.fixture
 def lab_factory() -> Iterator[Callable[..., labkit.LabHandle]]:
     """Build labs with unique names; every one is torn down, also on failure."""

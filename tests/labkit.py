@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +153,22 @@ def lab_up(name: str, *args: str) -> LabHandle:
 
 
 def lab_down(name: str) -> None:
-    pubip("lab", "down", "--name", name, check=False)
+    """Remove lab NAME; once more if anything of it is left, and loudly if that fails too (a lab left behind
+    would keep its processes and namespaces after the suite)."""
+    for _attempt in range(2):
+        proc = pubip("lab", "down", "--name", name, check=False)
+        left = sorted(ns for ns in netns_list() if ns.startswith(f"pubip-{name}-"))
+        if not left and not (Path("/run/pubip/labs") / name).exists():
+            return
+    raise AssertionError(f"lab {name} not removed (namespaces left: {', '.join(left) or 'none'}):\n"
+                         f"{proc.stdout}\n{proc.stderr}")
+
+
+def own_labs() -> list[str]:
+    """The labs this test process made (unique_name) that still exist."""
+    mine = re.compile(rf"^[a-z]+{os.getpid() % 100000}x\d+$")
+    labs = Path("/run/pubip/labs")
+    return sorted(p.name for p in labs.iterdir() if mine.match(p.name)) if labs.is_dir() else []
 
 
 def run_module(handle: LabHandle, host: str, module: str, args: dict[str, Any], *flags: str,
