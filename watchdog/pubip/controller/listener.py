@@ -355,9 +355,10 @@ class Listener:
         # Its IPs may go to others now (orders, or a running run that from now on takes it to hold nothing)
         # while its record stays as it was: when it comes back, no fast retake from that record - only a run
         # that records it again (a newer generation) lets it retake (the heartbeat answer's declared_dead).
-        given_away = self.last_run.setdefault("declared_dead", {})
-        given_away[node] = max(int(given_away.get(node) or 0), self.generation() or 0)
-        self._save_last_run()
+        with self.order_lock:  # not lost to a run's adopt() replacing last_run at the same moment
+            given_away = self.last_run.setdefault("declared_dead", {})
+            given_away[node] = max(int(given_away.get(node) or 0), self.generation() or 0)
+            self._save_last_run()
         if silent_for is None:
             log.warning("Node %s is gone (%s): takeover run without it", node, why)
         else:
@@ -658,14 +659,15 @@ class Listener:
         record = plan.get("record") or {}
         assignment = {e["ip"]: e.get("node") for e in record.get("public_ips") or []} if recorded_on is not None \
             else plan.get("assignment")
-        self.last_run = {"generation": plan.get("generation"), "assignment": assignment,
-                         **({"recorded_on": recorded_on} if recorded_on is not None else {}),
-                           "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
-                           "algorithm": plan.get("algorithm"), "options": plan.get("options"),
-                           "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,
-                           "declared_dead": self.last_run.get("declared_dead") or {},
-                           "planned_generation": self.last_run.get("planned_generation")}
-        self._save_last_run()
+        with self.order_lock:  # node_died may be adding to declared_dead meanwhile
+            self.last_run = {"generation": plan.get("generation"), "assignment": assignment,
+                             **({"recorded_on": recorded_on} if recorded_on is not None else {}),
+                             "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
+                             "algorithm": plan.get("algorithm"), "options": plan.get("options"),
+                             "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,
+                             "declared_dead": self.last_run.get("declared_dead") or {},
+                             "planned_generation": self.last_run.get("planned_generation")}
+            self._save_last_run()
 
     def adopt_record(self) -> None:
         """A takeover run the listener did not start (the main job by hand, an AWX job) completed: once every
