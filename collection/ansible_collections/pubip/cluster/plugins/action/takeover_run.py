@@ -242,6 +242,14 @@ class ActionModule(ActionBase):
         return out
 
     @staticmethod
+    def _failed_releases(plan, args, hostvars, dead):
+        """host -> the IPs it failed to release (takeover.failed_releases), from the registered results."""
+        recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"), name)
+                    for name in plan["connected"]}
+        return _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
+                                                for name in plan["connected"]}, recorded, dead)
+
+    @staticmethod
     def _dead_now(task_vars):
         """Nodes the listener declared dead during this run (pubip_run_state): skipped from then on."""
         return set(_runstate.read(task_vars.get("pubip_run_state"))["dead"])
@@ -279,10 +287,7 @@ class ActionModule(ActionBase):
         dead = self._dead_now(task_vars)
         if host in dead:
             return {"changed": False, "skipped": True, "skip_reason": "%s was declared dead during the run" % host}
-        recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"), name)
-                    for name in plan["connected"]}
-        failed = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
-                                                   for name in plan["connected"]}, recorded, dead)
+        failed = self._failed_releases(plan, args, hostvars, dead)
         held_ok = {h["ip"] for h in (hostvars[host].get(args["gather_var"]) or {}).get("public_ips") or []
                    if h.get("link") == "up"}
         step = _takeover.take_phase(plan, host, failed, held_ok)
@@ -332,10 +337,7 @@ class ActionModule(ActionBase):
         # holder's in every record (no watchdog may think it should hold it and put it back).
         hostvars = task_vars["hostvars"]
         dead = self._dead_now(task_vars)
-        recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"), name)
-                    for name in plan["connected"]}
-        stuck = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
-                                                 for name in plan["connected"]}, recorded, dead)
+        stuck = self._failed_releases(plan, args, hostvars, dead)
         record = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
                   "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
         res = self._call(task_vars, state="record", record=record, ipreallocated=True)
@@ -362,10 +364,7 @@ class ActionModule(ActionBase):
             if plan["changed"] and not self._task.check_mode:
                 # What the hosts that recorded this run recorded (as _record): where the IPs are now, for the
                 # listener's fast takeover until a run completes.
-                recorded = {name: _takeover.recorded_ips((hostvars[name].get(args["gather_var"]) or {}).get("record"),
-                                                         name) for name in plan["connected"]}
-                stuck = _takeover.failed_releases(plan, {name: hostvars[name].get(args["release_var"])
-                                                         for name in plan["connected"]}, recorded, dead)
+                stuck = self._failed_releases(plan, args, hostvars, dead)
                 out["achieved"] = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
                                    "recorded_on": sorted(n for n in plan["connected"]
                                                          if (hostvars[n].get(args["record_var"]) or {}).get("changed"))}
