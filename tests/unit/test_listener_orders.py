@@ -113,3 +113,36 @@ def test_a_node_declared_dead_retakes_nothing_from_its_old_record_when_it_comes_
     listener.alive["node3"] = True  # back: heartbeats again
     answer = listener.heartbeat_answer("node3", "192.0.2.3", {"retake": [IPS[2]]})
     assert answer["declared_dead"] == 4  # >= its record's generation (4): the watchdog refuses the retake
+
+
+def test_a_death_during_a_run_changing_hosts_is_ordered_during_it(listener: Listener, tmp_path: Path) -> None:
+    """Issue 14: a host death while a run changes hosts waited for the run's end (seconds). The run takes
+    only the IPs it moves: the dead node's other IPs are ordered at once, to the nodes whose release (and
+    mark) is done; those it moves once its takes are all done - under the run's generation and id, from where
+    the run puts them."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    # generation 5 moves IPS[1] from node2 to node3; IPS[0] from node1 to node2
+    run = last_run(5)
+    run["public_ips"][0]["node"], run["public_ips"][1]["node"] = "node2", "node3"
+    planned = {**run, "run_id": "run-5", "connected": NODES, "moving": [IPS[0], IPS[1]]}
+    listener.alive["node3"] = False
+    assert runstate.begin_changes(listener.run_state, planned)[0]  # node1 releases: too late to cancel
+    listener.issue_orders()
+    assert ordered(listener) == {} and listener.orders_wanted  # no node's release is done: none would accept
+    assert runstate.read(listener.run_state)["dead"] == ["node3"]  # the run skips node3 from now on
+    runstate.released(listener.run_state, "node2")
+    listener.issue_orders()  # watch_liveness's retry
+    assert set(ordered(listener)) == {IPS[2], IPS[5]} and set(ordered(listener).values()) == {"node2"}
+    assert listener.orders_wanted  # IPS[1], which the run moves to node3, waits for its takes
+    for order in listener.orders.deliver("node2"):
+        assert order.generation == 5 and order.wire()["run_id"] == "run-5"
+        listener.orders.acknowledge("node2", [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+    runstate.released(listener.run_state, "node1")
+    runstate.takes_done(listener.run_state, {**run, "run_id": "run-5", "connected": NODES})
+    listener.issue_orders()
+    assert set(ordered(listener)) == {IPS[1], IPS[2], IPS[5]} and not listener.orders_wanted
+    assert listener.last_run["declared_dead"]["node3"] == 5
+    listener.issue_orders()  # nothing ordered twice
+    assert len(listener.orders.recent(10)) == len({o["id"] for o in listener.orders.recent(10)}) == 2

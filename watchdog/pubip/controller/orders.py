@@ -38,9 +38,11 @@ class Order:
     delivered: float | None = None
     result: dict[str, Any] | None = None
     withdrawn: bool = False
+    run_id: str | None = None  # issued while that takeover run records: its takes are done
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "generation": self.generation, "ips": self.ips}
+        return {"id": self.id, "generation": self.generation, "ips": self.ips,
+                **({"run_id": self.run_id} if self.run_id is not None else {})}
 
 
 @dataclass
@@ -55,9 +57,11 @@ class Orders:
     _orders: list[Order] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def issue(self, generation: int, by_node: dict[str, list[dict[str, Any]]]) -> list[Order]:
+    def issue(self, generation: int, by_node: dict[str, list[dict[str, Any]]], run_id: str | None = None
+              ) -> list[Order]:
         """A new batch; empty while an earlier batch of this generation is outstanding, for a sealed
-        generation, and for IPs an earlier batch of it ordered (they are dropped)."""
+        generation, and for IPs an earlier batch of it ordered (they are dropped). RUN_ID: the takeover run
+        of GENERATION that is still recording (the watchdogs accept the orders under its mark)."""
         with self._lock:
             if generation == self.sealed or (self.issued_for == generation and any(map(self._open, self._orders))):
                 return []
@@ -71,7 +75,7 @@ class Orders:
             self.issued_for = generation
             batch = []
             for node in sorted(by_node):
-                batch.append(Order(self._next, node, generation, by_node[node], self.clock()))
+                batch.append(Order(self._next, node, generation, by_node[node], self.clock(), run_id=run_id))
                 self._next += 1
             # this generation's orders stay known: the next batch plans from where they put the IPs
             self._orders = [o for o in self._orders if self._open(o) or o.generation == generation] + batch

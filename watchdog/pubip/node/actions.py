@@ -2,7 +2,9 @@
 
 - take_ordered: the listener's signed fast takeover order (a dead node's IPs), carried out
   only while the record is still the generation the order was planned from and no run is
-  in progress, and only within `order_max_age` of its arrival (orders.py says why).
+  in progress - or the run in progress is the one the order names (the listener orders only
+  what that run no longer takes, runstate.py) - and only within `order_max_age` of its
+  arrival (orders.py says why).
 - release_foreign: public IPs held here that the record gives to another node (or to none) are
   released at once, as CTDB's recovery daemon does ("... that we should not be serving.
   Removing it"); the takeover run that is still asked for puts them where they belong.
@@ -58,6 +60,13 @@ def take(cfg: Config, nl: Any, record: dict[str, Any], specs: list[Any],
                                                         public_addresses(record)), conf))
 
 
+def ordered_by_marking_run(record: dict[str, Any], order: dict[str, Any]) -> bool:
+    """ORDER came from the listener while the takeover run that marked RECORD records its result: that run
+    takes nothing more (runstate.takes_done), so the order may be carried out under its mark."""
+    return (order.get("run_id") is not None and record.get("run_id") == order.get("run_id")
+            and _record.in_progress(record))
+
+
 def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -> dict[str, Any]:
     """Carry out one fast takeover order; the answer goes back to the listener with the next heartbeat."""
     out: dict[str, Any] = {"id": order.get("id"), "taken": [], "errors": [], "refused": None}
@@ -68,10 +77,12 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
             generation = (record or {}).get("generation")
             if age > cfg.order_max_age:
                 out["refused"] = f"order {order.get('id')} arrived {age:.2f}s ago (limit {cfg.order_max_age}s)"
-            elif record is None or _record.marked(record):
+            elif record is None:
+                out["refused"] = "no assignment record"
+            elif _record.marked(record) and not ordered_by_marking_run(record, order):
                 # a mark past its deadline too: that run died mid-way and may have placed IPs it never recorded
-                out["refused"] = "a takeover run is in progress" if record else "no assignment record"
-            elif generation != order.get("generation"):
+                out["refused"] = "a takeover run is in progress"
+            elif not _record.marked(record) and generation != order.get("generation"):
                 out["refused"] = f"the record is generation {generation}, the order {order.get('generation')}"
             if out["refused"]:
                 return out

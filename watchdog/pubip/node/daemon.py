@@ -175,8 +175,9 @@ class Watchdog:
         if self.ordered and first is not None:
             # Taken on the listener's order: the verifying run is already coming; no need to ask for one.
             gen = first.get("generation")
-            for ip in [ip for ip, g in list(self.ordered.items()) if g != gen]:
-                self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
+            for ip, order in list(self.ordered.items()):
+                if order.get("generation") != gen and not actions.ordered_by_marking_run(first, order):
+                    self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
             result.findings = [f for f in result.findings if not (f.rule == ipcheck.FOREIGN and f.ip in self.ordered)]
         foreign = [f.ip for f in result.findings if f.rule == ipcheck.FOREIGN]
         if self.cfg.release_foreign and foreign and first is not None and not result.skipped:
@@ -475,7 +476,7 @@ class Watchdog:
             self.order_nl = self.order_nl or _netlink.Netlink()
             ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
             for ip in ips:  # before the take: its netlink events wake a check that must know
-                self.ordered[ip] = order.get("generation")
+                self.ordered[ip] = {"generation": order.get("generation"), "run_id": order.get("run_id")}
             result = actions.take_ordered(self.cfg, self.order_nl, order, received)
             for ip in set(ips) - set(result["taken"]):
                 self.ordered.pop(ip, None)

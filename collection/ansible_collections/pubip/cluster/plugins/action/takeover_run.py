@@ -250,6 +250,14 @@ class ActionModule(ActionBase):
                                                 for name in plan["connected"]}, recorded, dead)
 
     @staticmethod
+    def _for_listener(plan, public_ips, **extra):
+        """What the listener plans fast takeover orders from during this run (runstate.py)."""
+        return dict({"generation": plan["generation"], "run_id": plan.get("run_id"), "public_ips": public_ips,
+                     "nodes": plan["record"]["nodes"], "connected": plan["connected"],
+                     "algorithm": plan.get("algorithm"), "options": plan.get("options"),
+                     "allowed": plan.get("allowed")}, **extra)
+
+    @staticmethod
     def _dead_now(task_vars):
         """Nodes the listener declared dead during this run (pubip_run_state): skipped from then on."""
         return set(_runstate.read(task_vars.get("pubip_run_state"))["dead"])
@@ -261,7 +269,8 @@ class ActionModule(ActionBase):
         mine = plan["release"].get(host, [])
         if not plan["changed"] or self._task.check_mode:
             return {"changed": bool(mine), "released": mine if self._task.check_mode else [], "failed_ips": []}
-        go_on, state = _runstate.begin_changes(task_vars.get("pubip_run_state"))
+        go_on, state = _runstate.begin_changes(task_vars.get("pubip_run_state"), self._for_listener(
+            plan, plan["record"]["public_ips"], moving=sorted({m["ip"] for m in plan["moves"]})))
         if not go_on:
             raise AnsibleActionFail("Takeover run cancelled by the listener before any host changed "
                                     "(a node died: fast takeover instead, and a new run)")
@@ -276,6 +285,8 @@ class ActionModule(ActionBase):
         failed_ips = sorted(a["ip"] for a in res.get("actions") or [] if a.get("error"))
         if res.get("failed") and not failed_ips:
             failed_ips = list(mine)  # the module failed before it could say which
+        if not res.get("failed"):
+            _runstate.released(task_vars.get("pubip_run_state"), host)
         return {"changed": bool(res.get("changed")), "released": sorted(set(mine) - set(failed_ips)),
                 "failed_ips": failed_ips, "messages": res.get("messages") or [], "release_msg": res.get("msg")}
 
@@ -330,15 +341,18 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             out.update(changed=True, summary="Check mode: planned, nothing changed.\n" + plan["summary"])
             return out
-        if host in self._dead_now(task_vars):
-            out.update(skipped=True, skip_reason="%s was declared dead during the run" % host)
-            return out
         # What the run achieved, not only what it planned: an IP whose holder failed to release it stays that
         # holder's in every record (no watchdog may think it should hold it and put it back).
         hostvars = task_vars["hostvars"]
         dead = self._dead_now(task_vars)
-        stuck = self._failed_releases(plan, args, hostvars, dead)
-        record = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
+        public_ips = _takeover.achieved(plan, self._failed_releases(plan, args, hostvars, dead))
+        # Every take is done (the record task starts after the take task ended on every host): the listener
+        # may order the IPs of nodes dying from now on to the others at once (runstate.takes_done).
+        _runstate.takes_done(task_vars.get("pubip_run_state"), self._for_listener(plan, public_ips))
+        if host in dead:
+            out.update(skipped=True, skip_reason="%s was declared dead during the run" % host)
+            return out
+        record = {"generation": plan["generation"], "public_ips": public_ips,
                   "nodes": plan["record"]["nodes"], "run_started": plan["run_started"], "run_finished": time.time()}
         res = self._call(task_vars, state="record", record=record, ipreallocated=True)
         if res.get("abandoned"):

@@ -7,8 +7,17 @@ The listener may cancel a run only before any host changes: the first release of
 cancellation take the same lock, so exactly one of them wins. A cancelled run releases and takes nothing,
 so the listener's fast takeover goes ahead at once. The listener also names the nodes it declares dead
 during the run (their leases are gone: they hold nothing); the run skips them from then on.
+With its first change the run leaves its plan (``plan``: where it puts each IP, and the IPs it moves);
+once every take of it is done (its record phase begins: Ansible's barrier between tasks), where it left
+each IP (``taken``). A run takes only the IPs it moves: so the listener may order a dead node's IPs that
+the run does not move to the others at once, and the rest once its takes are done, under the run's
+generation and id, without waiting for the run to end - to the nodes whose release is done (``released``):
+their records carry the run's mark, under which a watchdog accepts the run's orders.
 
-    {"cancelled": false, "changing": true, "dead": ["node3"]}
+    {"cancelled": false, "changing": true, "dead": ["node3"], "released": ["node1", "node2"],
+     "plan": {"generation": 8, "run_id": "...", "public_ips": [...], "moving": ["198.51.100.3/24"], ...},
+     "taken": {"generation": 8, "run_id": "...", "public_ips": [...], "nodes": {...}, "connected": [...],
+               "algorithm": "lcp2", "options": {...}, "allowed": {...}}}
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import json
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import files as _files
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.locking import InterfaceLock
 
-EMPTY = {"cancelled": False, "changing": False, "dead": []}
+EMPTY = {"cancelled": False, "changing": False, "dead": [], "released": [], "plan": None, "taken": None}
 
 
 def read(path):
@@ -33,8 +42,11 @@ def read(path):
     if not isinstance(data, dict):
         return dict(EMPTY)
     dead = data.get("dead")
+    plan, taken, released = data.get("plan"), data.get("taken"), data.get("released")
     return {"cancelled": data.get("cancelled") is True, "changing": data.get("changing") is True,
-            "dead": sorted(str(n) for n in dead) if isinstance(dead, list) else []}
+            "dead": sorted(str(n) for n in dead) if isinstance(dead, list) else [],
+            "released": sorted(str(n) for n in released) if isinstance(released, list) else [],
+            "plan": plan if isinstance(plan, dict) else None, "taken": taken if isinstance(taken, dict) else None}
 
 
 def _update(path, change):
@@ -45,8 +57,9 @@ def _update(path, change):
         return answer, state
 
 
-def begin_changes(path):
-    """Called before a host changes: (may go on, the state). False once the listener cancelled the run."""
+def begin_changes(path, plan=None):
+    """Called before a host changes: (may go on, the state). False once the listener cancelled the run.
+    PLAN: the run's plan (kept by the first caller)."""
     if not path:
         return True, dict(EMPTY)
 
@@ -54,6 +67,8 @@ def begin_changes(path):
         if state["cancelled"]:
             return False
         state["changing"] = True
+        if state["plan"] is None and plan is not None:
+            state["plan"] = plan
         return True
     return _update(path, change)
 
@@ -72,4 +87,26 @@ def declare_dead(path, nodes):
     """The listener declared NODES dead during the run."""
     def change(state):
         state["dead"] = sorted(set(state["dead"]) | set(nodes))
+    _update(path, change)
+
+
+def takes_done(path, taken):
+    """The run's takes are all done (called before each record): TAKEN, where it left the IPs, is kept by the
+    first caller. The run takes nothing from now on."""
+    if not path:
+        return
+
+    def change(state):
+        if state["taken"] is None:
+            state["taken"] = taken
+    _update(path, change)
+
+
+def released(path, node):
+    """NODE's release is done: its record carries the run's mark."""
+    if not path:
+        return
+
+    def change(state):
+        state["released"] = sorted(set(state["released"]) | {node})
     _update(path, change)

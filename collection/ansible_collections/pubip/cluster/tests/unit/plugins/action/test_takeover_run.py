@@ -177,6 +177,28 @@ def test_once_a_host_changed_the_run_cannot_be_cancelled_and_skips_nodes_declare
     assert len(action.calls) == calls  # n3 was not contacted
 
 
+def test_the_record_phase_tells_the_listener_where_the_takes_left_every_ip(action, tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate
+
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    state = str(tmp_path / "runstate.json")
+    action("release").run(task_vars=task_vars("n1", gathered, plan, pubip_run_state=state))
+    assert runstate.read(state)["taken"] is None  # takes may still come: no orders yet
+    runstate.declare_dead(state, ["n3"])
+    out = action("record").run(task_vars=task_vars("n3", gathered, plan, releases={}, pubip_run_state=state))
+    assert out["skipped"]
+    taken = runstate.read(state)["taken"]
+    assert taken["generation"] == plan["generation"] and taken["run_id"] == plan["run_id"]
+    assert {e["ip"]: e["node"] for e in taken["public_ips"]} == plan["assignment"]
+    assert sorted(taken["connected"]) == ["n1", "n2", "n3"] and taken["nodes"] == plan["record"]["nodes"]
+    # the first record call says it; later ones do not change it
+    action("record").run(task_vars=task_vars("n1", gathered, {**plan, "generation": 99}, releases={},
+                                             pubip_run_state=state))
+    assert runstate.read(state)["taken"] == taken
+
+
 def test_a_call_to_a_host_declared_dead_meanwhile_is_abandoned_not_waited_for(action, tmp_path):
     import threading
     import time

@@ -1,0 +1,69 @@
+"""Which fast takeover orders a watchdog carries out (actions.take_ordered): the generation its record
+is, or the takeover run that marked its record - never under another run's mark, or a mark past its
+deadline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubip.node import actions
+from pubip.node.config import Config
+
+IP = "198.51.100.3/24"
+
+
+def record(generation: int = 4, **over: Any) -> dict[str, Any]:
+    rec = {"version": 1, "generation": generation, "node": "node1", "nodes": {},
+           "public_ips": [{"ip": IP, "node": "node3", "interfaces": ["eth0"]}],
+           "this_node": [], "run_started": 1.0, "run_finished": 2.0}
+    rec.update(over)
+    return rec
+
+
+def marked(run_id: str, left: float = 30.0) -> dict[str, Any]:
+    return record(run_started=3.0, run_id=run_id, run_deadline={"boot_id": actions._record._lease.boot_id(),
+                                                                 "monotonic": time.monotonic() + left})
+
+
+@pytest.fixture
+def carry_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    cfg = Config(node="node1", record_path=str(tmp_path / "record.json"), lock_path=str(tmp_path / "lock"))
+    taken: list[str] = []
+
+    class Act:
+        error, kind, message = None, "take", f"Takeover of IP {IP} on interface eth0"
+        pip = type("Pip", (), {"cidr": IP})
+
+    monkeypatch.setattr(actions, "take", lambda cfg, nl, rec, specs, tickles=None: taken.append(IP) or [Act()])
+
+    def run(rec: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
+        actions._record.write(cfg.record_path, rec)
+        taken.clear()
+        out = actions.take_ordered(cfg, None, {"id": 1, "ips": [{"ip": IP, "interfaces": ["eth0"]}], **order},
+                                   time.monotonic())
+        assert (out["taken"] == [IP]) == bool(taken) == (out["refused"] is None), out
+        return out
+    return run
+
+
+def test_an_order_of_the_records_generation_is_carried_out(carry_out: Any) -> None:
+    assert carry_out(record(4), {"generation": 4})["taken"] == [IP]
+    assert "the record is generation 4, the order 5" in carry_out(record(4), {"generation": 5})["refused"]
+
+
+def test_under_a_runs_mark_only_that_runs_orders_are_carried_out(carry_out: Any) -> None:
+    assert carry_out(marked("run-5"), {"generation": 5, "run_id": "run-5"})["taken"] == [IP]
+    assert carry_out(marked("run-5"), {"generation": 4})["refused"] == "a takeover run is in progress"
+    assert carry_out(marked("run-6"), {"generation": 5, "run_id": "run-5"})["refused"] == \
+        "a takeover run is in progress"
+    # that run died mid-way: it may have placed IPs it never recorded
+    assert carry_out(marked("run-5", left=-1), {"generation": 5, "run_id": "run-5"})["refused"]
+
+
+def test_once_the_run_recorded_here_its_orders_go_by_the_generation(carry_out: Any) -> None:
+    assert carry_out(record(5), {"generation": 5, "run_id": "run-5"})["taken"] == [IP]
+    assert carry_out(record(6), {"generation": 5, "run_id": "run-5"})["refused"]
