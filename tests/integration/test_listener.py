@@ -123,8 +123,7 @@ def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> Non
 def test_host_death_during_a_run_does_not_wait_for_it(lab: labkit.LabHandle) -> None:
     """node3 dies while the listener's start-up run runs (a settled cluster: it will change nothing): the run
     is cancelled before it changes any host, and the survivors take node3's IPs on fast takeover orders at
-    once, not after the run. (A run already changing hosts skips the dead node instead, and the orders follow
-    its end: tests/unit and bench-failover.)"""
+    once, not after the run. (A run already changing hosts skips the dead node instead: the next test.)"""
     from pubip import lab as labmod
 
     wait_idle(lab)

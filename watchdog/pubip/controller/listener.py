@@ -433,7 +433,9 @@ class Listener:
                 self.wanted_gone = gone if self.orders_wanted else set()
                 return
             last_run, run_id, unavailable, later = start.run, start.run_id, start.unavailable, start.later
-            dead = sorted(set(self.dead_nodes()) | gone)  # GONE: alive but holding nothing, for good
+            # GONE: alive but holding nothing, for good; not while a run changes hosts - it may still take an
+            # IP on such a node (a dead node's lease is gone: it refuses, or the run skips it)
+            dead = sorted(set(self.dead_nodes()) | (gone if run_id is None else set()))
             generation = int(last_run.get("generation") or 0)
             if self.orders.blocked(generation):
                 if not self.waiting_logged:
@@ -528,8 +530,8 @@ class Listener:
     def stop_run(self, gone: list[str]) -> bool:
         """A node died (or GONE: stepped down, holding nothing) while a takeover run runs: cancel the run if it
         has changed no host yet (runstate.py) - then fast takeover orders go out at once and a new run follows;
-        else the run skips the dead nodes from now on, and the orders follow its end (finish_run). True when
-        the run was cancelled."""
+        else the run skips the dead nodes from now on, and the orders go by what it says (order_base). True
+        when the run was cancelled."""
         dead = self.dead_nodes()
         if self.run_state is None:
             log.info("No fast takeover yet: takeover run %s cannot be cancelled here (AWX); orders follow it",
@@ -543,8 +545,8 @@ class Listener:
         if not dead:
             return False  # nodes that stepped down hold nothing and take nothing: the run goes on with them
         self.runstate.declare_dead(self.run_state, dead)
-        log.info("Takeover run %s is changing hosts: it skips %s (dead) from now on; fast takeover orders follow "
-                 "its end", self.running_run, ", ".join(dead))
+        log.info("Takeover run %s is changing hosts: it skips %s (dead) from now on; fast takeover orders for "
+                 "what it does not take", self.running_run, ", ".join(dead))
         return False
 
     def _save_last_run(self) -> None:
