@@ -103,7 +103,7 @@ bench-takeover: venv
 	$(PY) tests/bench/bench_takeover.py
 
 bench-failover: venv
-	$(PY) tests/bench/bench_failover.py
+	$(PY) tests/bench/bench_failover.py $(BENCH_ARGS)
 
 bench-watchdog: venv
 	$(PY) tests/bench/bench_watchdog.py

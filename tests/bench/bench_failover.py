@@ -8,6 +8,8 @@ trial` (its verifying run, if any, is running) and `idle` (no run running or pen
    holds its public IPs again - with the defaults (fast retake on), and with fast retake off.
 2. Host death: node3's processes stop and its links lose carrier, until every one of its public
    IPs is held by a survivor; then it is revived and the cluster rebalanced before the next trial.
+   Also at the moment `during a run changing hosts`: a moveip between node1 and node2 through the
+   listener, and the death 0-1.5 s after that run began changing hosts (releasing, taking, recording).
 3. Partition with carrier: node3 cut off from the others and the listener by blackhole routes (alive,
    links up), until the survivors hold its IPs - after its lease ran out and it let go; then healed.
 Targets: seed scenario p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s (from idle).
@@ -20,6 +22,7 @@ import contextlib
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +41,7 @@ def settle(info: dict, seconds: float = 2.0) -> None:
 
 
 MOMENTS = ("idle", "during a run", "1 s after the previous trial")
+BACKGROUND: list[subprocess.Popen[bytes]] = []  # operations a moment started, reaped after the trial
 
 
 @contextlib.contextmanager
@@ -68,6 +72,24 @@ def reach(info: dict, moment: str, rng: random.Random) -> None:
         time.sleep(rng.uniform(0.2, 4.0))
     elif moment == "1 s after the previous trial":
         time.sleep(1.0)
+    elif moment == "during a run changing hosts":
+        lab.wait_listener_idle(info)
+        one, two = sorted(("node1", "node2"), key=lambda h: -len(lab.public_held(info, h)))
+        ip = rng.choice(lab.public_held(info, one))
+        runs = Path(info["dir"]) / "listener" / "runner"
+        before = set(runs.glob("runstate-*.json"))
+        BACKGROUND.append(subprocess.Popen([sys.executable, "-m", "pubip.cli", "moveip", ip, two, "--lab",
+                                            info["name"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                b'"changing": true' in f.read_bytes() for f in set(runs.glob("runstate-*.json")) - before):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+
+
+def reap() -> None:
+    while BACKGROUND:
+        BACKGROUND.pop().wait(300)
 
 
 def seed_trials(fast: bool, trials: int, rng: random.Random) -> list[tuple[str, float]]:
@@ -101,6 +123,7 @@ def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: C
                 time.sleep(0.01)
             out.append((moment, time.monotonic() - t0))
             undo(info)
+            reap()
             deadline = time.monotonic() + 60
             while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)  # heartbeats and its lease return, a run gives node3 its IPs back
@@ -114,7 +137,7 @@ def death_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]:
         lab.start_watchdog(info, "node3")
 
     return fault_trials("bfod", trials, lambda info: lab.cut_host(info, "node3"), revive, rng,
-                        ("idle", "during a run"))
+                        ("idle", "during a run", "during a run changing hosts"))
 
 
 def partition_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]:
@@ -125,17 +148,24 @@ def partition_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--death-trials", type=int, default=10)
+    ap.add_argument("--death-trials", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", choices=["seed", "death", "partition"], help="one scenario (the seed: both)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     rows, records = [], []
-    for label, trials, target in (
-        ("network restart, defaults (fast retake)", seed_trials(True, args.trials, rng), 0.3),
-        ("network restart, fast retake off", seed_trials(False, max(4, args.trials // 4), rng), None),
-        ("host death (3 hosts)", death_trials(args.death_trials, rng), 2.5),
-        ("partition with carrier (3 hosts)", partition_trials(max(3, args.death_trials // 2), rng), 3.0),
-    ):
+    scenarios = (
+        ("seed", "network restart, defaults (fast retake)", lambda: seed_trials(True, args.trials, rng), 0.3),
+        ("seed", "network restart, fast retake off", lambda: seed_trials(False, max(4, args.trials // 4), rng),
+         None),
+        ("death", "host death (3 hosts)", lambda: death_trials(args.death_trials, rng), 2.5),
+        ("partition", "partition with carrier (3 hosts)",
+         lambda: partition_trials(max(3, args.death_trials // 2), rng), 3.0),
+    )
+    for kind, label, run, target in scenarios:
+        if args.only and kind != args.only:
+            continue
+        trials = run()
         times = [t for _m, t in trials]
         p = p95(times)
         worst = max(trials, key=lambda mt: mt[1])
