@@ -110,6 +110,7 @@ def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: C
     out = []
     with running_lab(f"{tag}{os.getpid() % 10000}") as info:
         lab.wait_listener_idle(info)
+        seen_during = 0
         for i in range(trials):
             moment = moments[i % len(moments)]
             reach(info, moment, rng)
@@ -122,6 +123,11 @@ def fault_trials(tag: str, trials: int, fault: Callable[[dict], object], undo: C
                     break
                 time.sleep(0.01)
             out.append((moment, time.monotonic() - t0))
+            log = (Path(info["dir"]) / "listener.log").read_text()
+            during = log.count(" during takeover run ") - seen_during
+            seen_during += during
+            print(f"{tag} trial {i + 1} ({moment}): {out[-1][1]:.2f}s"
+                  + (f"; {during} orders during a run changing hosts" if during else ""), flush=True)
             undo(info)
             reap()
             deadline = time.monotonic() + 60
