@@ -101,6 +101,39 @@ def test_one_host_cut_off_with_carrier(lab_factory: LabFactory, nodes: int) -> N
     assert "Lost the cluster" in log and "Lease regained" in log
 
 
+@pytest.mark.parametrize("heard", [True, False], ids=["heard", "never-heard"])
+def test_a_watchdog_restarted_and_cut_off_in_its_start_up_grace_is_not_doubled(lab_factory: LabFactory,
+                                                                                heard: bool) -> None:
+    """Chaos found it: node3's watchdog restarted (its IPs stay on the host meanwhile) and the host was cut
+    off 0.4 s after; the new watchdog kept the IPs for its start-up grace (2.7 s, no lease yet: voters shun
+    a node that was silent) while the listener, counting 1.5 s from the last heartbeat, declared it dead and
+    ordered them elsewhere - 0.9 s on two hosts. Now a heartbeat says how long the grace lasts, and a host
+    that answered while its watchdog was silent may have started one since: not dead before that grace."""
+    handle = up(lab_factory, 3, "g" if heard else "gn")
+    lost = sorted(ip for ip, h in handle.holders().items() if h == ["node3"])
+    with labkit.Sampler(handle) as sampler:
+        lab.stop_watchdog(handle.info, "node3")
+        time.sleep(2.5)  # silent, its host answers: "is its watchdog down?"
+        if heard:
+            lab.start_watchdog(handle.info, "node3")
+            time.sleep(0.4)  # its first heartbeats reach the listener
+            lab.partition(handle.info, ["node3"], ["node1", "node2", "listener"])
+        else:
+            lab.partition(handle.info, ["node3"], ["node1", "node2", "listener"])
+            lab.start_watchdog(handle.info, "node3")  # it never reaches anyone
+        took = wait_held_without(handle, lost, {"node3"}, timeout=15.0)
+        time.sleep(1.0)
+        assert all("node3" not in h for h in handle.holders().values())  # it let go by itself
+        lab.heal(handle.info)
+        settled(handle)
+    assert sampler.double_holdings() == []
+    log = (handle.dir / "hosts/node3/watchdog.log").read_text()
+    assert "Lost the cluster" in log
+    listener = (handle.dir / "listener.log").read_text()
+    assert "may still hold its IPs in its start-up grace" in listener, listener[-3000:]
+    print(f"survivors held node3's IPs {took:.2f}s after the cut")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("listener_side", ["three", "two"])
 def test_five_hosts_split_three_two(lab_factory: LabFactory, listener_side: str) -> None:

@@ -114,6 +114,9 @@ class Listener:
         self.orders_wanted = False  # a later death's orders wait for the earlier batch, or for a run's takes
         self.wanted_gone: set[str] = set()  # nodes stepped down whose IPs those waiting orders are for
         self.waiting_logged = False  # "Fast takeover waits" said once per wait
+        # node -> until when its watchdog may hold public IPs without a lease (its start-up grace): not dead before
+        self.grace_until: dict[str, float] = {}
+        self.graced: set[str] = set()  # nodes whose death waits for that grace (logged once)
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -197,6 +200,9 @@ class Listener:
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if protocol.is_number(left) else None
+                grace = report.get("grace")
+                if protocol.is_number(grace) and 0 < float(grace) <= 3600:
+                    self.in_grace(node, now + float(grace) * (1 + self.timing.drift))
             conns = (payload or {}).get("connections")
             if isinstance(conns, dict) and len(conns) <= 1024:
                 self.store_connections(node, conns)
@@ -337,6 +343,20 @@ class Listener:
                         log.warning("Node %s sent no heartbeat for %.1fs but its host %s answers: not dead "
                                     "(is its watchdog down?)", node, silent, peer)
                     continue
+                with self.ears_lock:
+                    if node in self.silent:
+                        # Its host answered while its watchdog was silent: a watchdog may have started there since,
+                        # keeping what the host holds for its start-up grace before it has a lease.
+                        self.silent.discard(node)
+                        self.in_grace(node, time.monotonic() + self.start_grace(node))
+                    grace = self.grace_until.get(node, -math.inf) - time.monotonic()
+                if grace > 0:
+                    if node not in self.graced:
+                        self.graced.add(node)
+                        log.warning("Node %s is silent and its host does not answer, but its watchdog may still "
+                                    "hold its IPs in its start-up grace: not dead for %.1fs more", node, grace)
+                    continue
+                self.graced.discard(node)
                 died.append((node, silent, f"{verdict.why}; "
                              + ("its host does not answer" if peer else "no address to probe")))
             if died and shunned:
@@ -358,6 +378,19 @@ class Listener:
                 self.store.add_request("listener", f"node{'s' if len(names) > 1 else ''} {', '.join(names)} dead")
                 self.wake.set()
             self.stopping.wait(0.05)
+
+    def in_grace(self, node: str, until: float) -> None:
+        """NODE's watchdog may hold public IPs without a lease until UNTIL (its start-up grace, node/daemon.py):
+        it is not dead before that, plus the time to release them (the caller holds ears_lock or is the
+        liveness thread)."""
+        timing = self.timing_now()
+        self.grace_until[node] = max(self.grace_until.get(node, -math.inf),
+                                     until + timing.release_bound + timing.margin)
+
+    def start_grace(self, node: str) -> float:
+        """The start-up grace a watchdog of NODE starting now would take (node/daemon.py: start_grace)."""
+        t = Timing(lease=self.leases.get(node, self.timing.lease))
+        return (t.shun_hold + t.lease + 2 * t.heartbeat) * (1 + t.drift)
 
     def node_died(self, node: str, silent_for: float | None, why: str) -> None:
         self.alive[node] = False

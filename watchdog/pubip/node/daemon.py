@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import datetime
 import logging
+import math
 import os
 import signal
 import sys
@@ -360,6 +361,10 @@ class Watchdog:
             membership = {"tick": self.listener_tick, "lease": self.cfg.lease,
                           "lease_left": round(self.lease.remaining(), 3) if self.lease else None,
                           **self.ears.report()}
+            grace = self.start_grace - (time.monotonic() - self.started)
+            if self.lease is not None and grace > 0:
+                # it may hold public IPs without a lease that long: the listener declares it dead only after
+                membership["grace"] = math.ceil(grace * 1000) / 1000
         sent = time.monotonic()
         try:
             _status, answer, signed, path = listener_exchange(
