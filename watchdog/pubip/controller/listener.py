@@ -639,7 +639,10 @@ class Listener:
                 # lost its lease before it was declared dead, and may not retake from its record) until a run
                 # gives it IPs again: its IPs go to the others all the same.
                 self.issue_orders(exclude=set(self.suspected), gone=set(said["dead"]) - set(self.dead_nodes()))
-            for request_id in set(pending) & self.awaited if not said["cancelled"] else ():
+            # A run cancelled, or incomplete only because nodes died during it (its plan stands, a retry follows
+            # at once): an operation waiting on it gets the next run's answer
+            retried = said["cancelled"] or (not ok and self.last_found.get("plan_stands") is True)
+            for request_id in set(pending) & self.awaited if not retried else ():
                 # what an operation waiting on it answers (a cancelled run: the next one will)
                 self.attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
                                              "detail": detail, "done": True}
@@ -714,6 +717,7 @@ class Listener:
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False
             ) -> tuple[bool, int | None, str]:
+        self.last_found = {}
         out = self.runner.run(run_id, dead, extravars, check)
         self.last_found = {"generation": out.generation, "plan": out.plan, "failures": out.failures,
                            "problem_nodes": out.problem_nodes}
@@ -730,6 +734,7 @@ class Listener:
             log.info("Takeover run %d: only dead nodes (%s) kept it from completing; its plan stands",
                      run_id, ", ".join(out.problem_nodes))
             self.adopt(out.plan)
+            self.last_found["plan_stands"] = True
         elif (out.plan and out.plan.get("changed") and not check and out.achieved
               and out.achieved.get("generation") == out.plan.get("generation")
               and isinstance(out.achieved.get("public_ips"), list)):
