@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import sys
@@ -241,6 +242,17 @@ def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
     return runs, requests, sum(max(0, n - 1) for (n,) in per_run)
 
 
+def keep_logs(name: str, seed: int) -> Path:
+    """The listener's and every watchdog's log, kept under .bench/ when the lab goes (a double holding)."""
+    out = ROOT / ".bench" / f"chaos-logs-{seed}"
+    src = lab.lab_dir(name)
+    for log in [*src.glob("*.log"), *src.glob("hosts/*/*.log")]:
+        dest = out / log.relative_to(src)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, dest)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of faults (default 10 min)")
@@ -257,6 +269,7 @@ def main() -> int:
     rng = random.Random(seed)
     name = args.name or f"chaos{random.randrange(10000)}"
     t_begin = time.monotonic()
+    doubles: list[dict[str, Any]] = []
 
     def say(line: str) -> None:
         print(f"[{time.monotonic() - t_begin:7.1f}s] {line}", flush=True)
@@ -314,6 +327,9 @@ def main() -> int:
         runs, requests, coalesced = coalescing(info)
         samples = sampler.samples()
     finally:
+        if doubles:
+            kept = keep_logs(name, seed)
+            print(f"chaos: a double holding; the lab's logs are in {kept}", file=sys.stderr)
         if not args.keep:
             lab.down(name)
 
@@ -343,8 +359,9 @@ def main() -> int:
     report("chaos", ["measure", "value", "target"], rows, [record])
     if doubles:
         for d in doubles:
+            at = time.strftime("%H:%M:%S", time.localtime(time.time() - (time.monotonic() - d["from"])))
             print(f"DOUBLE HOLDING: {d['ip']} on {' and '.join(d['hosts'])} "
-                  f"({d['until'] - d['from']:.3f}s)", file=sys.stderr)
+                  f"({d['until'] - d['from']:.3f}s, from {at})", file=sys.stderr)
     return 1 if doubles or settled is None else 0
 
 
