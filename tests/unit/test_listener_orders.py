@@ -146,3 +146,22 @@ def test_a_death_during_a_run_changing_hosts_is_ordered_during_it(listener: List
     assert listener.last_run["declared_dead"]["node3"] == 5
     listener.issue_orders()  # nothing ordered twice
     assert len(listener.orders.recent(10)) == len({o["id"] for o in listener.orders.recent(10)}) == 2
+
+
+def test_a_watchdog_in_its_start_up_grace_is_not_dead_before_it_ends(listener: Listener) -> None:
+    """A (re)started watchdog keeps what its host holds for its start-up grace, without a lease: its heartbeat
+    says how long; the listener's death verdict waits for that, plus the time to release."""
+    import time
+
+    from pubip.membership import Timing
+
+    now = time.monotonic()
+    listener.heartbeat("node3", "192.0.2.3", {"membership": {"tick": None, "hears": {}, "shuns": {}, "grace": 2.5}})
+    t = listener.timing
+    assert listener.grace_until["node3"] >= now + 2.5 + t.release_bound + t.margin
+    # a watchdog that never reached the listener: the grace one would take (node/daemon.py), at least
+    watchdog = Timing(lease=1.0)
+    assert listener.start_grace("node1") >= watchdog.shun_hold + watchdog.lease + 2 * watchdog.heartbeat
+    # or the longest the node's watchdog announced (its own heartbeat interval)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": None, "hears": {}, "shuns": {}, "grace": 4.5}})
+    assert listener.start_grace("node1") >= 4.5

@@ -116,6 +116,7 @@ class Listener:
         self.waiting_logged = False  # "Fast takeover waits" said once per wait
         # node -> until when its watchdog may hold public IPs without a lease (its start-up grace): not dead before
         self.grace_until: dict[str, float] = {}
+        self.longest_grace: dict[str, float] = {}  # node -> the longest start-up grace its watchdog announced
         self.graced: set[str] = set()  # nodes whose death waits for that grace (logged once)
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
@@ -203,6 +204,7 @@ class Listener:
                 grace = report.get("grace")
                 if protocol.is_number(grace) and 0 < float(grace) <= 3600:
                     self.in_grace(node, now + float(grace) * (1 + self.timing.drift))
+                    self.longest_grace[node] = max(self.longest_grace.get(node, 0.0), float(grace))
             conns = (payload or {}).get("connections")
             if isinstance(conns, dict) and len(conns) <= 1024:
                 self.store_connections(node, conns)
@@ -390,7 +392,8 @@ class Listener:
     def start_grace(self, node: str) -> float:
         """The start-up grace a watchdog of NODE starting now would take (node/daemon.py: start_grace)."""
         t = Timing(lease=self.leases.get(node, self.timing.lease))
-        return (t.shun_hold + t.lease + 2 * t.heartbeat) * (1 + t.drift)
+        # the longest its watchdog announced covers a heartbeat interval of its own
+        return max(t.shun_hold + t.lease + 2 * t.heartbeat, self.longest_grace.get(node, 0.0)) * (1 + t.drift)
 
     def node_died(self, node: str, silent_for: float | None, why: str) -> None:
         self.alive[node] = False
