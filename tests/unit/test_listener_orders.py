@@ -165,3 +165,49 @@ def test_a_watchdog_in_its_start_up_grace_is_not_dead_before_it_ends(listener: L
     # or the longest the node's watchdog announced (its own heartbeat interval)
     listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": None, "hears": {}, "shuns": {}, "grace": 4.5}})
     assert listener.start_grace("node1") >= 4.5
+
+
+def test_no_takeover_run_starts_while_the_listener_hears_no_quorum(listener: Listener) -> None:
+    """A partition that leaves the listener in the minority: a run would fail after changing what it can
+    reach, and its failure would hold back the fast paths after the heal. Runs wait for a quorum."""
+    import time
+
+    assert listener.hears_quorum()  # no node reported a lease yet
+    listener.leases = {n: 1.0 for n in NODES}
+    long_ago = time.monotonic() - 10
+    listener.ears.heard.update({n: long_ago for n in NODES})
+    assert not listener.hears_quorum()  # 1 of 4 voters
+    listener.ears.hear("node1")
+    assert listener.hears_quorum()  # 2 of 4, with the listener: the tie is its side's
+
+
+class DeadNodeRun(Runner):
+    """A run of generation 5 that a node dying during it kept from completing: its release task failed, and
+    the finish phase blames it alone."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        record = last_run(5)
+        plan = {"generation": 5, "changed": True, "moves": [], "algorithm": "lcp2", "options": {},
+                "assignment": {e["ip"]: e["node"] for e in record["public_ips"]},
+                "record": {"nodes": record["nodes"], "public_ips": record["public_ips"]}}
+        return Outcome(False, 5, "; ".join(self.failures), plan, self.failures, ["node3"], None)
+
+
+@pytest.mark.parametrize("other", [None, "node2"])
+def test_a_run_only_dying_nodes_kept_from_completing_stands(listener: Listener, other: str | None) -> None:
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    failures = ["node3: Task failed: Data could not be sent to remote host", *([f"{other}: hook failed"] if other
+                                                                              else []),
+                "node1: Takeover run generation 5 incomplete: node3 was declared dead during the run"]
+    listener.runner = DeadNodeRun(failures)  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok
+    if other is None:  # its plan is where the IPs are: orders start from it, the waiting operation retries
+        assert listener.last_run["generation"] == 5 and listener.last_found["plan_stands"] is True
+    else:  # a live node failed too: where the IPs are is not known
+        assert listener.last_run["generation"] == 4 and "plan_stands" not in listener.last_found

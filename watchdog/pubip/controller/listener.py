@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from .. import _collection, protocol
 from ..awx import AwxBackend
-from ..membership import Ears, Timing
+from ..membership import LISTENER, Ears, Timing, quorum
 from . import death, fasttakeover, liveness, nodestates, operations, statusview
 from .orders import Orders
 from .runners import AwxRunner, PlaybookRunner, Runner
@@ -117,7 +117,8 @@ class Listener:
         # node -> until when its watchdog may hold public IPs without a lease (its start-up grace): not dead before
         self.grace_until: dict[str, float] = {}
         self.longest_grace: dict[str, float] = {}  # node -> the longest start-up grace its watchdog announced
-        self.graced: set[str] = set()  # nodes whose death waits for that grace (logged once)
+        self.graced: set[str] = set()
+        self.quorum_heard = True  # hears_quorum's last answer  # nodes whose death waits for that grace (logged once)
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -601,6 +602,10 @@ class Listener:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
+            if not self.hears_quorum():
+                self.wake.wait(0.1)  # no run can complete, and a failed one only blocks fast paths after
+                self.wake.clear()
+                continue
             self.settle_orders()
             self.await_reports()
             pending = self.store.pending()  # with what arrived while orders settled
@@ -668,6 +673,28 @@ class Listener:
                 log.info("Takeover run %d: retrying now, a node died or came back", run_id)
             delay = min(delay * 2, self.retry_max)
 
+    def hears_quorum(self) -> bool:
+        """Whether the listener hears a quorum of voters (membership.quorum), when the nodes run with leases:
+        without one (a partition leaving it in the minority) nodes on its side have no lease either - they
+        take nothing - and the others cannot be reached: a takeover run would fail after changing what it
+        can, and its failure would hold back the fast retakes and orders that follow the heal. Runs wait
+        (logged once per wait)."""
+        if not self.leases:
+            return True  # no node reported a lease: nothing to lose one
+        now = time.monotonic()
+        with self.ears_lock:
+            heard = [n for n, t in self.ears.heard.items() if now - t < self.timing.suspect_after]
+        ok = quorum([LISTENER, *heard], [LISTENER, *self.secrets])
+        if ok == self.quorum_heard:
+            return ok
+        self.quorum_heard = ok
+        if ok:
+            log.info("The listener hears a quorum of voters again: takeover runs go on")
+        else:
+            log.warning("The listener hears only %s of %d voters (no quorum): takeover runs wait",
+                        ", ".join([LISTENER, *sorted(heard)]), len(self.secrets) + 1)
+        return ok
+
     def settle_orders(self) -> None:
         """Return once no fast takeover order can still be carried out (orders.py); from then on no new
         orders are issued until the run that follows has finished."""
@@ -730,10 +757,11 @@ class Listener:
                                           "generation": out.plan.get("generation"), "when": time.time()}
         if out.ok and out.plan and not check:
             self.adopt(out.plan)
-        elif (out.plan and not check and out.problem_nodes and len(out.failures) == 1
-              and set(out.problem_nodes) <= set(self.dead_nodes())):
-            # Only nodes now dead (quorum: their leases are gone) kept it from completing: every live host
-            # carried out its plan and recorded it, so it is what fast takeover orders start from.
+        elif (out.plan and not check and out.problem_nodes and set(out.problem_nodes) <= set(self.dead_nodes())
+              and {f.split(":", 1)[0] for f in out.failures[:-1]} <= set(self.dead_nodes())):
+            # Only nodes now dead (quorum: their leases are gone) kept it from completing - the finish phase
+            # blames only them, and every other failed task was theirs: every live host carried out its plan
+            # and recorded it, so it is what fast takeover orders start from.
             log.info("Takeover run %d: only dead nodes (%s) kept it from completing; its plan stands",
                      run_id, ", ".join(out.problem_nodes))
             self.adopt(out.plan)
