@@ -1,0 +1,157 @@
+"""When, and from what, the listener issues fast takeover orders (orders.py keeps them, fasttakeover.py plans
+them): from the last completed takeover run, or - while a run changes hosts - from what that run says in its
+run state (runstate.py): its plan, the nodes it has released, and, once its takes are done, where it left
+every IP. Functions over the Listener's state."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import fasttakeover
+
+if TYPE_CHECKING:
+    from .listener import Listener
+
+log = logging.getLogger("pubip.listener")
+
+
+class OrderBase(NamedTuple):
+    """Where fast takeover orders start from (Listener.order_base)."""
+    run: dict[str, Any]  # the plan: generation, public_ips, nodes, algorithm, options, allowed
+    run_id: str | None  # the takeover run still carrying it out
+    unavailable: set[str]  # nodes that would refuse its orders
+    later: frozenset[str] = frozenset()  # IPs not to order yet
+    again: bool = False  # try again soon: some nodes will accept its orders later
+
+
+def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] | None = None) -> None:
+    """Tell live watchdogs to take the dead nodes' IPs now, as the verifying run will plan them; none to
+    EXCLUDE (nodes the listener does not hear: they may have no lease and could not take anyway)."""
+    with lst.order_lock:
+        gone = (gone or set()) | lst.wanted_gone  # those of an earlier call that had to wait
+        lst.wanted_gone = set()
+        lst.orders_wanted = False
+        start = lst.order_base(sorted(gone))
+        if start is None:  # orders_wanted: not yet (the run's takes are not all done)
+            lst.wanted_gone = gone if lst.orders_wanted else set()
+            return
+        last_run, run_id, unavailable, later = start.run, start.run_id, start.unavailable, start.later
+        # GONE: alive but holding nothing, for good; not while a run changes hosts - it may still take an
+        # IP on such a node (a dead node's lease is gone: it refuses, or the run skips it)
+        dead = sorted(set(lst.dead_nodes()) | (gone if run_id is None else set()))
+        generation = int(last_run.get("generation") or 0)
+        if lst.orders.blocked(generation):
+            if not lst.waiting_logged:
+                log.info("Fast takeover waits: orders of generation %d may still be carried out", generation)
+            lst.waiting_logged = True
+            lst.orders_wanted = True  # watch_liveness tries again once they settle
+            lst.wanted_gone = gone
+            return
+        lst.waiting_logged = False
+        lst.orders_wanted = False
+        # where earlier orders of this generation put the IPs (a node that took some may be the one dying)
+        overlay = lst.orders.overlay(generation)
+        base = {**last_run, "public_ips": [{**e, "node": overlay.get(e["ip"], e.get("node"))}
+                                           for e in last_run["public_ips"]]}
+        try:
+            by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(lst.stepping) | unavailable)
+        except Exception:  # a plan that cannot be made leaves it to the takeover run
+            log.exception("No fast takeover: cannot plan it")
+            return
+        held_back = {e["ip"] for entries in by_node.values() for e in entries if e["ip"] in later}
+        if held_back:
+            by_node = {n: kept for n, entries in by_node.items() if (kept := [e for e in entries
+                                                                               if e["ip"] not in later])}
+        if held_back or (start.again and dead):
+            lst.orders_wanted, lst.wanted_gone = True, gone  # again once the run got further
+        for entries in by_node.values():  # the new holder tickles the connections the dead node had
+            for entry in entries:
+                holder, conns = lst.connections.get(entry["ip"], ("", []))
+                if holder == entry["from"] and conns:
+                    entry["tickles"] = conns
+        batch = lst.orders.issue(generation, by_node, run_id)
+        if not batch and by_node and not held_back:
+            log.info("No fast takeover: generation %d already ordered these IPs%s", generation,
+                     " (before the listener restarted)" if generation == lst.orders.sealed else "")
+        during = f" during takeover run {lst.running_run} ({run_id})" if run_id else ""
+        for order in batch:
+            log.info("Fast takeover order %d to %s (generation %d%s): %s", order.id, order.node,
+                     order.generation, during, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))
+        if batch:
+            # Their owners must not put these IPs back by themselves under this generation (fast retake):
+            # each heartbeat answer tells a node the generation it was given away under.
+            given_away = lst.last_run.setdefault("declared_dead", {})
+            for order in batch:
+                for entry in order.ips:
+                    given_away[entry["from"]] = max(order.generation, int(given_away.get(entry["from"]) or 0))
+            lst.last_run["orders_issued_for"] = lst.orders.issued_for
+            lst._save_last_run()
+
+
+def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
+    """What fast takeover orders start from (the caller holds order_lock); None: no orders now.
+    During a run changing hosts that is the run itself (runstate.py): it takes only the IPs it moves, so
+    the others may be ordered at once - to the nodes it has marked, after their release - and the IPs it
+    moves once its takes are all done."""
+    if lst.running_run is not None and not lst.tell_run(gone):
+        said = lst.runstate.read(lst.run_state) if lst.run_state else lst.runstate.EMPTY
+        for run, taken in ((said["taken"], True), (said["plan"], False)):
+            if run is None or not isinstance(run.get("public_ips"), list) or not run.get("generation"):
+                continue
+            # nodes whose release (which marks them) is not done refuse its orders: plan without them
+            unmarked = set(lst.secrets) - set(said["released"])
+            if taken:
+                return OrderBase(run, str(run.get("run_id")), unmarked)
+            # its takes are not all done: the IPs it moves wait for them, the nodes it has not marked
+            # for their release; both may come before the run ends
+            return OrderBase(run, str(run.get("run_id")), unmarked,
+                             later=frozenset(str(ip) for ip in run.get("moving") or []),
+                             again=bool(unmarked & set(run.get("connected") or [])))
+        lst.orders_wanted = True  # watch_liveness tries again, until the run says where it puts the IPs
+        return None
+    # no run, or one cancelled before it changed any host: the last completed run is where the IPs are
+    last_run = lst.last_run
+    if not last_run.get("public_ips"):
+        log.info("No fast takeover: no completed takeover run to start from")
+        return None
+    if int(last_run.get("planned_generation") or 0) > int(last_run.get("generation") or 0):
+        # It may have moved IPs between nodes it reached: planned from the last completed run, an
+        # order could put an IP on a node it did not reach beside the node it moved that IP to.
+        log.info("No fast takeover: takeover run generation %s failed after changing hosts; the next "
+                 "run finds where the IPs are", last_run["planned_generation"])
+        return None
+    # after a failed run, nodes that did not record it refuse its generation's orders: plan without them
+    unrecorded = set(lst.secrets) - set(last_run["recorded_on"]) if "recorded_on" in last_run else set()
+    return OrderBase(last_run, None, unrecorded)
+
+
+def tell_run(lst: Listener, gone: list[str]) -> bool:
+    """stop_run, once for each new set of dead nodes during the current run: True when it was cancelled."""
+    key = (lst.run_state or lst.running_run, frozenset(lst.dead_nodes()) | frozenset(gone))
+    if lst.run_told is None or lst.run_told[0] != key:
+        lst.run_told = (key, lst.stop_run(gone))
+    return lst.run_told[1]
+
+
+def stop_run(lst: Listener, gone: list[str]) -> bool:
+    """A node died (or GONE: stepped down, holding nothing) while a takeover run runs: cancel the run if it
+    has changed no host yet (runstate.py) - then fast takeover orders go out at once and a new run follows;
+    else the run skips the dead nodes from now on, and the orders go by what it says (order_base). True
+    when the run was cancelled."""
+    dead = lst.dead_nodes()
+    if lst.run_state is None:
+        log.info("No fast takeover yet: takeover run %s cannot be cancelled here (AWX); orders follow it",
+                 lst.running_run or "starting")
+        return False
+    if lst.runstate.read(lst.run_state)["cancelled"] or lst.runstate.cancel(lst.run_state):
+        log.warning("Takeover run %s cancelled before it changed any host (%s): fast takeover now, "
+                    "then a new run", lst.running_run or "starting",
+                    ", ".join([f"{n} dead" for n in dead] + [f"{n} stepped down" for n in gone]))
+        return True
+    if not dead:
+        return False  # nodes that stepped down hold nothing and take nothing: the run goes on with them
+    lst.runstate.declare_dead(lst.run_state, dead)
+    log.info("Takeover run %s is changing hosts: it skips %s (dead) from now on; fast takeover orders for "
+             "what it does not take", lst.running_run, ", ".join(dead))
+    return False
