@@ -211,3 +211,17 @@ def test_a_run_only_dying_nodes_kept_from_completing_stands(listener: Listener, 
         assert listener.last_run["generation"] == 5 and listener.last_found["plan_stands"] is True
     else:  # a live node failed too: where the IPs are is not known
         assert listener.last_run["generation"] == 4 and "plan_stands" not in listener.last_found
+
+
+def test_a_dead_nodes_own_record_bounds_its_retakes_and_the_next_runs_generation(listener: Listener) -> None:
+    """node1 recorded generation 7 (a run cut short by a listener restart) while the listener's runs know only
+    6: its death gives its IPs away under 7, and the next run records 8 - never a second generation 7."""
+    listener.last_run = last_run(6)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": None, "hears": {}, "shuns": {}},
+                                              "record": {"generation": 7, "marked": False}})
+    assert listener.generation_floor() == 7
+    assert listener.extravars([], {})["pubip_generation_floor"] == 7
+    listener.node_died("node1", 1.6, "no quorum hears it")
+    listener.alive["node1"] = True
+    answer = listener.heartbeat_answer("node1", "192.0.2.1", {"retake": [IPS[0]]})
+    assert answer["declared_dead"] == 7  # >= its record's generation: no fast retake from it

@@ -282,6 +282,17 @@ class Listener:
         gens = [g for g in (self.last_run.get("generation"), self.last_run.get("planned_generation")) if g is not None]
         return max(gens) if gens else None
 
+    def generation_floor(self) -> int:
+        """The newest generation any host may have recorded, as far as the listener knows: runs it knows of,
+        orders it issued, and what every node's heartbeats said its record is - a node a run did not reach
+        may hold the record of a run cut short (a listener restart) that the next run would otherwise reuse."""
+        last = self.last_run
+        known = [last.get("generation"), last.get("planned_generation"), last.get("orders_issued_for"),
+                 *(last.get("declared_dead") or {}).values()]
+        with self.ears_lock:
+            known += [gen for gen, _marked in self.records.values()]
+        return max([int(g) for g in known if isinstance(g, int)] or [0])
+
     def wait_for(self, request_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -394,9 +405,11 @@ class Listener:
         # Its IPs may go to others now (orders, or a running run that from now on takes it to hold nothing)
         # while its record stays as it was: when it comes back, no fast retake from that record - only a run
         # that records it again (a newer generation) lets it retake (the heartbeat answer's declared_dead).
+        with self.ears_lock:  # the record it last reported may be newer than any run the listener knows of
+            recorded = self.records.get(node, (0, False))[0]
         with self.order_lock:  # not lost to a run's adopt() replacing last_run at the same moment
             given_away = self.last_run.setdefault("declared_dead", {})
-            given_away[node] = max(int(given_away.get(node) or 0), self.generation() or 0)
+            given_away[node] = max(int(given_away.get(node) or 0), self.generation() or 0, int(recorded or 0))
             self._save_last_run()
         if silent_for is None:
             log.warning("Node %s is gone (%s): takeover run without it", node, why)
@@ -619,6 +632,8 @@ class Listener:
                 "pubip_tickles": {ip: [holder, conns] for ip, (holder, conns) in self.connections.items() if conns},
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)
                 "pubip_reported_holds": holds,
+                # no two assignments share a generation: a changing run records a newer one than any host has
+                "pubip_generation_floor": self.generation_floor(),
                 **({"pubip_listener_address": self.address} if self.address else {})}
 
     def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False

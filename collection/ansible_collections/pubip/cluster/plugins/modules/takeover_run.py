@@ -30,7 +30,11 @@ description:
     can host it; C(pubip_rebalance_nodes) (nodes that came back) get their share back (CTDB's
     force_rebalance_nodes) unless C(pubip_no_ip_failback).
   - With C(pubip_run_state) (a file on the controller, from the listener) the run can be cancelled before it
-    changes any host, and skips nodes the listener declares dead during the run.
+    changes any host, and skips nodes the listener declares dead during the run; it tells the listener its plan,
+    the nodes it has released and, as its record phase begins, where its takes left every IP.
+  - C(pubip_generation_floor) (from the listener) is the newest generation any host may have recorded, gathered
+    here or not (a run cut short, a host not reached); a run that changes anything records a newer one, so no two
+    assignments share a generation.
   - V(plan) (C(run_once)) validates the inventory and computes the assignment once with the allocation engine
     (CTDB's lcp2, det or nondet); the plan becomes the fact C(pubip_plan) on every node. Any inventory error stops
     the run here, before any node changes. In check and diff mode it shows the holders before and after.

@@ -83,7 +83,7 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars, in_use=None):
 
 
 def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
-         move_requests=None, pinned=None, reported=None, rebalance=None):
+         move_requests=None, pinned=None, reported=None, rebalance=None, generation_floor=0):
     """Compute the takeover run.
 
     ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record, lease) for every
@@ -97,7 +97,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     node with such a report keeps exactly those - recorded or not, a fast retake or order may have put them
     there - and one without keeps what the newest record gives it. ``rebalance``:
     nodes that came back (revived, enabled, continued, unbanned, healthy again): CTDB's force_rebalance_nodes,
-    so they get their share back - unless no_ip_failback.
+    so they get their share back - unless no_ip_failback. ``generation_floor``: the newest generation any
+    host may have recorded (the listener's word; hosts not gathered here included): a run that changes
+    anything records a newer one.
     """
     pinned = dict(pinned or {})
     connected = [n["name"] for n in nodes if n["name"] in gathered]
@@ -193,7 +195,11 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     for name in pinned:
         node_record[name]["pinned"] = True
     wanted = sorted(public_record, key=lambda e: e["ip"])
-    stale = any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != wanted
+    # GENERATION_FLOOR: the newest generation any host may have recorded, as far as the caller knows (the
+    # listener: hosts it did not gather here, a run cut short) - a changing run's generation is newer, so no
+    # two different assignments ever share one (a fast retake trusts a record of the newest generation)
+    floor = int(generation_floor or 0)
+    stale = floor > last_generation or any(sorted(r.get("public_ips") or [], key=lambda e: e["ip"]) != wanted
                 or r.get("nodes") != node_record or int(r.get("generation") or 0) != last_generation
                 or float(r.get("run_started") or 0) > float(r.get("run_finished") or 0)
                 for r in previous)
@@ -217,7 +223,7 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
                    "unassigned": len([ip for ip in ips if assignment[ip["ip"]] is None])},
         "changed": moving or stale,
         "moving": moving,
-        "generation": last_generation + 1 if (moving or stale) else last_generation,
+        "generation": max(last_generation, floor) + 1 if (moving or stale) else last_generation,
         "run_started": started,
         "record": {"public_ips": public_record, "nodes": node_record},
         "log": [line for _level, line in result["log"]],

@@ -41,6 +41,24 @@ def test_noop_when_everything_is_in_place_and_recorded():
     assert not again["changed"] and again["moves"] == [] and again["generation"] == 1
 
 
+def test_a_run_records_a_generation_newer_than_any_host_may_have():
+    """Chaos found it: a run cut short (a listener restart) recorded generation 7 on node1 only; the next run
+    did not gather node1 (dead) and, from the others' records, recorded a different generation 7 - node1 then
+    came back and fast-retook its IPs from "its" generation 7 beside their new holders. The listener's floor
+    (what heartbeats said every record is) makes the next changing run generation 8."""
+    nodes, ips = cluster()
+    first = takeover.plan(nodes, ips, {h: report() for h in HOSTS})
+    held = {h: [t["ip"] for t in first["take"][h]] for h in HOSTS}
+    rec = {"generation": 5, "public_ips": first["record"]["public_ips"], "nodes": first["record"]["nodes"],
+           "run_started": 1.0, "run_finished": 2.0}
+    gathered = {h: dict(report(held[h]), record=rec) for h in HOSTS}
+    assert takeover.plan(nodes, ips, gathered, generation_floor=5)["generation"] == 5  # nothing to change
+    newer = takeover.plan(nodes, ips, gathered, generation_floor=7)
+    assert newer["changed"] and newer["generation"] == 8 and newer["moves"] == []  # recorded anew, nothing moved
+    moving = takeover.plan(nodes, ips, {**gathered, "n3": report(generation=5)}, generation_floor=7)
+    assert moving["moves"] and moving["generation"] == 8
+
+
 def test_disconnected_node_ips_move_and_double_holding_is_released():
     nodes, ips = cluster()
     gathered = {"n1": report(["198.51.100.1/24"]), "n2": report(["198.51.100.1/24"])}
