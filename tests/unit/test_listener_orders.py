@@ -225,3 +225,30 @@ def test_a_dead_nodes_own_record_bounds_its_retakes_and_the_next_runs_generation
     listener.alive["node1"] = True
     answer = listener.heartbeat_answer("node1", "192.0.2.1", {"retake": [IPS[0]]})
     assert answer["declared_dead"] == 7  # >= its record's generation: no fast retake from it
+
+
+def test_no_orders_from_a_run_older_than_a_record_some_host_reports(listener: Listener) -> None:
+    """Chaos found it: a run cut short by a listener restart moved node4's IP to node2 and recorded generation 5
+    on node1; the new listener, knowing only generation 4, ordered that IP to node3 when node4 died."""
+    listener.last_run = last_run(4)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": None, "hears": {}, "shuns": {}},
+                                              "record": {"generation": 5, "marked": False}})
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    assert ordered(listener) == {}
+
+
+def test_a_run_cut_short_by_a_listener_restart_stops_orders_until_a_run_completes(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all: {}\n")
+    secrets = {n: n[0] * 32 for n in NODES}
+    first = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
+    first.last_run = last_run(4)
+    first._save_last_run()
+    first.store.start_run([])  # killed with the listener, mid-run
+    again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
+    again.runner = Runner()  # type: ignore[assignment]
+    assert again.last_run["planned_generation"] == 5 and again.generation() == 5  # no retake from a record of 4
+    again.alive["node3"] = False
+    again.issue_orders()
+    assert ordered(again) == {}

@@ -120,6 +120,11 @@ class Listener:
             log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             self.store.abandon(run_id)
             self.store.add_request("listener", f"redo of run {run_id}")
+            # It may have changed hosts and recorded a newer generation on some: no fast takeover from the last
+            # completed run, and no retake from an older record, until a run completes (as after a failed run)
+            self.last_run["planned_generation"] = max(int(self.last_run.get("planned_generation") or 0),
+                                                      int(self.last_run.get("generation") or 0) + 1)
+            self._save_last_run()
         # Like a new CTDB recovery master: start with a takeover run, to know (and enforce) the assignment.
         self.store.add_request("listener", "listener started")
 

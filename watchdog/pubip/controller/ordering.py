@@ -115,6 +115,13 @@ def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
     if not last_run.get("public_ips"):
         log.info("No fast takeover: no completed takeover run to start from")
         return None
+    floor = lst.generation_floor()
+    if floor > int(last_run.get("generation") or 0) and not int(last_run.get("planned_generation") or 0) > int(
+            last_run.get("generation") or 0):
+        # a host reports a record newer than the last completed run (a run the listener did not see end)
+        log.info("No fast takeover: a host recorded generation %d, newer than the last completed run's %s; the "
+                 "next run finds where the IPs are", floor, last_run.get("generation"))
+        return None
     if int(last_run.get("planned_generation") or 0) > int(last_run.get("generation") or 0):
         # It may have moved IPs between nodes it reached: planned from the last completed run, an
         # order could put an IP on a node it did not reach beside the node it moved that IP to.
