@@ -108,8 +108,8 @@ class Listener:
         # node -> until when its watchdog may hold public IPs without a lease (its start-up grace): not dead before
         self.grace_until: dict[str, float] = {}
         self.longest_grace: dict[str, float] = {}  # node -> the longest start-up grace its watchdog announced
-        self.graced: set[str] = set()
-        self.quorum_heard = True  # hears_quorum's last answer  # nodes whose death waits for that grace (logged once)
+        self.graced: set[str] = set()  # nodes whose death waits for that grace (logged once)
+        self.quorum_heard = True  # hears_quorum's last answer
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -205,14 +205,14 @@ class Listener:
             conns = (payload or {}).get("connections")
             if isinstance(conns, dict) and len(conns) <= 1024:
                 self.store_connections(node, conns)
-            health = (payload or {}).get("health")
-            if isinstance(health, dict) and isinstance(health.get("ok"), bool):
-                self.health_report(node, health)
             record = (payload or {}).get("record")
             if isinstance(record, dict) and isinstance(record.get("generation"), int):
                 self.records[node] = (record["generation"], record.get("marked") is True)
                 if isinstance(record.get("public_ips"), list) and isinstance(record.get("nodes"), dict):
                     self.newer_record = record
+        health = (payload or {}).get("health")
+        if isinstance(health, dict) and isinstance(health.get("ok"), bool):
+            self.health_report(node, health)  # not under ears_lock: a replan takes order_lock, which comes first
         if self.newer_record is not None:
             self.adopt_record()
         if peer:
