@@ -232,9 +232,11 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
 
 def failed_releases(plan, release_results, recorded=None, dead=()):
     """Connected host -> the IPs it may still hold after the release phase: those it reported failing,
-    or, when it did not answer (unreachable, no result, a failure before any action), all it had to release
-    and all its record gives it (RECORDED: host -> IPs; its watchdog may have retaken one since the gather).
-    A host in DEAD (declared dead by the listener's quorum during the run: its lease is gone) holds nothing."""
+    or, when it did not say which (unreachable, no result, skipped, a task that failed before the release
+    phase could answer - ansible-core 2.19 reports a connection lost mid-call as "Task failed"), all it had
+    to release and all its record gives it (RECORDED: host -> IPs; its watchdog may have retaken one since the
+    gather). A host in DEAD (declared dead by the listener's quorum during the run: its lease is gone) holds
+    nothing."""
     out = {}
     recorded = recorded or {}
     for name in plan["connected"]:
@@ -242,7 +244,7 @@ def failed_releases(plan, release_results, recorded=None, dead=()):
             continue
         mine = plan["release"].get(name, [])
         rel = release_results.get(name)
-        if not rel or rel.get("unreachable") or (rel.get("skipped") and "failed_ips" not in rel):
+        if not rel or rel.get("unreachable") or "failed_ips" not in rel:
             stuck = sorted(set(mine) | set(recorded.get(name) or []))
         else:
             stuck = list(rel.get("failed_ips") or [])

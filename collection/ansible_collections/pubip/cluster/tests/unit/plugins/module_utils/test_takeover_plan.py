@@ -176,6 +176,10 @@ def test_a_release_without_an_answer_counts_as_failed_for_every_ip():
                                              "n2": {"failed_ips": [], "released": ["198.51.100.2/24"]}})
     assert failed == {"n1": ["198.51.100.1/24"]}
     assert takeover.failed_releases(plan, {})["n2"] == ["198.51.100.2/24"]  # no result at all
+    # the connection lost mid-call, reported by ansible-core 2.19 as a failed task (no failed_ips: the release
+    # phase never answered): nothing it had to release may be taken elsewhere
+    lost = {"failed": True, "msg": "Task failed: Data could not be sent to remote host \"192.0.2.1\""}
+    assert takeover.failed_releases(plan, {"n1": lost, "n2": {"failed_ips": []}}) == {"n1": ["198.51.100.1/24"]}
 
 
 def test_a_silent_release_also_holds_back_what_the_record_gives_that_host():
