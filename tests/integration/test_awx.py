@@ -81,7 +81,8 @@ def test_the_listener_runs_takeover_runs_as_awx_jobs(lab: labkit.LabHandle) -> N
         # no pubip_run_state: the job runs elsewhere, so the listener cannot cancel it by that file
         assert set(launch["body"]["extra_vars"]) == {"pubip_dead_nodes", "pubip_moveip", "pubip_state_overrides",
                                                         "pubip_reported_holds", "pubip_rebalance_nodes",
-                                                        "pubip_listener_address", "pubip_tickles"}
+                                                        "pubip_listener_address", "pubip_tickles",
+                                                        "pubip_generation_floor"}
         log = (lab.dir / "listener.log").read_text()
         assert "AWX job 100 of template 7 launched" in log and "AWX job 100 successful" in log
         # A preview goes to AWX as a check job and changes nothing.
