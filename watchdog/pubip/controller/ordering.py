@@ -115,18 +115,17 @@ def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
     if not last_run.get("public_ips"):
         log.info("No fast takeover: no completed takeover run to start from")
         return None
-    floor = lst.generation_floor()
-    if floor > int(last_run.get("generation") or 0) and not int(last_run.get("planned_generation") or 0) > int(
-            last_run.get("generation") or 0):
-        # a host reports a record newer than the last completed run (a run the listener did not see end)
-        log.info("No fast takeover: a host recorded generation %d, newer than the last completed run's %s; the "
-                 "next run finds where the IPs are", floor, last_run.get("generation"))
-        return None
-    if int(last_run.get("planned_generation") or 0) > int(last_run.get("generation") or 0):
+    generation = int(last_run.get("generation") or 0)
+    if int(last_run.get("planned_generation") or 0) > generation:
         # It may have moved IPs between nodes it reached: planned from the last completed run, an
         # order could put an IP on a node it did not reach beside the node it moved that IP to.
         log.info("No fast takeover: takeover run generation %s failed after changing hosts; the next "
                  "run finds where the IPs are", last_run["planned_generation"])
+        return None
+    floor = lst.generation_floor()
+    if floor > generation:  # a host reports a newer record: a run the listener did not see end
+        log.info("No fast takeover: a host recorded generation %d, newer than the last completed run's %d; the "
+                 "next run finds where the IPs are", floor, generation)
         return None
     # after a failed run, nodes that did not record it refuse its generation's orders: plan without them
     unrecorded = set(lst.secrets) - set(last_run["recorded_on"]) if "recorded_on" in last_run else set()
