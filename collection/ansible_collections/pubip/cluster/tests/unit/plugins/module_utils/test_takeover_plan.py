@@ -30,13 +30,18 @@ def test_fresh_cluster_two_each_and_nothing_released():
     assert plan["counts"] == {"moved": 6, "kept": 0, "unassigned": 0}
 
 
-def test_noop_when_everything_is_in_place_and_recorded():
-    nodes, ips = cluster()
+def settled(nodes, ips, generation):
+    """Every host holds what a first run gave it and has recorded it as GENERATION."""
     first = takeover.plan(nodes, ips, {h: report() for h in HOSTS})
     held = {h: [t["ip"] for t in first["take"][h]] for h in HOSTS}
-    rec = {"generation": 1, "public_ips": first["record"]["public_ips"], "nodes": first["record"]["nodes"],
+    rec = {"generation": generation, "public_ips": first["record"]["public_ips"], "nodes": first["record"]["nodes"],
            "run_started": 1.0, "run_finished": 2.0}
-    gathered = {h: dict(report(held[h]), record=rec) for h in HOSTS}
+    return {h: dict(report(held[h]), record=rec) for h in HOSTS}
+
+
+def test_noop_when_everything_is_in_place_and_recorded():
+    nodes, ips = cluster()
+    gathered = settled(nodes, ips, generation=1)
     again = takeover.plan(nodes, ips, gathered)
     assert not again["changed"] and again["moves"] == [] and again["generation"] == 1
 
@@ -47,11 +52,7 @@ def test_a_run_records_a_generation_newer_than_any_host_may_have():
     came back and fast-retook its IPs from "its" generation 7 beside their new holders. The listener's floor
     (what heartbeats said every record is) makes the next changing run generation 8."""
     nodes, ips = cluster()
-    first = takeover.plan(nodes, ips, {h: report() for h in HOSTS})
-    held = {h: [t["ip"] for t in first["take"][h]] for h in HOSTS}
-    rec = {"generation": 5, "public_ips": first["record"]["public_ips"], "nodes": first["record"]["nodes"],
-           "run_started": 1.0, "run_finished": 2.0}
-    gathered = {h: dict(report(held[h]), record=rec) for h in HOSTS}
+    gathered = settled(nodes, ips, generation=5)
     assert takeover.plan(nodes, ips, gathered, generation_floor=5)["generation"] == 5  # nothing to change
     newer = takeover.plan(nodes, ips, gathered, generation_floor=7)
     assert newer["changed"] and newer["generation"] == 8 and newer["moves"] == []  # recorded anew, nothing moved
