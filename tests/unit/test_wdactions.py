@@ -67,3 +67,39 @@ def test_under_a_runs_mark_only_that_runs_orders_are_carried_out(carry_out: Any)
 def test_once_the_run_recorded_here_its_orders_go_by_the_generation(carry_out: Any) -> None:
     assert carry_out(record(5), {"generation": 5, "run_id": "run-5"})["taken"] == [IP]
     assert carry_out(record(6), {"generation": 5, "run_id": "run-5"})["refused"]
+
+
+@pytest.fixture
+def release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """actions.release_foreign against a record on disk; returns the IPs it released."""
+    cfg = Config(node="node1", record_path=str(tmp_path / "record.json"), lock_path=str(tmp_path / "lock"))
+
+    class Nl:
+        def interfaces(self) -> dict[str, Any]:
+            return {}
+
+    class Act:
+        error, kind, message = None, "release", "Release of IP"
+
+        def __init__(self, cidr: str) -> None:
+            self.pip = type("Pip", (), {"cidr": cidr})
+
+    monkeypatch.setattr(actions._host, "plan_release", lambda ifaces, specs: specs)
+    monkeypatch.setattr(actions._host, "apply_actions", lambda nl, specs, conf: [Act(s.cidr) for s in specs])
+
+    def run(on_disk: dict[str, Any], checked: dict[str, Any], spare: set[str] | None = None) -> list[str]:
+        actions._record.write(cfg.record_path, on_disk)
+        return actions.release_foreign(cfg, Nl(), checked, [IP], spare=lambda: spare or set())
+    return run
+
+
+def test_under_a_runs_mark_what_that_run_does_not_give_here_is_released(release: Any) -> None:
+    def with_plan(run_id: str, after: list[str]) -> dict[str, Any]:
+        return {**marked(run_id), "run_after": after}
+    assert release(with_plan("run-5", []), with_plan("run-5", [])) == [IP]
+    assert release(with_plan("run-5", [IP]), with_plan("run-5", [])) == []  # the run takes it here after all
+    assert release(with_plan("run-6", []), with_plan("run-5", [])) == []  # another run's mark: it decides
+    assert release(marked("run-5"), with_plan("run-5", [])) == []  # a mark without this node's plan
+    assert release(with_plan("run-5", []), with_plan("run-5", []), spare={IP}) == []  # taken on an order meanwhile
+    assert release(record(4), with_plan("run-5", [])) == []  # that run is over: the next check sees its record
+    assert release(record(4), record(4)) == [IP]  # no run: the record gives it to node3

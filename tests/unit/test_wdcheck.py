@@ -66,3 +66,18 @@ def test_during_a_run_only_what_the_run_keeps_here_is_retaken() -> None:
     assert wdcheck.check(plain, plain, ifaces, "n1", None).fast_retake == []  # the run keeps nothing said
     down = {"eth0": Iface(usable=False)}
     assert wdcheck.check(marked, marked, down, "n1", None).fast_retake == []  # no usable interface
+
+
+def test_during_a_run_what_it_does_not_give_this_node_is_foreign() -> None:
+    # A public IP added here while the run's takes ran (by hand, say): the run gives it to nobody here, and a
+    # fast takeover order during the run may give it to another node - it must go at once, not after the run.
+    held = {"eth0": Iface(addresses=[("198.51.100.1", 24, 4), ("198.51.100.2", 24, 4)])}
+    marked = record(run_started=5.0, run_id="r7", run_keep=["198.51.100.1/24"], run_after=["198.51.100.1/24"])
+    res = wdcheck.check(marked, marked, held, "n1", None)
+    assert res.skipped == "takeover run in progress"
+    assert [(f.rule, f.ip, f.interface) for f in res.findings] == [("foreign", "198.51.100.2/24", "eth0")]
+    assert "takeover run r7 does not give it to us" in res.findings[0].message
+    taking = record(run_started=5.0, run_id="r7", run_keep=[], run_after=["198.51.100.1/24", "198.51.100.2/24"])
+    assert wdcheck.check(taking, taking, held, "n1", None).findings == []  # both are the run's to place here
+    unsaid = record(run_started=5.0, run_keep=["198.51.100.1/24"])
+    assert wdcheck.check(unsaid, unsaid, held, "n1", None).findings == []  # a mark without the plan: the run decides

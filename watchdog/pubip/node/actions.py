@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._collection import module_utils
@@ -133,17 +134,29 @@ def announce(cfg: Config, nl: Any, record: dict[str, Any] | None, ips: list[str]
     return sorted(done)
 
 
-def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]) -> list[str]:
-    """Release IPs held here that the record (re-read under the lock, no run in progress) gives elsewhere."""
+def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str],
+                    spare: Callable[[], set[str]] = set) -> list[str]:
+    """Release IPs held here that the record (re-read under the lock) gives elsewhere - or, under a takeover
+    run's mark, that this run does not give this node (its ``run_after``). SPARE: addresses a fast path took
+    here meanwhile (asked under the lock, so an order carried out after the check is not undone)."""
     done: list[str] = []
     try:
         with _locking.InterfaceLock(cfg.lock_path, timeout=LOCK_TIMEOUT):
             current = _record.read(cfg.record_path)
-            if current is None or _record.in_progress(current) or \
-                    current.get("generation") != record.get("generation"):
-                return done  # a run is changing this node, or has just changed the record: it decides
+            if current is None or current.get("generation") != record.get("generation"):
+                return done  # a run has just changed the record: it decides
             owner = {e["ip"]: e.get("node") for e in current["public_ips"]}
-            specs = specs_of(current, [ip for ip in ips if ip in owner and owner[ip] != cfg.node])
+            if _record.in_progress(current):
+                if "run_after" not in current or _record.mark_key(current) != _record.mark_key(record):
+                    return done  # another run's mark, or one without this node's plan: that run decides
+                after = {ip.split("/", 1)[0] for ip in current["run_after"]}
+                wanted = [ip for ip in ips if ip in owner and ip.split("/", 1)[0] not in after]
+            elif _record.marked(record):
+                return done  # the run that marked the check's record is over: the next check sees its record
+            else:
+                wanted = [ip for ip in ips if ip in owner and owner[ip] != cfg.node]
+            busy = {ip.split("/", 1)[0] for ip in spare()}
+            specs = specs_of(current, [ip for ip in wanted if ip.split("/", 1)[0] not in busy])
             for act in _host.apply_actions(nl, _host.plan_release(nl.interfaces(), specs), settings(cfg)):
                 if act.error:
                     log.error("Removing a public IP we should not serve failed: %s", act.message)

@@ -55,6 +55,9 @@ def check(record: dict[str, Any] | None, record_again: dict[str, Any] | None, if
         result.skipped = "takeover run in progress"
         # What the run keeps here (record.mark's run_keep) is nobody else's meanwhile: retaken if it vanished.
         result.fast_retake = _kept_missing(record, ifaces)
+        # What the run does not give this node is foreign now: the run never takes it here, and a fast takeover
+        # order during the run may give it to another node (the caller spares what it took on such an order).
+        result.findings = _not_given_by_run(record, ifaces)
         return result
 
     held: dict[str, str] = {}
@@ -90,6 +93,19 @@ def check(record: dict[str, Any] | None, record_again: dict[str, Any] | None, if
                 result.findings.append(Finding(LINK, "-", f"Interface {name} link went {'up' if up else 'down'}",
                                                name))
     return result
+
+
+def _not_given_by_run(record: dict[str, Any], ifaces: dict[str, Any]) -> list[Finding]:
+    if "run_after" not in record:
+        return []  # a mark without the run's plan for this node: the run decides alone
+    after = {ip.split("/", 1)[0] for ip in record["run_after"]}
+    held = {address: name for name, iface in ifaces.items() for address, _p, _v in iface.addresses}
+    run = record.get("run_id") or "?"
+    return [Finding(FOREIGN, e["ip"], f"We are still serving a public IP '{e['ip']}' that we should not be serving "
+                                      f"(takeover run {run} does not give it to us), on interface {held[address]}",
+                    held[address])
+            for e in record["public_ips"] for address in [e["ip"].split("/", 1)[0]]
+            if address in held and address not in after]
 
 
 def _kept_missing(record: dict[str, Any], ifaces: dict[str, Any]) -> list[str]:

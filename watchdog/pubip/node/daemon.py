@@ -181,8 +181,9 @@ class Watchdog:
                     self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
             result.findings = [f for f in result.findings if not (f.rule == ipcheck.FOREIGN and f.ip in self.ordered)]
         foreign = [f.ip for f in result.findings if f.rule == ipcheck.FOREIGN]
-        if self.cfg.release_foreign and foreign and first is not None and not result.skipped:
-            actions.release_foreign(self.cfg, self.nl, first, foreign)
+        if self.cfg.release_foreign and foreign and first is not None and \
+                (not result.skipped or _record.in_progress(first)):
+            actions.release_foreign(self.cfg, self.nl, first, foreign, spare=lambda: set(self.ordered) | self.taking)
         if result.skipped:
             self.metrics.skips.labels(result.skipped).inc()
             if result.skipped != self.last_skip:

@@ -80,19 +80,28 @@ def marked(record):
 
 def mark(record, node, started, run_id, timeout, now=None, boot=None, keep=None):
     """RECORD marked in progress by run RUN_ID, until TIMEOUT seconds from now on this host's monotonic clock.
-    KEEP: the IPs this node holds after the run; those the record gives it too are kept through the run
+    KEEP: the IPs this node holds after the run (``run_after``: any other public IP held here meanwhile is
+    foreign, and the watchdog releases it at once); those the record gives it too are kept through the run
     (``run_keep``): no host is given them, so the watchdog may retake them while the mark is on."""
     rec = dict(record or empty(node))
+    again = mark_key(rec) == (started, run_id)  # the take phase marks again: what the release phase said stands
     rec["run_started"] = started
     rec["run_id"] = run_id
     if keep is not None:
         own = {e["ip"].split("/", 1)[0]: e["ip"] for e in rec.get("public_ips") or [] if e.get("node") == node}
         rec["run_keep"] = sorted(own[a] for a in {k.split("/", 1)[0] for k in keep} if a in own)
-    else:
+        rec["run_after"] = sorted(keep)
+    elif not again:
         rec.pop("run_keep", None)
+        rec.pop("run_after", None)
     rec["run_deadline"] = {"boot_id": _lease.boot_id() if boot is None else boot,
                            "monotonic": (time.monotonic() if now is None else now) + timeout}
     return rec
+
+
+def mark_key(record):
+    """Which mark a record carries: the same run marking it once (None: not marked)."""
+    return (record.get("run_started"), record.get("run_id")) if marked(record) else None
 
 
 def mark_expired(record, now=None, boot=None):

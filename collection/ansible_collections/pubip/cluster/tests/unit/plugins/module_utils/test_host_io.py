@@ -81,6 +81,18 @@ def test_a_run_mark_expires_at_its_deadline_or_with_a_reboot():
     assert not record.in_progress(finished, now=101.0, boot="b1") and not record.mark_expired(finished, 101.0, "b1")
 
 
+def test_the_take_phase_marking_again_keeps_what_the_release_phase_said():
+    rec = dict(record.empty("n1"), generation=3, run_finished=4.0,
+               public_ips=[{"ip": "198.51.100.1/24", "node": "n1"}, {"ip": "198.51.100.2/24", "node": "n2"}])
+    released = record.mark(rec, "n1", 5.0, "run-a", 60.0, keep=["198.51.100.1/24", "198.51.100.2/24"])
+    assert released["run_keep"] == ["198.51.100.1/24"]
+    assert released["run_after"] == ["198.51.100.1/24", "198.51.100.2/24"]
+    taking = record.mark(released, "n1", 5.0, "run-a", 60.0)
+    assert (taking["run_keep"], taking["run_after"]) == (released["run_keep"], released["run_after"])
+    other = record.mark(released, "n1", 7.0, "run-b", 60.0)  # another run, saying nothing of this node
+    assert "run_keep" not in other and "run_after" not in other
+
+
 def test_lease_file_states(tmp_path):
     from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease
 
