@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +91,39 @@ def test_reloadips_adds_and_removes_without_moving_the_rest(lab: labkit.LabHandl
     assert len(lab.holders()["198.51.100.77/24"]) == 1
     assert {k: v for k, v in after.items() if k not in (removed,)} == \
         {k: v for k, v in before.items() if k != removed}
+
+
+def test_a_public_ip_added_by_hand_during_a_run_leaves_before_the_run_ends(lab: labkit.LabHandle) -> None:
+    """A node the run has marked skips its checks, but what the run does not give it is foreign at once: an IP
+    added there by hand while the run takes elsewhere would otherwise stay until the run ends - and meanwhile a
+    fast takeover order could give it to another node too."""
+    wait_idle(lab)
+    holders = lab.holders()
+    moving = next(ip for ip, hs in holders.items() if hs == ["node2"])
+    foreign = next(ip for ip, hs in holders.items() if hs == ["node3"])
+    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "10.slow-take"
+    hook.write_text('#!/bin/sh\n[ "$1" = takeip ] && sleep 6\nexit 0\n')  # the run's take on node1 lasts 6 s
+    hook.chmod(0o755)
+    move = subprocess.Popen([*labkit.PUBIP, "moveip", moving, "node1", "--lab", lab.name, "--json"],
+                            cwd=labkit.ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while lab.holders()[moving] == ["node2"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the run's release on node2: node2 is marked, the take on node1 sleeps
+        assert lab.holders()[moving] == [], lab.holders()
+        assert lab.in_host("node2", "ip", "addr", "add", foreign, "dev", "eth0").returncode == 0
+        added = time.monotonic()
+        while "node2" in lab.holders()[foreign] and time.monotonic() - added < 10:
+            time.sleep(0.05)
+        gone = time.monotonic() - added
+        assert lab.holders()[foreign] == ["node3"], lab.holders()
+        assert move.poll() is None, "the run ended before the test could look"
+        assert gone < 2.0, f"node2 dropped the IP added by hand after {gone:.2f}s"
+        out, err = move.communicate(timeout=120)
+    finally:
+        if move.poll() is None:
+            move.kill()
+    assert move.returncode == 0 and json.loads(out)["success"] is True, out + err
+    assert lab.holders()[moving] == ["node1"] and lab.holders()[foreign] == ["node3"]
+    log = (Path(lab.hosts[1]["dir"]) / "watchdog.log").read_text()
+    assert f"We are still serving a public IP '{foreign}' that we should not be serving (takeover run" in log
