@@ -129,7 +129,8 @@ options:
       - With O(state=absent) and O(run_started), the public IPs this node holds after the takeover run.
         Every public IP of the record held here and not listed is released too (a fast retake or order may
         have added it after the run gathered this node), and the IPs listed that the record gives this node
-        are kept through the run, so the watchdog may retake them while the mark is on.
+        are kept through the run, so the watchdog may retake them while the mark is on. The mark keeps the list
+        too, and the watchdog releases at once any other public IP it finds here while the mark is on.
     type: list
     elements: str
   run_timeout:
