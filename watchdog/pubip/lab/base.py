@@ -123,7 +123,7 @@ def alive(pid: int) -> bool:
     try:
         # A zombie (our own child not yet reaped) counts as gone.
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # gone meanwhile: ENOENT, or ESRCH while the kernel reaps it
         return False
 
 
