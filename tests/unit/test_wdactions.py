@@ -103,3 +103,8 @@ def test_under_a_runs_mark_what_that_run_does_not_give_here_is_released(release:
     assert release(with_plan("run-5", []), with_plan("run-5", []), spare={IP}) == []  # taken on an order meanwhile
     assert release(record(4), with_plan("run-5", [])) == []  # that run is over: the next check sees its record
     assert release(record(4), record(4)) == [IP]  # no run: the record gives it to node3
+
+
+def test_a_mark_past_its_deadline_does_not_keep_a_foreign_ip(release: Any) -> None:
+    dead_run = {**marked("run-5", left=-1), "run_after": []}  # its run died mid-way: the record speaks
+    assert release(dead_run, dead_run) == [IP]

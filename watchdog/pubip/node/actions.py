@@ -151,7 +151,7 @@ def release_foreign(cfg: Config, nl: Any, record: dict[str, Any], ips: list[str]
                     return done  # another run's mark, or one without this node's plan: that run decides
                 after = {ip.split("/", 1)[0] for ip in current["run_after"]}
                 wanted = [ip for ip in ips if ip in owner and ip.split("/", 1)[0] not in after]
-            elif _record.marked(record):
+            elif _record.in_progress(record):
                 return done  # the run that marked the check's record is over: the next check sees its record
             else:
                 wanted = [ip for ip in ips if ip in owner and owner[ip] != cfg.node]
