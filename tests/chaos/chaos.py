@@ -278,12 +278,8 @@ def main() -> int:
     try:
         info = lab.Lab(name, args.hosts, args.vips, ipv6=args.vips6 > 0, vips6=args.vips6,
                        fast_retake=not args.no_fast_retake).up(progress=say)
-        if lab.run_playbook(info, "takeover_run.yml") != 0:
+        if not lab.start_services(info, progress=say):
             raise SystemExit("chaos: the first takeover run failed")
-        lab.start_listener(info)
-        for h in info["hosts"]:
-            lab.start_watchdog(info, h["name"])
-        lab.save(info)
         chaos = Chaos(info, rng, say)
         deadline = time.monotonic() + 60
         while not chaos.converged():  # the listener's first run, the watchdogs' first heartbeats

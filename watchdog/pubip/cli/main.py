@@ -15,20 +15,10 @@ def _lab_up(args: argparse.Namespace) -> int:
                       eth1=args.eth1,
                       watchdog=not args.no_watchdog, fast_retake=not args.no_fast_retake)
     info = the_lab.up(progress=lambda line: print(line, flush=True))
-    if not args.no_takeover and info["public_ips"]:
-        print(f"lab {args.name}: first takeover run", flush=True)
-        code = lab.run_playbook(info, "takeover_run.yml")
-        if code != 0:
-            print(f"pubip: the first takeover run failed ({code}); the lab stays up", file=sys.stderr)
-    if not args.no_watchdog:
-        if not args.no_listener:
-            lab.start_listener(info)
-            print(f"lab {args.name}: listener on {lab.CONTROLLER_ADDR}:{lab.LISTENER_PORT}", flush=True)
-        for h in info["hosts"]:
-            lab.start_watchdog(info, h["name"])
-        lab.save(info)
-        print(f"lab {args.name}: watchdogs started ({'fast retake off' if args.no_fast_retake else 'fast retake on'})",
-              flush=True)
+    ok = lab.start_services(info, watchdogs=not args.no_watchdog, listener=not args.no_listener,
+                            takeover=not args.no_takeover, progress=lambda line: print(line, flush=True))
+    if not ok:
+        print("pubip: the first takeover run failed; the lab stays up", file=sys.stderr)
     print(info["dir"] + "/lab.json")
     return 0
 

@@ -41,6 +41,7 @@ from .base import (
     VIP_NET,
     LabError,
     alive,
+    connect_in,
     controller_env,
     host_entry,
     ip_batch,
@@ -52,6 +53,7 @@ from .base import (
     run,
     save,
 )
+from .observe import await_first_run
 
 
 def validate(name: str, nodes: int, vips: int) -> None:
@@ -294,10 +296,8 @@ def start_listener(info: dict[str, Any]) -> int:
     info["listener_pid"] = proc.pid
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # ready when the port answers
-        probe = subprocess.run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
-                                f"import socket; socket.create_connection(('{CONTROLLER_ADDR}', {LISTENER_PORT}), 1)"],
-                               capture_output=True, check=False)
-        if probe.returncode == 0:
+        with contextlib.suppress(OSError):
+            connect_in(info["controller"]["netns"], (CONTROLLER_ADDR, LISTENER_PORT), 1).close()
             return proc.pid
         time.sleep(0.1)
     raise LabError(f"the listener did not start: see {d / 'listener.out'}")
@@ -406,6 +406,32 @@ def exec_in_controller(name: str, cmd: list[str]) -> int:
     info = load(name)
     argv = ["ip", "netns", "exec", info["controller"]["netns"], *cmd]
     return subprocess.call(argv, env=controller_env(info))
+
+
+def start_services(info: dict[str, Any], *, watchdogs: bool = True, listener: bool = True, takeover: bool = True,
+                   progress: Any = print) -> bool:
+    """Start the lab's watchdogs and listener, as `lab up` does, and see the first takeover run done. With the
+    listener, the first takeover run is its start-up run, which lab up waits for (the main job run here as
+    well would be a second run straight after it, changing nothing); without it, the main job here, first.
+    False: the first takeover run failed (the lab stays up)."""
+    first = takeover and bool(info["public_ips"])
+    ok = True
+    if first and not (watchdogs and listener):
+        progress(f"lab {info['name']}: first takeover run")
+        ok = run_playbook(info, "takeover_run.yml") == 0
+    if not watchdogs:
+        return ok
+    if listener:
+        start_listener(info)
+        progress(f"lab {info['name']}: listener on {CONTROLLER_ADDR}:{LISTENER_PORT}")
+    for h in info["hosts"]:
+        start_watchdog(info, h["name"])
+    save(info)
+    progress(f"lab {info['name']}: watchdogs started (fast retake {'on' if info.get('fast_retake', True) else 'off'})")
+    if first and listener:
+        progress(f"lab {info['name']}: first takeover run (the listener's start-up run)")
+        ok = await_first_run(info) is not None
+    return ok
 
 
 def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .base import CONTROLLER_ADDR, LISTENER_PORT, LabError, alive, host_entry, load, run
+from .base import CONTROLLER_ADDR, LISTENER_PORT, LabError, alive, connect_in, host_entry, load, run
 
 _KNOCK = """import socket, sys, time
 for ip in sys.argv[1:]:
@@ -65,17 +66,19 @@ def public_held(info: dict[str, Any], host: str) -> list[str]:
 
 def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
     """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
-    url = f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.STATUS_PATH}"
-    secrets = str(Path(info["dir"]) / "listener-secrets.json")
-    proc = run(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-c",
-                "import json, sys, urllib.request; from pubip import protocol; "
-                f"h = protocol.read_headers(json.load(open('{secrets}')), protocol.STATUS_PATH); "
-                f"sys.stdout.write(urllib.request.urlopen(urllib.request.Request('{url}', headers=h), timeout=2)"
-                ".read().decode())"], check=False)
+    conn = http.client.HTTPConnection(CONTROLLER_ADDR, LISTENER_PORT, timeout=2)
     try:
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
-    except ValueError:
+        headers = protocol.read_headers(json.loads((Path(info["dir"]) / "listener-secrets.json").read_text()),
+                                        protocol.STATUS_PATH)
+        conn.sock = connect_in(info["controller"]["netns"], (CONTROLLER_ADDR, LISTENER_PORT), 2)
+        conn.request("GET", protocol.STATUS_PATH, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        return json.loads(body) if resp.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
 
 
 def wait_listener_idle(info: dict[str, Any], timeout: float = 60.0) -> None:
@@ -87,6 +90,19 @@ def wait_listener_idle(info: dict[str, Any], timeout: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise LabError(f"the listener of lab {info['name']} was still busy after {timeout:.0f}s")
+
+
+def await_first_run(info: dict[str, Any], timeout: float = 120.0) -> dict[str, Any] | None:
+    """The listener's first successful takeover run (its status row), once it has finished; None if there
+    was none within TIMEOUT (the listener retries a failed run meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = listener_status(info)
+        done = [r for r in (st or {}).get("runs") or [] if r.get("success")]
+        if done:
+            return done[-1]
+        time.sleep(0.1)
+    return None
 
 
 def kernel_addresses(netns: str) -> dict[str, list[str]]:
