@@ -1,6 +1,7 @@
 """Both ends of an idle TCP connection for the tickle tests (run inside lab namespaces).
 
-    python tickle_peers.py server PORT            accept on every address, keep connections open, never send
+    python tickle_peers.py server PORT            accept on every address, keep connections open, never send;
+                                                  print "listening" once it does
     python tickle_peers.py client ADDRESS PORT    connect, block in recv() with no timeout; print
                                                   "connected", then "reset T" (T: CLOCK_MONOTONIC) when the
                                                   connection is reset, then "reconnected T" once a new
@@ -21,6 +22,7 @@ def server(port: int) -> None:
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind(("::", port))
     sock.listen(64)
+    print("listening", flush=True)
     kept = []
     while True:
         conn, _addr = sock.accept()

@@ -26,10 +26,15 @@ CLIENT6 = "2001:db8:100::fe"  # the controller's own address on the IPv6 public 
 def lab(lab_factory) -> Iterator[labkit.LabHandle]:  # type: ignore[no-untyped-def]
     handle = lab_factory("--nodes", "3", "--vips", "3", "--ipv6")
     subprocess.run(["ip", "-n", handle.ctl, "addr", "add", f"{CLIENT6}/64", "dev", "eth0", "nodad"], check=True)
-    for h in handle.hosts:  # a silent server on every host: whoever holds an IP accepts on it
-        subprocess.Popen(["ip", "netns", "exec", h["netns"], sys.executable, PEERS, "server", str(PORT)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [subprocess.Popen(["ip", "netns", "exec", h["netns"], sys.executable, PEERS, "server", str(PORT)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for h in handle.hosts]  # a silent server on every host: whoever holds an IP accepts on it
+    for server in servers:
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
     yield handle
+    for server in servers:
+        assert server.stdout is not None
+        server.stdout.close()
 
 
 class Client:

@@ -211,7 +211,9 @@ class Watchdog:
             log.info("Fast retake restored %s: the record holds, no takeover run needed", ", ".join(retaken))
             self.last_findings = set()
             self.requester.withdraw()  # one asked for while the network was down is not needed either
-        elif result.findings:
+        elif result.findings and not result.skipped:
+            # Under a run's mark the run is changing this host and records the outcome: what it does not give this
+            # node was released above, and asking for another run would only follow it with one more.
             self._ask(first, result, trigger)
         self.metrics.duration.set(time.monotonic() - started)
         return result
