@@ -123,11 +123,20 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    # A zombie (our own child not yet reaped) counts as gone, but only once every thread has exited: a
+    # killed process's leader turns zombie first, and its other threads may still hold its sockets open
+    # (a listener's port answered for a moment after it was "gone", and a restart probed the dead one).
     try:
-        # A zombie (our own child not yet reaped) counts as gone.
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):  # gone meanwhile: ENOENT, or ESRCH while the kernel reaps it
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # gone meanwhile
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().split(") ", 1)[1][0] not in "ZX":
+                return True
+        except (OSError, IndexError):  # that thread is gone meanwhile: ENOENT, or ESRCH while it is reaped
+            continue
+    return False
 
 
 _CLONE_NEWNET = 0x40000000
