@@ -344,12 +344,8 @@ class ActionModule(ActionBase):
             return out
         # What the run achieved, not only what it planned: an IP whose holder failed to release it stays that
         # holder's in every record (no watchdog may think it should hold it and put it back).
-        hostvars = task_vars["hostvars"]
+        public_ips = self._where_takes_left(plan, args, task_vars)
         dead = self._dead_now(task_vars)
-        public_ips = _takeover.achieved(plan, self._failed_releases(plan, args, hostvars, dead))
-        # Every take is done (the record task starts after the take task ended on every host): the listener
-        # may order the IPs of nodes dying from now on to the others at once (runstate.takes_done).
-        _runstate.takes_done(task_vars.get("pubip_run_state"), self._for_listener(plan, public_ips))
         if host in dead:
             out.update(skipped=True, skip_reason="%s was declared dead during the run" % host)
             return out
@@ -365,6 +361,17 @@ class ActionModule(ActionBase):
         out.update(changed=True, hooks=res.get("hooks") or [])
         return out
 
+    def _where_takes_left(self, plan, args, task_vars):
+        """Where the run's takes left each IP, the same for every host's record and for the listener: the first
+        host to ask decides (runstate.takes_done). Every take is done (the record task starts after the take
+        task ended on every host), so the listener may order the IPs of nodes dying from now on at once."""
+        dead = self._dead_now(task_vars)
+        public_ips = _takeover.achieved(plan, self._failed_releases(plan, args, task_vars["hostvars"], dead))
+        kept = _runstate.takes_done(task_vars.get("pubip_run_state"), self._for_listener(plan, public_ips))
+        if kept and kept.get("run_id") == plan.get("run_id") and isinstance(kept.get("public_ips"), list):
+            return kept["public_ips"]
+        return public_ips
+
     def _finish(self, args, host, task_vars):
         """Run once, last: the summary, and a failure naming every host that kept the run from completing."""
         plan = self._plan_of(task_vars)
@@ -379,8 +386,8 @@ class ActionModule(ActionBase):
             if plan["changed"] and not self._task.check_mode:
                 # What the hosts that recorded this run recorded (as _record): where the IPs are now, for the
                 # listener's fast takeover until a run completes.
-                stuck = self._failed_releases(plan, args, hostvars, dead)
-                out["achieved"] = {"generation": plan["generation"], "public_ips": _takeover.achieved(plan, stuck),
+                out["achieved"] = {"generation": plan["generation"],
+                                   "public_ips": self._where_takes_left(plan, args, task_vars),
                                    "recorded_on": sorted(n for n in plan["connected"]
                                                          if (hostvars[n].get(args["record_var"]) or {}).get("changed"))}
             out.update(failed=True, problems=[why for _name, why in problems],

@@ -92,14 +92,17 @@ def declare_dead(path, nodes):
 
 def takes_done(path, taken):
     """The run's takes are all done (called before each record): TAKEN, where it left the IPs, is kept by the
-    first caller. The run takes nothing from now on."""
+    first caller, and returned to every caller: each host's record, and the listener's orders, use that one
+    (a node declared dead between two callers would otherwise make their records disagree). The run takes
+    nothing from now on. Without a path: TAKEN."""
     if not path:
-        return
+        return taken
 
     def change(state):
         if state["taken"] is None:
             state["taken"] = taken
-    _update(path, change)
+        return state["taken"]
+    return _update(path, change)[0]
 
 
 def released(path, node):

@@ -199,6 +199,34 @@ def test_the_record_phase_tells_the_listener_where_the_takes_left_every_ip(actio
     assert runstate.read(state)["taken"] == taken
 
 
+def test_every_record_of_a_run_says_the_same_when_a_node_is_declared_dead_between_them(action, tmp_path):
+    """Chaos found it: n1 failed to release an IP (so nobody took it), and the listener declared n1 dead between
+    two hosts' record calls. The first call kept "the IP stays on n1" for the listener, which ordered it from the
+    dead n1 to a third node; the later call, seeing n1 dead, recorded it as its planned taker's, whose watchdog
+    then put it back: two holders. Every record, and the finish's account, must be the first call's."""
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import runstate
+
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    stuck = plan["release"]["n1"][0]
+    taker = plan["assignment"][stuck]
+    other = next(h for h in ("n2", "n3") if h != taker)
+    releases = {"n1": {"failed_ips": [stuck], "release_msg": "EPERM"}}
+    state = str(tmp_path / "runstate.json")
+    action("release").run(task_vars=task_vars("n1", gathered, plan, releases, pubip_run_state=state))
+    action("record").run(task_vars=task_vars(other, gathered, plan, releases, pubip_run_state=state))
+    runstate.declare_dead(state, ["n1"])  # the listener, between the two record calls
+    action("record").run(task_vars=task_vars(taker, gathered, plan, releases, pubip_run_state=state))
+    records = {host: {e["ip"]: e["node"] for e in args["record"]["public_ips"]}
+               for host, args in action.calls if "record" in args}
+    assert records[taker] == records[other] and records[taker][stuck] == "n1"
+    assert {e["ip"]: e["node"] for e in runstate.read(state)["taken"]["public_ips"]} == records[taker]
+    tv = task_vars("n2", gathered, plan, releases, pubip_run_state=state)
+    out = action("finish").run(task_vars=tv)
+    assert {e["ip"]: e["node"] for e in out["achieved"]["public_ips"]} == records[taker]
+
+
 def test_a_call_to_a_host_declared_dead_meanwhile_is_abandoned_not_waited_for(action, tmp_path):
     import threading
     import time
