@@ -126,16 +126,12 @@ class LabHandle:
 
     def holders(self) -> dict[str, list[str]]:
         """public IP -> hosts whose kernel holds it on a link with carrier."""
+        from pubip import lab
+
         result: dict[str, list[str]] = {ip: [] for ip in self.info["public_ips"]}
         for h in self.hosts:
-            out = subprocess.run(["ip", "-n", h["netns"], "-j", "addr", "show"], text=True, capture_output=True)
-            for link in json.loads(out.stdout or "[]"):
-                if "LOWER_UP" not in link.get("flags", []):
-                    continue
-                for a in link.get("addr_info", []):
-                    ip = f"{a['local']}/{a['prefixlen']}"
-                    if ip in result:
-                        result[ip].append(h["name"])
+            for ip in lab.public_by_carrier(self.info, h["netns"], check=False)[0]:
+                result[ip].append(h["name"])
         return result
 
     def count_by_host(self) -> dict[str, int]:

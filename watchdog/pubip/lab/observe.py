@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
-from .base import CONTROLLER_ADDR, LISTENER_PORT, LabError, alive, connect_in, host_entry, load, run
+from .. import _collection, protocol
+from .base import CONTROLLER_ADDR, LISTENER_PORT, LabError, alive, connect_in, host_entry, load, run, socket_in
 
 _KNOCK = """import socket, sys, time
 for ip in sys.argv[1:]:
@@ -46,16 +47,24 @@ def arp_answers(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def public_by_carrier(info: dict[str, Any], netns: str, check: bool = True) -> tuple[list[str], list[str]]:
-    """The lab's public IPs in NETNS's kernel: (on a link with carrier, on a link without)."""
-    out = run(["ip", "-n", netns, "-j", "addr", "show"], check=check).stdout
+    """The lab's public IPs in NETNS's kernel: (on a link with carrier, on a link without). Read with a
+    netlink socket made in the namespace (tests poll this every 20 ms on every host)."""
+    rtdump = _collection.module_utils("rtdump")
+    try:
+        links, addrs = rtdump.read_links_and_addresses(
+            socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, rtdump.NETLINK_ROUTE))
+    except OSError as exc:
+        if check:
+            raise LabError(f"cannot read the addresses of namespace {netns}: {exc}") from exc
+        return [], []
+    carrier = {index for index, _name, flags, _mac in links if flags & rtdump.IFF_LOWER_UP}
     public = set(info["public_ips"])
     held: list[str] = []
     stranded: list[str] = []
-    for link in json.loads(out or "[]"):
-        for a in link.get("addr_info", []):
-            ip = f"{a['local']}/{a['prefixlen']}"
-            if ip in public:
-                (held if "LOWER_UP" in link.get("flags", []) else stranded).append(ip)
+    for index, _family, address, prefixlen, _scope in addrs:
+        ip = f"{address}/{prefixlen}"
+        if ip in public:
+            (held if index in carrier else stranded).append(ip)
     return sorted(held), sorted(stranded)
 
 

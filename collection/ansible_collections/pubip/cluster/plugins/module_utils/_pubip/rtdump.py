@@ -62,9 +62,10 @@ def _dump(sock, msg_type, payload, seq):
             messages.append((kind, body))
 
 
-def read_links_and_addresses():
-    """([(index, name, flags, mac)], [(index, family, address, prefixlen, scope)])."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+def read_links_and_addresses(sock=None):
+    """([(index, name, flags, mac)], [(index, family, address, prefixlen, scope)]). SOCK: an unbound
+    NETLINK_ROUTE socket to read with (one made in another network namespace reads that one's)."""
+    with sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
         sock.bind((0, 0))
         links = []
         for kind, body in _dump(sock, RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0), 1):
