@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -106,6 +107,10 @@ def test_a_node_that_fails_every_release_is_banned_and_runs_go_on(lab: labkit.La
     assert st["runs"][0]["success"] is True and all(len(hs) == 1 for hs in lab.holders().values())
     log = (lab.dir / "listener.log").read_text()
     assert "Banning node node2 for 300s: it kept 3 takeover runs in a row from completing" in log
+    # without node2 the next run can succeed: it starts at once, not after the failed run's backoff
+    after_ban = log.split("Banning node node2", 1)[1].splitlines()
+    failed = next(i for i, line in enumerate(after_ban) if re.search(r"Takeover run \d+ failed: .*retrying in", line))
+    assert "retrying now, a node died, came back or was banned" in after_ban[failed + 1], after_ban[:failed + 2]
     assert "Banned by the listener: releasing all public IPs" in (Path(lab.hosts[1]["dir"]) / "watchdog.log"
                                                                  ).read_text()
 

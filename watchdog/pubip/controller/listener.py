@@ -85,7 +85,8 @@ class Listener:
         self.silent: set[str] = set()  # nodes without heartbeats whose host still answers the probe
         self.suspected: set[str] = set()  # nodes not heard for suspect_after (logged once)
         self.wake = threading.Event()
-        self.membership_changed = threading.Event()  # a node died or came back: a failed run is retried at once
+        # a node died, came back or was banned: a failed run is retried at once
+        self.membership_changed = threading.Event()
         self.run_lock = threading.Lock()  # one ansible run at a time, real or check
         self.stopping = threading.Event()
         # Runs are AWX jobs of a job template, or the main job through ansible-runner here.
@@ -564,7 +565,7 @@ class Listener:
             # Most runs fail because a node vanished mid-run; once the listener knows it (dead, or back), the
             # next run can succeed: retry then rather than at the end of the backoff, as CTDB's main loop would.
             if self.membership_changed.wait(delay):  # also when it happened during the run
-                log.info("Takeover run %d: retrying now, a node died or came back", run_id)
+                log.info("Takeover run %d: retrying now, a node died, came back or was banned", run_id)
             delay = min(delay * 2, self.retry_max)
 
     def hears_quorum(self) -> bool:
@@ -767,6 +768,7 @@ class Listener:
         self.store.set_override("ban", node, repr(time.time() + seconds))
         log.warning("Banning node %s for %gs: %s", node, seconds, why)
         self.store.add_request("listener", f"node {node} banned")
+        self.membership_changed.set()  # the run that failed on it can now succeed without it: no backoff
         self.wake.set()
 
     def store_connections(self, node: str, conns: dict[str, Any]) -> None:
