@@ -148,6 +148,26 @@ def test_a_death_during_a_run_changing_hosts_is_ordered_during_it(listener: List
     assert len(listener.orders.recent(10)) == len({o["id"] for o in listener.orders.recent(10)}) == 2
 
 
+def test_a_node_the_run_declared_dead_gets_no_order_during_it_even_once_back(listener: Listener,
+                                                                           tmp_path: Path) -> None:
+    """Chaos found it: node2, released by the run, was declared dead during it and came back; node3 died
+    next and the listener ordered one of node3's IPs to node2, which took it. After the run the listener
+    counts the nodes the run declared dead as holding nothing (orders for "their" IPs go to the others): the
+    IP was on two hosts. Such a node gets no order until a run gives it IPs."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    run = last_run(5)
+    planned = {**run, "run_id": "run-5", "connected": NODES, "moving": []}
+    assert runstate.begin_changes(listener.run_state, planned)[0]
+    for node in NODES:
+        runstate.released(listener.run_state, node)
+    runstate.declare_dead(listener.run_state, ["node2"])  # declared dead, and back since (alive)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    assert set(ordered(listener)) == {IPS[2], IPS[5]} and set(ordered(listener).values()) == {"node1"}
+
+
 def test_a_watchdog_in_its_start_up_grace_is_not_dead_before_it_ends(listener: Listener) -> None:
     """A (re)started watchdog keeps what its host holds for its start-up grace, without a lease: its heartbeat
     says how long; the listener's death verdict waits for that, plus the time to release."""
