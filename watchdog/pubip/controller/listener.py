@@ -534,14 +534,17 @@ class Listener:
                 self.store.uncover(run_id)  # its requests wait for the next run
             with self.order_lock:  # only now: a status never shows the cluster idle with a run to come
                 self.running_run, self.run_state = None, None
+                if said["dead"] and self.fast_takeover:
+                    # The deaths it skipped. A node among them that is back already holds nothing (it lost its
+                    # lease before it was declared dead, and may not retake from its record) until a run gives it
+                    # IPs again: its IPs go to the others all the same, and it is no order's target - from the
+                    # moment the run is over, also for orders another thread issues first (wanted_gone).
+                    self.wanted_gone |= set(said["dead"]) - set(self.dead_nodes())
             if run_state:
                 for leftover in (run_state, run_state + ".lock"):
                     Path(leftover).unlink(missing_ok=True)
             if said["dead"] and self.fast_takeover:
-                # The deaths it skipped: orders now. A node among them that is back already holds nothing (it
-                # lost its lease before it was declared dead, and may not retake from its record) until a run
-                # gives it IPs again: its IPs go to the others all the same.
-                self.issue_orders(exclude=set(self.suspected), gone=set(said["dead"]) - set(self.dead_nodes()))
+                self.issue_orders(exclude=set(self.suspected))  # orders now for the deaths it skipped
             # A run cancelled, or incomplete only because nodes died during it (its plan stands, a retry follows
             # at once): an operation waiting on it gets the next run's answer
             retried = said["cancelled"] or (not ok and self.last_found.get("plan_stands") is True)
