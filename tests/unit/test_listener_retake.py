@@ -74,3 +74,32 @@ def test_a_preview_does_not_change_what_the_running_run_pinned(listener: Listene
     report(listener, "node1", [IP1, IP2], tick=time.monotonic())
     listener.extravars([], {})  # the check-mode preview (pubip disable --check) builds variables too
     assert listener.holds_retake("node1", [IP2]) is True
+
+
+def ask(lst: Listener, node: str, held: list[str], wanted: list[str], generation: int) -> dict[str, object]:
+    """A node's heartbeat asking to retake WANTED: it reports them as held already (and says so in "taking")."""
+    return lst.heartbeat_answer(node, "192.0.2.1", {
+        "membership": {"tick": time.monotonic(), "lease": 3.0, "heard": {}}, "holds": sorted({*held, *wanted}),
+        "taking": wanted, "retake": wanted, "record": {"generation": generation, "marked": False}})
+
+
+def test_a_refused_retake_is_not_counted_as_held_so_no_run_pins_it_to_a_node_it_cannot_reach(
+        listener: Listener) -> None:
+    """Chaos found it: node3, back without its IPs and with its sshd down, asked to retake them while a run was
+    starting; the run could not reach it and pinned them to it from that report - unheld 10 s."""
+    start_run(listener)
+    answer = ask(listener, "node1", [IP2], [IP1], generation=3)
+    assert answer["hold_retake"] is True  # refused: the run has not gathered node1
+    assert listener.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP2]}
+
+
+def test_a_retake_refused_for_an_old_record_is_not_counted_as_held(listener: Listener) -> None:
+    listener.last_run = {"generation": 5}
+    ask(listener, "node1", [], [IP1], generation=3)
+    assert listener.holds["node1"][0] == []
+
+
+def test_an_allowed_retake_counts_as_held_from_the_asking_heartbeat_on(listener: Listener) -> None:
+    listener.last_run = {"generation": 3}
+    answer = ask(listener, "node1", [IP2], [IP1], generation=3)
+    assert answer["hold_retake"] is False and listener.holds["node1"][0] == [IP1, IP2]

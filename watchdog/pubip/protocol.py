@@ -37,6 +37,21 @@ def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e9
 
 
+def retake_refused(answer: dict[str, Any], generation: int) -> str | None:
+    """Why a fast retake of the IPs a record of GENERATION gives a node may not go ahead, by the listener's
+    heartbeat ANSWER to the node asking (None: it may). The node decides by it; the listener counts the IPs
+    asked for as held by that node only when it is None (a run would otherwise pin IPs nobody took to a node
+    it cannot reach). A record newer than the listener's view only makes a refusal less likely, so a refusal
+    the listener computes from the record the node reports is one the node makes too."""
+    if answer.get("hold_retake"):
+        return "a takeover run has not gathered this node yet"
+    if is_number(answer.get("generation")) and int(answer["generation"]) > generation:
+        return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
+    if is_number(answer.get("declared_dead")) and int(answer["declared_dead"]) >= generation:
+        return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
+    return None
+
+
 def signature(secret: str, node: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
     message = b"\n".join([node.encode(), path.encode(), timestamp.encode(), nonce.encode(), body])
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()

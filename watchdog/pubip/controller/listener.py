@@ -260,7 +260,7 @@ class Listener:
         with self.ears_lock:
             ack = not self.ears.shuns(node)
         step_down = self.step_down(node)  # before the tick: a report echoing this tick is from after it
-        return {"orders": orders,
+        answer = {"orders": orders,
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
                 "hold_retake": self.holds_retake(node, (payload or {}).get("retake")),
@@ -270,6 +270,28 @@ class Listener:
                 "step_down": step_down,
                 "leave": node in self.leaving or node in self.left,
                 "gratarp": sorted(self.gratarp.pop(node, set()))}
+        self.drop_refused_retake(node, payload, answer)
+        return answer
+
+    def drop_refused_retake(self, node: str, payload: dict[str, Any], answer: dict[str, Any]) -> None:
+        """A node asking to retake reports those IPs as held already (a run starting after a yes must count
+        them); when the answer is no, they are not held: a run that then cannot reach the node would pin them
+        to it, unheld until a later run (chaos: 10 s)."""
+        record, taking, wanted = payload.get("record"), payload.get("taking"), payload.get("retake")
+        if not (isinstance(record, dict) and isinstance(record.get("generation"), int)
+                and isinstance(taking, list) and isinstance(wanted, list)):
+            return
+        if protocol.retake_refused(answer, record["generation"]) is None:
+            return
+        drop = {str(ip) for ip in taking} & {str(ip) for ip in wanted}
+        report, holds = payload.get("membership"), payload.get("holds")
+        if not drop or not isinstance(report, dict) or not isinstance(holds, list):
+            return
+        with self.ears_lock:
+            stored = self.holds.get(node)
+            if stored is not None and stored[1] == report.get("tick") and \
+                    set(stored[0]) == {str(ip)[:64] for ip in holds}:  # still this heartbeat's report
+                self.holds[node] = ([ip for ip in stored[0] if ip not in drop], stored[1])
 
     def holds_retake(self, node: str, wanted: Any) -> bool:
         """A run that has not gathered NODE yet would, if it then cannot reach it, pin it with what it

@@ -273,12 +273,7 @@ class Watchdog:
         # back a retake of IPs that report did not name, briefly.
         if answer.get("hold_retake"):
             self.recheck_soon()
-            return "a takeover run has not gathered this node yet"
-        if answer.get("generation") is not None and int(answer["generation"]) > generation:
-            return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
-        if answer.get("declared_dead") is not None and int(answer["declared_dead"]) >= generation:
-            return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
-        return None
+        return protocol.retake_refused(answer, generation)
 
     def recheck_soon(self, delay: float = 0.1) -> None:
         """Run the check again in DELAY seconds (a retake the listener held back for a moment)."""
@@ -357,7 +352,9 @@ class Watchdog:
         assert self.cfg.listener is not None
         with self.order_lock:
             done, self.order_results = self.order_results, []
-        holds = self.held_public()
+        taking, ordered = set(self.taking), set(self.ordered)
+        kernel = self.held_public()
+        holds = None if kernel is None else sorted(kernel | taking | ordered)
         record = self.record_report()
         connections, self.connections_dirty = (self.connections if self.connections_dirty else None), False
         with self.membership_lock:
@@ -373,6 +370,9 @@ class Watchdog:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
+                 # what HOLDS names only because a fast retake may be adding it (the listener drops those when
+                 # it refuses the retake this heartbeat asks for)
+                 **({"taking": sorted(taking - kernel - ordered)} if taking and kernel is not None else {}),
                  **({"record": record} if record else {}),
                  **({"health": dict(self.health)} if self.cfg.monitor_interval else {}),
                  **({"leaving": True} if self.leaving else {}),
@@ -418,17 +418,17 @@ class Watchdog:
             out.update({k: record.get(k) for k in ("public_ips", "nodes", "run_started", "run_finished")})
         return out
 
-    def held_public(self) -> list[str] | None:
-        """The public IPs this host's kernel holds now (None: unknown). Reported with every heartbeat: a run
-        that cannot reach this node keeps them here (pinned), recorded or not."""
+    def held_public(self) -> set[str] | None:
+        """The public IPs this host's kernel holds now (None: unknown). Reported with every heartbeat, with
+        what a fast path may be adding right now: a run that cannot reach this node keeps them here (pinned),
+        recorded or not."""
         try:
             record = _record.read(self.cfg.record_path)
             public = {e["ip"].split("/", 1)[0]: e["ip"] for e in (record or {}).get("public_ips") or []}
             _links, addrs = _rtdump.read_links_and_addresses()
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        held = {public[a] for _i, _f, a, _p, _s in addrs if a in public}
-        return sorted(held | self.taking | set(self.ordered))  # and what a fast path may be adding right now
+        return {public[a] for _i, _f, a, _p, _s in addrs if a in public}
 
     def _step_down(self, why: Any) -> None:
         """The listener says this node must hold nothing - banned (CTDB's ban), UNHEALTHY while another node is
