@@ -272,3 +272,33 @@ def test_a_run_cut_short_by_a_listener_restart_stops_orders_until_a_run_complete
     again.alive["node3"] = False
     again.issue_orders()
     assert ordered(again) == {}
+
+
+class RefusedTakeRun(Runner):
+    """A run of generation 5 whose taker node2 refused IPS[1] before changing anything (no lease): node1 and
+    node3 recorded it, with IPS[1] held by nobody."""
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        record = last_run(5)
+        plan = {"generation": 5, "changed": True, "moves": [], "algorithm": "lcp2", "options": {},
+                "assignment": {e["ip"]: e["node"] for e in record["public_ips"]},
+                "record": {"nodes": record["nodes"], "public_ips": record["public_ips"]}}
+        achieved = {"generation": 5, "recorded_on": ["node1", "node3"],
+                    "public_ips": [{**e, "node": None} if e["ip"] == IPS[1] else e for e in record["public_ips"]]}
+        return Outcome(False, 5, "node2: Takeover on node2 failed: node2 has no lease", plan,
+                       ["node2: Takeover on node2 failed: node2 has no lease"], ["node2"], achieved)
+
+
+def test_an_ip_a_failed_runs_taker_refused_is_ordered_to_a_node_that_recorded_the_run(listener: Listener) -> None:
+    """Chaos: node2's watchdog restarted between the gather and the take (no lease): the IP it was to take was
+    released by its holder and held by nobody until a later run - 15 s. Now an order gives it to another at once,
+    never to node2 (it did not record the run)."""
+    listener.last_run = last_run(4)
+    listener.runner = RefusedTakeRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok and listener.last_run["untaken"] == [IPS[1]]
+    listener.issue_orders()
+    orders = listener.orders.recent(100)
+    assert [ip for o in orders for ip in o["ips"]] == [IPS[1]]
+    assert orders[0]["node"] in {"node1", "node3"}
+    assert listener.last_run["declared_dead"] == {}  # nobody's IP was given away: no node loses a retake

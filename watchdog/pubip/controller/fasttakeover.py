@@ -25,12 +25,15 @@ def preload() -> None:
 
 def orders(last_run: dict[str, Any], dead: list[str], unavailable: set[str] | frozenset[str] = frozenset()
            ) -> dict[str, list[dict[str, Any]]]:
-    """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now.
+    """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now, and
+    for every IP a failed run's taker left untaken (last_run's "untaken": held by nobody, "from" None).
     UNAVAILABLE: live nodes that get no order (not heard lately: they may have no lease)."""
     takeover = module_utils("takeover")
     records = last_run.get("public_ips") or []
     known = last_run.get("nodes") or {}
-    if not records or not known or not dead:
+    untaken = {str(ip) for ip in last_run.get("untaken") or []
+               if any(e["ip"] == ip and e.get("node") is None for e in records)}
+    if not records or not known or not (dead or untaken):
         return {}
     allowed = last_run.get("allowed") or {}
     nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": n["state"]}
@@ -55,7 +58,7 @@ def orders(last_run: dict[str, Any], dead: list[str], unavailable: set[str] | fr
     out: dict[str, list[dict[str, Any]]] = {}
     for move in result["moves"]:
         was = by_ip[move["ip"]].get("node")
-        if move["to"] is None or was not in dead or move["also_held_by"]:
+        if move["to"] is None or move["also_held_by"] or not (was in dead or (was is None and move["ip"] in untaken)):
             continue
         out.setdefault(move["to"], []).append(
             {"ip": move["ip"], "interfaces": by_ip[move["ip"]]["interfaces"], "from": was})

@@ -565,8 +565,9 @@ class Listener:
             if run_state:
                 for leftover in (run_state, run_state + ".lock"):
                     Path(leftover).unlink(missing_ok=True)
-            if said["dead"] and self.fast_takeover:
-                self.issue_orders(exclude=set(self.suspected))  # orders now for the deaths it skipped
+            if (said["dead"] or self.last_run.get("untaken")) and self.fast_takeover:
+                # orders now for the deaths it skipped, and for the IPs its takers refused
+                self.issue_orders(exclude=set(self.suspected))
             # A run cancelled, or incomplete only because nodes died during it (its plan stands, a retry follows
             # at once): an operation waiting on it gets the next run's answer
             retried = said["cancelled"] or (not ok and self.last_found.get("plan_stands") is True)
@@ -695,9 +696,15 @@ class Listener:
             # wrote): fast takeover starts from that, with orders only to the nodes that recorded it.
             log.info("Takeover run %d failed after changing hosts; what it achieved (recorded on %s) stands until "
                      "a run completes", run_id, ", ".join(out.achieved.get("recorded_on") or []) or "no node")
+            planned = {e.get("ip"): e.get("node") for e in (out.plan.get("record") or {}).get("public_ips") or []}
+            untaken = sorted(str(e["ip"]) for e in out.achieved["public_ips"]
+                             if e.get("node") is None and planned.get(e.get("ip")) is not None)
+            if untaken:
+                log.warning("Takeover run %d: its takers refused %s before changing anything: held by nobody, "
+                            "ordered to other nodes now", run_id, ", ".join(untaken))
             self.adopt({**out.plan, "record": {**(out.plan.get("record") or {}),
                                                "public_ips": out.achieved["public_ips"]}},
-                       recorded_on=[str(n) for n in out.achieved.get("recorded_on") or []])
+                       recorded_on=[str(n) for n in out.achieved.get("recorded_on") or []], untaken=untaken)
         elif out.plan and out.plan.get("changed") and not check:
             # failed after planning: some hosts may have recorded its generation
             self.last_run["planned_generation"] = max(int(out.plan.get("generation") or 0),
@@ -705,15 +712,18 @@ class Listener:
             self._save_last_run()
         return out.ok, out.generation, out.detail
 
-    def adopt(self, plan: dict[str, Any], recorded_on: list[str] | None = None) -> None:
+    def adopt(self, plan: dict[str, Any], recorded_on: list[str] | None = None, untaken: list[str] | None = None
+              ) -> None:
         """Keep a completed run's plan: the status, and what a fast takeover plans from (fasttakeover.py).
-        RECORDED_ON: a failed run's, the nodes that recorded it (only they take its generation's orders)."""
+        RECORDED_ON: a failed run's, the nodes that recorded it (only they take its generation's orders);
+        UNTAKEN: its IPs whose takers refused them before changing anything (ordered to others)."""
         record = plan.get("record") or {}
         assignment = {e["ip"]: e.get("node") for e in record.get("public_ips") or []} if recorded_on is not None \
             else plan.get("assignment")
         with self.order_lock:  # node_died may be adding to declared_dead meanwhile
             self.last_run = {"generation": plan.get("generation"), "assignment": assignment,
                              **({"recorded_on": recorded_on} if recorded_on is not None else {}),
+                             **({"untaken": untaken} if untaken else {}),
                              "nodes": record.get("nodes"), "public_ips": record.get("public_ips"),
                              "algorithm": plan.get("algorithm"), "options": plan.get("options"),
                              "allowed": plan.get("allowed"), "orders_issued_for": self.orders.issued_for,

@@ -84,7 +84,8 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
             given_away = lst.last_run.setdefault("declared_dead", {})
             for order in batch:
                 for entry in order.ips:
-                    given_away[entry["from"]] = max(order.generation, int(given_away.get(entry["from"]) or 0))
+                    if entry["from"] is not None:  # an IP a failed take left untaken was nobody's
+                        given_away[entry["from"]] = max(order.generation, int(given_away.get(entry["from"]) or 0))
             lst.last_run["orders_issued_for"] = lst.orders.issued_for
             lst._save_last_run()
 

@@ -318,7 +318,9 @@ class ActionModule(ActionBase):
             out.update(changed=bool(res.get("changed")), messages=res.get("messages") or [],
                        taken=[a["ip"] for a in res.get("actions") or [] if a["action"] in ("take", "move")])
             if res.get("failed"):
-                out.update(failed=True, msg="Takeover on %s failed: %s" % (host, res.get("msg")))
+                record = (hostvars[host].get(args["gather_var"]) or {}).get("record")
+                out.update(failed=True, msg="Takeover on %s failed: %s" % (host, res.get("msg")),
+                           untaken=_takeover.untaken_ips(step["wanted"], res, record, host))
                 return out
         if step["own_stuck"]:
             rel = hostvars[host].get(args["release_var"]) or {}
@@ -366,7 +368,10 @@ class ActionModule(ActionBase):
         host to ask decides (runstate.takes_done). Every take is done (the record task starts after the take
         task ended on every host), so the listener may order the IPs of nodes dying from now on at once."""
         dead = self._dead_now(task_vars)
-        public_ips = _takeover.achieved(plan, self._failed_releases(plan, args, task_vars["hostvars"], dead))
+        hostvars = task_vars["hostvars"]
+        untaken = {name: (hostvars[name].get(args["take_var"]) or {}).get("untaken") or []
+                   for name in plan["connected"] if name not in dead}
+        public_ips = _takeover.achieved(plan, self._failed_releases(plan, args, hostvars, dead), untaken)
         kept = _runstate.takes_done(task_vars.get("pubip_run_state"), self._for_listener(plan, public_ips))
         if kept and kept.get("run_id") == plan.get("run_id") and isinstance(kept.get("public_ips"), list):
             return kept["public_ips"]

@@ -258,6 +258,13 @@ record:
   type: dict
   sample: {generation: 3, node: node1, this_node: ["198.51.100.7/24"], run_started: 1764085000.1,
            run_finished: 1764085001.0}
+refused_before_change:
+  description:
+    - True when a take was refused before anything changed (no lease); V(public_ips) then says what the host
+      held, read under the interface lock, so a takeover run knows it took none of the other IPs.
+  returned: when a take is refused that way (the task fails)
+  type: bool
+  sample: true
 hooks:
   description: The ipreallocated hooks that ran.
   returned: state is record
@@ -359,8 +366,15 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
     unkept_release = p["state"] == "absent" and p["keep"] is not None and p["run_started"] is not None
     if p["state"] == "present":
         if _lease.state(p["lease_path"]) == _lease.EXPIRED:
-            module.fail_json(msg="%s has no lease (%s): it lost the cluster, so it takes no public IP"
-                             % (node_name(settings), p["lease_path"]))
+            msg = "%s has no lease (%s): it lost the cluster, so it takes no public IP" % (node_name(settings),
+                                                                                          p["lease_path"])
+            try:  # what it holds, read under the lock (the watchdog adds only while holding it): the run counts
+                with InterfaceLock(settings.lock_path, settings.lock_timeout):  # on this take having added none
+                    module.fail_json(msg=msg, refused_before_change=True,
+                                     **_host.report(nl.interfaces(), specs, _record.read(settings.record_path),
+                                                    settings))
+            except LockTimeout:
+                module.fail_json(msg=msg)
         actions = _host.plan_take(ifaces, specs, existing, settings, public)
     else:
         actions = _release_actions(p, ifaces, specs, existing)

@@ -253,15 +253,32 @@ def failed_releases(plan, release_results, recorded=None, dead=()):
     return out
 
 
-def achieved(plan, stuck):
+def achieved(plan, stuck, untaken=None):
     """The record's public IPs after the take phase: the plan's, except that an IP whose holder failed to
-    release it (STUCK: host -> IPs, from failed_releases) stays with that holder - nobody else took it."""
+    release it (STUCK: host -> IPs, from failed_releases) stays with that holder - nobody else took it - and
+    an IP its taker refused before changing anything (UNTAKEN: host -> IPs, from untaken_ips) is held by
+    nobody: the listener may order it to another node at once rather than leave it unheld until a run."""
     holder = {}
+    for _name, ips in (untaken or {}).items():
+        for ip in ips:
+            holder[ip] = None
     for name, ips in stuck.items():
         for ip in ips:
             holder[ip] = name
     return [dict(e, node=holder[e["ip"]]) if e["ip"] in holder and e.get("node") != holder[e["ip"]] else dict(e)
             for e in plan["record"]["public_ips"]]
+
+
+def untaken_ips(wanted, take_result, record, host):
+    """The IPs of WANTED (HOST's take specs) that HOST's failed take surely left untaken: only a take the
+    module refused before changing anything says what the host held then, read under the interface lock
+    (a host without a lease: its watchdog takes nothing either); any other failure may have taken any of them.
+    IPs HOST's own RECORD (gathered) gives it are never counted: its watchdog may retake those."""
+    res = take_result or {}
+    if not res.get("failed") or not res.get("refused_before_change") or "public_ips" not in res:
+        return []
+    held = {h["ip"] for h in res.get("public_ips") or []}
+    return sorted({t["ip"] for t in wanted} - held - set(recorded_ips(record, host)))
 
 
 def recorded_ips(record, node):

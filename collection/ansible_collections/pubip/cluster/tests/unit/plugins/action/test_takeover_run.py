@@ -135,6 +135,30 @@ def test_a_failed_run_that_changed_hosts_says_where_it_left_every_ip(action):
     assert "achieved" not in action("finish").run(task_vars=task_vars("n1", gathered, plan))  # it completed
 
 
+def test_an_ip_whose_taker_refused_it_before_any_change_is_nobodys_in_what_the_run_achieved(action):
+    """Chaos found it: a taker whose watchdog restarted between the gather and the take had no lease and
+    refused; the run's account still gave it the IP, held by nobody until a later run (15 s)."""
+    gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
+                "n3": report()}
+    plan = planned(gathered)
+    (moved, taker), = [(ip, n) for ip, n in plan["assignment"].items() if n == "n2"]
+    refused = {"failed": True, "msg": "n2 has no lease", "refused_before_change": True, "public_ips": []}
+    took = action("take", results={"n2": refused}).run(task_vars=task_vars(taker, gathered, plan, releases={}))
+    assert took["failed"] and took["untaken"] == [moved]
+    lost = {"failed": True, "msg": "Task failed: connection lost"}  # ansible-core 2.19: a connection lost mid-call
+    assert action("take", results={"n2": lost}).run(task_vars=task_vars(taker, gathered, plan, releases={}))[
+        "untaken"] == []
+    tv = task_vars("n1", gathered, plan, releases={})
+    tv["hostvars"]["n2"]["takeover_take"] = took
+    for h in ("n1", "n3"):
+        tv["hostvars"][h]["takeover_result"] = {"changed": True}
+    out = action("finish").run(task_vars=tv)
+    where = {e["ip"]: e["node"] for e in out["achieved"]["public_ips"]}
+    assert where[moved] is None and out["problem_nodes"] == ["n2"]
+    assert {ip: n for ip, n in where.items() if ip != moved} == {ip: n for ip, n in plan["assignment"].items()
+                                                                 if ip != moved}
+
+
 def test_release_passes_what_the_node_keeps_and_marks_the_run(action):
     gathered = {"n1": report(["198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"]), "n2": report(),
                 "n3": report()}

@@ -240,3 +240,15 @@ def test_the_record_keeps_an_ip_with_the_holder_that_failed_to_release_it():
     got = takeover.achieved(plan, {"n2": ["198.51.100.2/24"]})
     assert [(e["ip"], e["node"]) for e in got] == [("198.51.100.1/24", "n1"), ("198.51.100.2/24", "n2")]
     assert plan["record"]["public_ips"][1]["node"] == "n1"  # the plan itself is left alone
+
+
+def test_only_a_take_refused_before_any_change_leaves_ips_untaken_and_never_those_the_record_gives_the_host():
+    wanted = [{"ip": "198.51.100.1/24"}, {"ip": "198.51.100.2/24"}, {"ip": "198.51.100.3/24"}]
+    record = {"public_ips": [{"ip": "198.51.100.3/24", "node": "n2"}]}  # its watchdog may retake that one
+    refused = {"failed": True, "refused_before_change": True,
+               "public_ips": [{"ip": "198.51.100.2/24", "interface": "eth0", "link": "up"}]}
+    assert takeover.untaken_ips(wanted, refused, record, "n2") == ["198.51.100.1/24"]
+    assert takeover.untaken_ips(wanted, {"failed": True, "msg": "unreachable"}, record, "n2") == []
+    assert takeover.untaken_ips(wanted, {"failed": True, "refused_before_change": True}, record, "n2") == []
+    assert takeover.untaken_ips(wanted, {"changed": True, "refused_before_change": True, "public_ips": []},
+                                record, "n2") == []

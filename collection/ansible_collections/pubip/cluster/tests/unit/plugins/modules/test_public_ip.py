@@ -95,3 +95,13 @@ def test_a_corrupt_record_is_an_error_not_an_empty_one(run_module, tmp_path):
     (tmp_path / "record.json").write_text('{"version": 99}')
     out = run_module(dict(paths(tmp_path), state="query"))
     assert out.failed and "record.json" in out.result["msg"]
+
+
+def test_a_take_without_a_lease_is_refused_before_any_change_and_says_what_the_host_holds(run_module, tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease
+
+    lease.write(str(tmp_path / "lease.json"), "n1", 0.0)  # ran out long ago: this node lost the cluster
+    out = run_module(dict(paths(tmp_path), state="present", node="n1", lease_path=str(tmp_path / "lease.json"),
+                          addresses=[{"ip": "198.51.100.1/24", "interfaces": ["lo"]}]))
+    assert out.failed and "has no lease" in out.result["msg"]
+    assert out.result["refused_before_change"] is True and out.result["public_ips"] == []  # the run counts on it
