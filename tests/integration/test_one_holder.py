@@ -29,7 +29,11 @@ def settled(handle: labkit.LabHandle, timeout: float = 60.0) -> dict[str, list[s
                 and not st["pending_requests"]:
             return holders
         time.sleep(0.1)
-    raise AssertionError(f"not settled after {timeout}s: {handle.holders()}")
+    st = lab.listener_status(handle.info) or {}
+    log = (handle.dir / "listener.log").read_text().splitlines()[-40:]
+    raise AssertionError(f"not settled after {timeout}s: {handle.holders()}; listener running "
+                         f"{st.get('running')}, pending {st.get('pending_requests')}; its log ends:\n"
+                         + "\n".join(log))
 
 
 def wait_held_without(handle: labkit.LabHandle, ips: list[str], losers: set[str], timeout: float) -> float:
