@@ -302,3 +302,22 @@ def test_an_ip_a_failed_runs_taker_refused_is_ordered_to_a_node_that_recorded_th
     assert [ip for o in orders for ip in o["ips"]] == [IPS[1]]
     assert orders[0]["node"] in {"node1", "node3"}
     assert listener.last_run["declared_dead"] == {}  # nobody's IP was given away: no node loses a retake
+
+
+@pytest.mark.parametrize("changing", [False, True])
+def test_a_node_a_run_was_started_without_cancels_it_by_coming_back_before_it_changes_a_host(
+        listener: Listener, tmp_path: Path, changing: bool) -> None:
+    """A healed partition: the run started while node3 was dead would leave it out, and one more run would
+    follow to give it IPs. Cancelled before any change, the next run includes it at once; once a host changed,
+    the run goes on."""
+    runstate = listener.runstate
+    listener.running_run, listener.run_state, listener.run_dead = 9, str(tmp_path / "runstate.json"), {"node3"}
+    listener.alive["node3"] = False
+    if changing:
+        assert runstate.begin_changes(listener.run_state, {**last_run(5), "run_id": "run-5", "connected": NODES})[0]
+    listener.heartbeat("node3", "192.0.2.3", {"membership": {"tick": None, "hears": {}, "shuns": {}}})
+    assert listener.alive["node3"] and runstate.read(listener.run_state)["cancelled"] is not changing
+    listener.run_dead, listener.alive["node2"] = set(), False  # a node the run included: no reason to cancel
+    listener.run_state = str(tmp_path / "other.json")
+    listener.heartbeat("node2", "192.0.2.2", {"membership": {"tick": None, "hears": {}, "shuns": {}}})
+    assert runstate.read(listener.run_state)["cancelled"] is False

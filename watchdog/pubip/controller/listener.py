@@ -93,6 +93,7 @@ class Listener:
         self.runner: Runner = AwxRunner(awx, self.stopping) if awx is not None else PlaybookRunner(
             self.state_dir, inventory, self.stopping, playbook or _collection.TAKEOVER_RUN, ssh_timeout, ansible_cfg)
         self.running_run: int | None = None
+        self.run_dead: set[str] = set()  # the nodes the running run was started without (dead then)
         self.run_state: str | None = None  # the current run's pubip_run_state file (runstate.py), if it shares it
         self.runstate = _collection.module_utils("runstate")
         self.rejections: dict[str, int] = {}
@@ -249,10 +250,24 @@ class Listener:
             self.membership_changed.set()
             self.store.add_request("listener", f"node {node} is back")
             self.wake.set()
+            self.cancel_for_return(node)
         self.alive.setdefault(node, True)
         if not self.alive[node]:
             return []
         return [o.wire() for o in self.orders.deliver(node)]
+
+    def cancel_for_return(self, node: str) -> None:
+        """NODE, which the running run was started without (dead), is back: cancel that run if it has changed no
+        host yet, so the next one includes NODE now rather than one run later (a healed partition settles a
+        whole run sooner). A cancelled run changed nothing; after its first release it goes on."""
+        with self.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
+            if self.run_state is None or node not in self.run_dead:
+                return
+            said = self.runstate.read(self.run_state)
+            if said["cancelled"] or not self.runstate.cancel(self.run_state):
+                return
+        log.warning("Takeover run %s cancelled before it changed any host (%s back): the next run includes it",
+                    self.running_run or "starting", node)
 
     def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
         """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
@@ -528,6 +543,7 @@ class Listener:
             pending = self.store.pending()  # with what arrived while orders settled
             self.membership_changed.clear()  # a death or a return from now on is news to this run
             dead = self.dead_nodes()
+            self.run_dead = set(dead)
             run_id = self.store.start_run(dead)
             self.store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
             self.running_run = run_id
@@ -555,7 +571,7 @@ class Listener:
             if not ok:
                 self.store.uncover(run_id)  # its requests wait for the next run
             with self.order_lock:  # only now: a status never shows the cluster idle with a run to come
-                self.running_run, self.run_state = None, None
+                self.running_run, self.run_state, self.run_dead = None, None, set()
                 if said["dead"] and self.fast_takeover:
                     # The deaths it skipped. A node among them that is back already holds nothing (it lost its
                     # lease before it was declared dead, and may not retake from its record) until a run gives it
