@@ -321,3 +321,14 @@ def test_a_node_a_run_was_started_without_cancels_it_by_coming_back_before_it_ch
     listener.run_state = str(tmp_path / "other.json")
     listener.heartbeat("node2", "192.0.2.2", {"membership": {"tick": None, "hears": {}, "shuns": {}}})
     assert runstate.read(listener.run_state)["cancelled"] is False
+
+
+def test_no_order_goes_to_a_node_whose_record_a_run_still_marks(listener: Listener) -> None:
+    """Chaos: a run declared node1 dead after its release had marked it and stood without it; node1 came back
+    with that mark, which refuses every order but that run's - node2's IPs, ordered to it, stayed unheld."""
+    listener.last_run = last_run(4)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": None, "hears": {}, "shuns": {}},
+                                              "record": {"generation": 3, "marked": True}})
+    listener.alive["node2"] = False
+    listener.issue_orders()
+    assert set(ordered(listener)) == {IPS[1], IPS[4]} and set(ordered(listener).values()) == {"node3"}

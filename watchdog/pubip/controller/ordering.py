@@ -132,9 +132,13 @@ def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
         log.info("No fast takeover: a host recorded generation %d, newer than the last completed run's %d; the "
                  "next run finds where the IPs are", floor, generation)
         return None
-    # after a failed run, nodes that did not record it refuse its generation's orders: plan without them
+    # after a failed run, nodes that did not record it refuse its generation's orders: plan without them; and
+    # without nodes whose record a run still marks (one that declared them dead after their release): they refuse
+    # every order but that run's (chaos: a death's IPs ordered to such a node, refused, unheld until a run)
     unrecorded = set(lst.secrets) - set(last_run["recorded_on"]) if "recorded_on" in last_run else set()
-    return OrderBase(last_run, None, unrecorded)
+    with lst.ears_lock:
+        marked = {node for node, (_generation, is_marked) in lst.records.items() if is_marked}
+    return OrderBase(last_run, None, unrecorded | marked)
 
 
 def tell_run(lst: Listener, gone: list[str]) -> bool:
