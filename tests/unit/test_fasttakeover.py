@@ -203,3 +203,16 @@ def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
             assert "without a valid listener signature" in str(exc)
         else:
             raise AssertionError("an unsigned, altered or forged answer was accepted")
+
+
+def test_an_ip_whose_every_order_was_refused_may_be_ordered_again_but_not_to_its_refuser() -> None:
+    """A refusal is definite (the watchdog refuses before taking anything): the IP is still the dead node's, so
+    a later batch of the generation orders it to another node; the caller plans without the refusers."""
+    clock = Clock()
+    orders = Orders(clock=clock)
+    (first,) = orders.issue(4, {"node1": [{"ip": IP1, "from": "node3"}]})
+    orders.deliver("node1")
+    orders.acknowledge("node1", [{"id": first.id, "taken": [], "refused": "the record is generation 1, the order 4"}])
+    assert orders.refusers(4) == {"node1"} and orders.overlay(4) == {}
+    (again,) = orders.issue(4, {"node2": [{"ip": IP1, "from": "node3"}]})
+    assert again.node == "node2" and orders.refusers(5) == set()

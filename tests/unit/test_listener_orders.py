@@ -332,3 +332,23 @@ def test_no_order_goes_to_a_node_whose_record_a_run_still_marks(listener: Listen
     listener.alive["node2"] = False
     listener.issue_orders()
     assert set(ordered(listener)) == {IPS[1], IPS[4]} and set(ordered(listener).values()) == {"node3"}
+
+
+def test_a_refused_order_goes_to_another_node(listener: Listener) -> None:
+    """Chaos: node3's IPs ordered to a node whose record was older than the order's generation; it refused, and
+    the IPs stayed unheld until a run (24.9 s). Now the refuser's share is ordered to the others."""
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    first = {o["node"]: o for o in listener.orders.recent(100)}
+    refuser = sorted(first)[0]
+    (order,) = listener.orders.deliver(refuser)
+    listener.heartbeat(refuser, "192.0.2.9", {"done": [{"id": order.id, "taken": [], "refused": "record too old"}]})
+    assert listener.orders_wanted
+    for other in set(first) - {refuser}:  # the rest of the batch is done
+        (o,) = listener.orders.deliver(other)
+        listener.heartbeat(other, "192.0.2.8", {"done": [{"id": o.id, "taken": [e["ip"] for e in o.ips]}]})
+    listener.issue_orders()
+    again = [o for o in listener.orders.recent(100) if o["id"] not in {f["id"] for f in first.values()}]
+    assert sorted(ip for o in again for ip in o["ips"]) == sorted(first[refuser]["ips"])
+    assert {o["node"] for o in again} == {"node1", "node2"} - {refuser}

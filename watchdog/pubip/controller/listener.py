@@ -227,7 +227,9 @@ class Listener:
         for order in self.orders.acknowledge(node, list((payload or {}).get("done") or [])):
             res = order.result or {}
             if res.get("refused"):
-                log.warning("Fast takeover order %d refused by %s: %s", order.id, node, res["refused"])
+                log.warning("Fast takeover order %d refused by %s: %s; its IPs go to another node", order.id, node,
+                            res["refused"])
+                self.orders_wanted = True  # watch_liveness orders them again once the batch settles
             else:
                 log.info("Fast takeover order %d done by %s: took %s%s", order.id, node,
                          ", ".join(res.get("taken") or []) or "nothing",

@@ -55,7 +55,8 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
         base = {**last_run, "public_ips": [{**e, "node": overlay.get(e["ip"], e.get("node"))}
                                            for e in last_run["public_ips"]]}
         try:
-            by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(lst.stepping) | unavailable)
+            by_node = fasttakeover.orders(base, dead, (exclude or set()) | set(lst.stepping) | unavailable
+                                          | lst.orders.refusers(generation))
         except Exception:  # a plan that cannot be made leaves it to the takeover run
             log.exception("No fast takeover: cannot plan it")
             return

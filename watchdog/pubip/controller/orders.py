@@ -15,7 +15,8 @@ Several batches per generation, one at a time: a later death before the verifyin
 run finished waits until no order of the earlier batch can still be carried out,
 then plans from where those orders put the IPs (overlaid) and orders only IPs no
 earlier batch of the generation ordered - so two batches never disagree about an
-IP. After a listener restart the earlier batches are unknown: that generation gets
+IP - or whose orders were all refused (a refusal comes before any take), to
+other nodes than the refusers. After a listener restart the earlier batches are unknown: that generation gets
 no more (sealed), the verifying run decides.
 """
 
@@ -65,7 +66,8 @@ class Orders:
         with self._lock:
             if generation == self.sealed or (self.issued_for == generation and any(map(self._open, self._orders))):
                 return []
-            # again only from a node an earlier order put it on (that node died too): no refused order repeats
+            # again only from a node an earlier order put it on (that node died too), or when every earlier order
+            # of it was refused (the refuser took nothing; the caller plans without it: refusers)
             ordered, overlay = self._ordered(generation), self._overlay(generation)
             by_node = {node: kept for node, entries in by_node.items()
                        if (kept := [e for e in entries if e.get("ip") not in ordered
@@ -97,7 +99,14 @@ class Orders:
                 and not (o.result or {}).get("refused") for e in o.ips}
 
     def _ordered(self, generation: int) -> set[str]:
-        return {str(e.get("ip")) for o in self._orders if o.generation == generation for e in o.ips}
+        return {str(e.get("ip")) for o in self._orders if o.generation == generation
+                and not (o.result or {}).get("refused") for e in o.ips}
+
+    def refusers(self, generation: int) -> set[str]:
+        """The nodes that refused an order of GENERATION (no lease, a run's mark, an older record): no more
+        orders of it go to them."""
+        with self._lock:
+            return {o.node for o in self._orders if o.generation == generation and (o.result or {}).get("refused")}
 
     def deliver(self, node: str) -> list[Order]:
         """The orders to put in NODE's heartbeat answer (each delivered once)."""
