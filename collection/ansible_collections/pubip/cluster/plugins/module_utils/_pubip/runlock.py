@@ -38,10 +38,24 @@ def _started(pid):
         return None
 
 
+def playbook_pid():
+    """The ansible-playbook process this worker was forked from. Not os.getppid(): once that process is gone
+    (a cancelled run is terminated while its worker still plans) the worker is reparented, to init - a lock
+    naming pid 1 would never go stale and stop every later run. Raises RunLocked when it is gone."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a multiprocessing worker: its parent process is the run's
+        return os.getppid()
+    if not parent.is_alive():
+        raise RunLocked("the ansible-playbook process of this run is gone (the run was stopped)")
+    return parent.pid
+
+
 def acquire(path, run_id, pid=None):
-    """Take the lock for run RUN_ID of process PID (the ansible-playbook process: this worker's parent).
+    """Take the lock for run RUN_ID of process PID (the ansible-playbook process: playbook_pid()).
     Returns True; raises RunLocked while another live process holds it. The same process may take it again."""
-    pid = os.getppid() if pid is None else pid
+    pid = playbook_pid() if pid is None else pid
     mine = {"pid": pid, "started": _started(pid), "run_id": run_id}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     for _attempt in range(3):
