@@ -583,7 +583,7 @@ class Listener:
             if run_state:
                 for leftover in (run_state, run_state + ".lock"):
                     Path(leftover).unlink(missing_ok=True)
-            if (said["dead"] or self.last_run.get("untaken")) and self.fast_takeover:
+            if (said["dead"] or self.last_found.get("untaken")) and self.fast_takeover:
                 # orders now for the deaths it skipped, and for the IPs its takers refused
                 self.issue_orders(exclude=set(self.suspected))
             # A run cancelled, or incomplete only because nodes died during it (its plan stands, a retry follows
@@ -720,6 +720,7 @@ class Listener:
             if untaken:
                 log.warning("Takeover run %d: its takers refused %s before changing anything: held by nobody, "
                             "ordered to other nodes now", run_id, ", ".join(untaken))
+                self.last_found["untaken"] = untaken  # this run's: ordered once, when it ends
             self.adopt({**out.plan, "record": {**(out.plan.get("record") or {}),
                                                "public_ips": out.achieved["public_ips"]}},
                        recorded_on=[str(n) for n in out.achieved.get("recorded_on") or []], untaken=untaken)
