@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import _collection, logs, protocol
 from ..membership import LISTENER, Ears, Timing
-from . import actions, realtime, sdnotify
+from . import actions, ordered, realtime, sdnotify
 from . import check as ipcheck
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .lease import Lease
@@ -133,6 +133,12 @@ class Watchdog:
             found, until = _lease.read_until(cfg.lease_path)
             if found == _lease.VALID:
                 self.lease.carried = until
+        # Taken on an order before a restart and still held: kept, not released as foreign (ordered.py).
+        self.ordered_path = ordered.path_beside(cfg.lease_path)
+        self.ordered = ordered.load(self.ordered_path, self.held_public() or set())
+        if self.ordered:
+            log.info("Taken on fast takeover orders before this watchdog started, not yet recorded: %s",
+                     ", ".join(sorted(self.ordered)))
 
     def has_lease(self) -> bool:
         if self.lease is None:
@@ -176,9 +182,13 @@ class Watchdog:
         if self.ordered and first is not None:
             # Taken on the listener's order: the verifying run is already coming; no need to ask for one.
             gen = first.get("generation")
-            for ip, order in list(self.ordered.items()):
-                if order.get("generation") != gen and not actions.ordered_by_marking_run(first, order):
+            with self.order_lock:
+                recorded = [ip for ip, order in self.ordered.items()
+                            if order.get("generation") != gen and not actions.ordered_by_marking_run(first, order)]
+                for ip in recorded:
                     self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
+                if recorded:
+                    self._save_ordered()
             result.findings = [f for f in result.findings if not (f.rule == ipcheck.FOREIGN and f.ip in self.ordered)]
         foreign = [f.ip for f in result.findings if f.rule == ipcheck.FOREIGN]
         if self.cfg.release_foreign and foreign and first is not None and \
@@ -352,9 +362,9 @@ class Watchdog:
         assert self.cfg.listener is not None
         with self.order_lock:
             done, self.order_results = self.order_results, []
-        taking, ordered = set(self.taking), set(self.ordered)
+        taking, by_order = set(self.taking), set(self.ordered)
         kernel = self.held_public()
-        holds = None if kernel is None else sorted(kernel | taking | ordered)
+        holds = None if kernel is None else sorted(kernel | taking | by_order)
         record = self.record_report()
         connections, self.connections_dirty = (self.connections if self.connections_dirty else None), False
         with self.membership_lock:
@@ -372,7 +382,7 @@ class Watchdog:
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
                  # what HOLDS names only because a fast retake may be adding it (the listener drops those when
                  # it refuses the retake this heartbeat asks for)
-                 **({"taking": sorted(taking - kernel - ordered)} if taking and kernel is not None else {}),
+                 **({"taking": sorted(taking - kernel - by_order)} if taking and kernel is not None else {}),
                  **({"record": record} if record else {}),
                  **({"health": dict(self.health)} if self.cfg.monitor_interval else {}),
                  **({"leaving": True} if self.leaving else {}),
@@ -485,10 +495,19 @@ class Watchdog:
             ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
             for ip in ips:  # before the take: its netlink events wake a check that must know
                 self.ordered[ip] = {"generation": order.get("generation"), "run_id": order.get("run_id")}
+            self._save_ordered()
             result = actions.take_ordered(self.cfg, self.order_nl, order, received)
             for ip in set(ips) - set(result["taken"]):
                 self.ordered.pop(ip, None)
+            self._save_ordered()
             self.order_results.append(result)
+
+    def _save_ordered(self) -> None:
+        """Under order_lock."""
+        try:
+            ordered.save(self.ordered_path, self.ordered)
+        except OSError as exc:  # a restart would release them as foreign; nothing else depends on the file
+            log.warning("Cannot keep the IPs taken on orders in %s: %s", self.ordered_path, exc)
 
     def heartbeats(self) -> None:
         """Tell the listener this node is alive, every heartbeat_interval (its own thread); the answers

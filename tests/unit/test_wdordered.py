@@ -1,0 +1,86 @@
+"""A watchdog restart keeps the public IPs its node took on fast takeover orders that no run has recorded
+yet (node/ordered.py): the record still gives them to the node they came from, and releasing them as
+foreign left them unheld until a later run (chaos, seed 1: 28 s)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubip.node import actions, daemon
+from pubip.node import check as ipcheck
+from pubip.node.config import Config
+
+IP = "198.51.100.3/24"
+_netlink = actions._netlink
+
+
+def record(generation: int) -> dict[str, Any]:
+    return {"version": 1, "generation": generation, "node": "node1", "nodes": {},
+            "public_ips": [{"ip": IP, "node": "node3", "interfaces": ["eth0"]}],
+            "this_node": [], "run_started": 1.0, "run_finished": 2.0}
+
+
+class KernelWithIP:
+    """eth0 holding IP, as the order left it."""
+
+    def interfaces(self) -> dict[str, Any]:
+        eth0 = _netlink.Interface("eth0", 2, True, True, "02:00:00:00:00:01")
+        eth0.addresses.append(("198.51.100.3", 24, 4))
+        return {"eth0": eth0}
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    cfg = Config(node="node1", record_path=str(tmp_path / "record.json"), lock_path=str(tmp_path / "lock"),
+                 lease_path=str(tmp_path / "run" / "lease.json"), fast_retake=False)
+    actions._record.write(cfg.record_path, record(4))
+
+    class Took:
+        error, kind, message = None, "take", f"Takeover of IP {IP} on interface eth0"
+        pip = type("Pip", (), {"cidr": IP})
+
+    monkeypatch.setattr(actions, "take", lambda cfg, nl, rec, specs, tickles=None: [Took()])
+    return cfg
+
+
+def restarted(cfg: Config, monkeypatch: pytest.MonkeyPatch, kernel: set[str]) -> daemon.Watchdog:
+    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set(kernel))
+    wd = daemon.Watchdog(cfg)
+    wd.nl = KernelWithIP()
+    return wd
+
+
+def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_release_it(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[list[str]] = []
+    monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: released.append(ips))
+    first = restarted(cfg, monkeypatch, set())
+    first._carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]}, time.monotonic())
+    assert set(first.ordered) == {IP}
+
+    again = restarted(cfg, monkeypatch, {IP})  # the watchdog restarts; the kernel still holds IP
+    assert set(again.ordered) == {IP}
+    result = again.check()
+    assert released == []
+    assert not [f for f in result.findings if f.rule == ipcheck.FOREIGN]
+
+
+def test_a_run_that_records_since_or_an_empty_kernel_ends_what_a_restart_keeps(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[list[str]] = []
+    monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: released.append(ips))
+    first = restarted(cfg, monkeypatch, set())
+    first._carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]}, time.monotonic())
+
+    assert restarted(cfg, monkeypatch, set()).ordered == {}  # a reboot: nothing held, nothing kept
+
+    actions._record.write(cfg.record_path, record(5))  # a run recorded generation 5, still giving IP to node3
+    again = restarted(cfg, monkeypatch, {IP})
+    again.check()
+    assert again.ordered == {}
+    assert released == [[IP]]  # the record speaks again
+    assert restarted(cfg, monkeypatch, {IP}).ordered == {}
