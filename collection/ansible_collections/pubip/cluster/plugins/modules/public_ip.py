@@ -261,7 +261,9 @@ record:
 refused_before_change:
   description:
     - True when a take was refused before anything changed (no lease); V(public_ips) then says what the host
-      held, read under the interface lock, so a takeover run knows it took none of the other IPs.
+      held, read under the interface lock, so a takeover run knows it took none of the other IPs. Under the
+      mark of the same run (O(run_started), O(run_id)), the IPs that run kept here but the host does not hold
+      leave the mark's keep list (V(record)), so the watchdog retakes none of them either.
   returned: when a take is refused that way (the task fails)
   type: bool
   sample: true
@@ -370,9 +372,15 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
                                                                                           p["lease_path"])
             try:  # what it holds, read under the lock (the watchdog adds only while holding it): the run counts
                 with InterfaceLock(settings.lock_path, settings.lock_timeout):  # on this take having added none
-                    module.fail_json(msg=msg, refused_before_change=True,
-                                     **_host.report(nl.interfaces(), specs, _record.read(settings.record_path),
-                                                    settings))
+                    now = nl.interfaces()
+                    record = _record.read(settings.record_path)
+                    # and what the run kept here but this take does not add, the watchdog must not add either
+                    forgone = _record.forgo_keep(record, p["run_started"], p["run_id"],
+                                                 {a for i in now.values() for a, _p, _v in i.addresses})
+                    if forgone is not None and not module.check_mode:
+                        _record.write(settings.record_path, forgone)
+                        record = forgone
+                    module.fail_json(msg=msg, refused_before_change=True, **_host.report(now, specs, record, settings))
             except LockTimeout:
                 module.fail_json(msg=msg)
         actions = _host.plan_take(ifaces, specs, existing, settings, public)

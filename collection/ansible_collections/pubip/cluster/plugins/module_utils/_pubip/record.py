@@ -119,6 +119,16 @@ def mark_expired(record, now=None, boot=None):
         return True
 
 
+def forgo_keep(record, started, run_id, held):
+    """RECORD with its run_keep less the IPs whose address HELD (the kernel's addresses) lacks, when run
+    (STARTED, RUN_ID) marks it; None when nothing changes. For a take of that run refused before any change (no
+    lease): the watchdog then retakes none of them either, so the run counts them as held by nobody."""
+    if not record or mark_key(record) != (started, run_id) or not record.get("run_keep"):
+        return None
+    keep = [ip for ip in record["run_keep"] if ip.split("/", 1)[0] in held]
+    return None if keep == record["run_keep"] else dict(record, run_keep=keep)
+
+
 def kept(record):
     """The IPs a takeover run in progress keeps on this node (see mark)."""
     return list((record or {}).get("run_keep") or []) if marked(record) else []

@@ -10,6 +10,7 @@ plugin and the tests call it.
 from __future__ import annotations
 
 from ansible_collections.pubip.cluster.plugins.module_utils import ipalloc
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import record as _record
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_ip
 
 NODE_STATES = {"enabled": 0, "disabled": ipalloc.NODE_FLAGS["PERMANENTLY_DISABLED"],
@@ -273,12 +274,16 @@ def untaken_ips(wanted, take_result, record, host):
     """The IPs of WANTED (HOST's take specs) that HOST's failed take surely left untaken: only a take the
     module refused before changing anything says what the host held then, read under the interface lock
     (a host without a lease: its watchdog takes nothing either); any other failure may have taken any of them.
-    IPs HOST's own RECORD (gathered) gives it are never counted: its watchdog may retake those."""
+    Never counted: what its watchdog may still retake - under the run's mark (the record the refusal read, under
+    the lock) the IPs the run keeps there (the module took from them those it did not hold), else the IPs its
+    record (that one, or RECORD, the gathered one) gives HOST."""
     res = take_result or {}
     if not res.get("failed") or not res.get("refused_before_change") or "public_ips" not in res:
         return []
     held = {h["ip"] for h in res.get("public_ips") or []}
-    return sorted({t["ip"] for t in wanted} - held - set(recorded_ips(record, host)))
+    now = res.get("record") if "record" in res else record
+    retakable = _record.kept(now) if _record.marked(now) else recorded_ips(now, host)
+    return sorted({t["ip"] for t in wanted} - held - set(retakable))
 
 
 def recorded_ips(record, node):

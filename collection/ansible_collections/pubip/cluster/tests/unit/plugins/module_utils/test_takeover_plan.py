@@ -252,3 +252,18 @@ def test_only_a_take_refused_before_any_change_leaves_ips_untaken_and_never_thos
     assert takeover.untaken_ips(wanted, {"failed": True, "refused_before_change": True}, record, "n2") == []
     assert takeover.untaken_ips(wanted, {"changed": True, "refused_before_change": True, "public_ips": []},
                                 record, "n2") == []
+
+
+def test_ips_a_run_kept_on_a_host_whose_take_gave_them_up_are_untaken_and_those_it_still_keeps_are_not():
+    wanted = [{"ip": "198.51.100.1/24"}, {"ip": "198.51.100.3/24"}]
+    gathered = {"public_ips": [{"ip": "198.51.100.3/24", "node": "n2"}]}
+    under_mark = {"public_ips": gathered["public_ips"], "run_started": 20.0, "run_finished": 11.0, "run_id": "r"}
+    refused = {"failed": True, "refused_before_change": True, "public_ips": []}
+    # the module took the kept IP from the mark under the lock: the watchdog retakes nothing now
+    assert takeover.untaken_ips(wanted, dict(refused, record=dict(under_mark, run_keep=[])), gathered, "n2") == \
+        ["198.51.100.1/24", "198.51.100.3/24"]
+    # still kept under the mark (another run's mark, say): its watchdog may retake it
+    assert takeover.untaken_ips(wanted, dict(refused, record=dict(under_mark, run_keep=["198.51.100.3/24"])),
+                                gathered, "n2") == ["198.51.100.1/24"]
+    # no mark: whatever the record gives the host may be retaken
+    assert takeover.untaken_ips(wanted, dict(refused, record=gathered), {}, "n2") == ["198.51.100.1/24"]

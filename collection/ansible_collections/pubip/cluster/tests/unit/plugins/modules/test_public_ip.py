@@ -105,3 +105,23 @@ def test_a_take_without_a_lease_is_refused_before_any_change_and_says_what_the_h
                           addresses=[{"ip": "198.51.100.1/24", "interfaces": ["lo"]}]))
     assert out.failed and "has no lease" in out.result["msg"]
     assert out.result["refused_before_change"] is True and out.result["public_ips"] == []  # the run counts on it
+
+
+def test_a_take_without_a_lease_takes_back_what_the_run_kept_here_so_the_watchdog_retakes_none_of_it(
+        run_module, tmp_path):
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease, record
+
+    lease.write(str(tmp_path / "lease.json"), "n1", 0.0)
+    marked = record.mark(record.from_run(RECORD, "n1"), "n1", 20.0, "run-4", 600.0, keep=["198.51.100.2/24"])
+    assert record.kept(marked) == ["198.51.100.2/24"]  # the release phase said the watchdog may retake it
+    record.write(str(tmp_path / "record.json"), marked)
+    take = dict(paths(tmp_path), state="present", node="n1", lease_path=str(tmp_path / "lease.json"),
+                addresses=[{"ip": "198.51.100.2/24", "interfaces": ["lo"]}], run_started=20.0, run_id="run-4")
+    out = run_module(take)
+    assert out.failed and out.result.get("refused_before_change") is True, out.result["msg"]
+    assert record.kept(out.result["record"]) == []
+    assert record.kept(record.read(str(tmp_path / "record.json"))) == []  # what the watchdog reads, under the lock
+    # another run's take leaves this run's mark alone
+    record.write(str(tmp_path / "record.json"), marked)
+    run_module(dict(take, run_id="run-5"))
+    assert record.kept(record.read(str(tmp_path / "record.json"))) == ["198.51.100.2/24"]
