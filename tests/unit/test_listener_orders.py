@@ -352,3 +352,40 @@ def test_a_refused_order_goes_to_another_node(listener: Listener) -> None:
     again = [o for o in listener.orders.recent(100) if o["id"] not in {f["id"] for f in first.values()}]
     assert sorted(ip for o in again for ip in o["ips"]) == sorted(first[refuser]["ips"])
     assert {o["node"] for o in again} == {"node1", "node2"} - {refuser}
+
+
+class CancelledRun(Runner):
+    """A run of generation 5 that planned changes and failed without an account of where it left the IPs."""
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        record = last_run(5)
+        plan = {"generation": 5, "changed": True, "moves": [], "algorithm": "lcp2", "options": {},
+                "assignment": {e["ip"]: e["node"] for e in record["public_ips"]},
+                "record": {"nodes": record["nodes"], "public_ips": record["public_ips"]}}
+        return Outcome(False, 5, "Takeover run cancelled by the listener before any host changed", plan,
+                       ["node1: cancelled"], [], None)
+
+
+@pytest.mark.parametrize("changed_a_host", [False, True])
+def test_a_run_that_changed_no_host_leaves_orders_open_and_one_that_did_holds_them_back(
+        listener: Listener, tmp_path: Path, changed_a_host: bool) -> None:
+    """Chaos (seed 1): a run cancelled for a node's return, before any release, counted as a run that changed
+    hosts: the next death's orders waited for a run to complete - 11.7 s unheld."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.run_state = str(tmp_path / "run-state.json")
+    if changed_a_host:
+        runstate.begin_changes(listener.run_state)  # its first release began
+    else:
+        assert runstate.cancel(listener.run_state)  # node2 came back before any host changed
+    listener.runner = CancelledRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    listener.run_state = None
+    assert not ok
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    if changed_a_host:
+        assert listener.last_run["planned_generation"] == 5 and ordered(listener) == {}
+    else:
+        assert not listener.last_run.get("planned_generation")
+        assert set(ordered(listener)) == {IPS[2], IPS[5]}
