@@ -120,6 +120,33 @@ def test_host_death_moves_its_ips_to_the_survivors(lab: labkit.LabHandle) -> Non
     print(f"moved in {took:.2f}s")
 
 
+def test_a_watchdog_restarted_before_a_run_records_its_orders_keeps_what_it_took(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """node4 dies; the survivors take its IPs on orders, and the listener is killed at once (the verifying run
+    with it), so no run records the move. A taker's watchdog then restarts: its record still gives those IPs to
+    node4, yet it keeps them (ordered.json) instead of releasing them as foreign - chaos saw one unheld 28 s."""
+    handle = lab_factory("--nodes", "4", "--vips", "8")
+    wait_idle(handle)
+    lost = sorted(ip for ip, hs in handle.holders().items() if hs == ["node4"])
+    assert lost
+    with labkit.Sampler(handle) as sampler:
+        handle.cut("node4")
+        wait_until(lambda: all(handle.holders()[ip] for ip in lost), 30, handle)
+        labmod.stop_listener(handle.info)  # no verifying run: the survivors' records still say node4
+        ordered = {ip: handle.holders()[ip] for ip in lost}
+        taker = ordered[lost[0]][0]
+        labmod.stop_watchdog(handle.info, taker)
+        labmod.start_watchdog(handle.info, taker)
+        labmod.save(handle.info)
+        time.sleep(5.0)  # past its start-up grace, several checks
+        t_end = time.monotonic()
+        after = handle.holders()
+    log = (Path(labmod.host_entry(handle.info, taker)["dir"]) / "watchdog.log").read_text()
+    assert {ip: after[ip] for ip in lost} == ordered
+    assert "Taken on fast takeover orders before this watchdog started, not yet recorded" in log
+    assert sampler.double_holdings() == []
+    assert sampler.unheld(t_end - 5.0, t_end) == []
+
+
 def test_host_death_during_a_run_does_not_wait_for_it(lab: labkit.LabHandle) -> None:
     """node3 dies while the listener's start-up run runs (a settled cluster: it will change nothing): the run
     is cancelled before it changes any host, and the survivors take node3's IPs on fast takeover orders at
