@@ -389,3 +389,24 @@ def test_a_run_that_changed_no_host_leaves_orders_open_and_one_that_did_holds_th
     else:
         assert not listener.last_run.get("planned_generation")
         assert set(ordered(listener)) == {IPS[2], IPS[5]}
+
+
+def test_a_node_back_does_not_cancel_a_run_while_some_ip_is_held_by_no_live_node(
+        listener: Listener, tmp_path: Path) -> None:
+    """Chaos: faults 1-3 s apart cancelled run after run for nodes coming back, while IPs nobody held waited for
+    a run to place them (up to 30 s)."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[3]]})
+    listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": [IPS[1], IPS[4]]})
+    listener.running_run, listener.run_state, listener.run_dead = 9, str(tmp_path / "runstate.json"), {"node3"}
+    listener.alive["node3"] = False  # its IPS[2], IPS[5] are held by nobody: the run places them
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
+    assert listener.alive["node3"] and runstate.read(listener.run_state)["cancelled"] is False
+    # every IP held by a live node: the run only verifies, and the next one includes node3 at once
+    listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[2], IPS[3]]})
+    listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": [IPS[1], IPS[4], IPS[5]]})
+    listener.alive["node3"] = False
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
+    assert runstate.read(listener.run_state)["cancelled"] is True

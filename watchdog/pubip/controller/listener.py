@@ -261,15 +261,32 @@ class Listener:
     def cancel_for_return(self, node: str) -> None:
         """NODE, which the running run was started without (dead), is back: cancel that run if it has changed no
         host yet, so the next one includes NODE now rather than one run later (a healed partition settles a
-        whole run sooner). A cancelled run changed nothing; after its first release it goes on."""
+        whole run sooner). A cancelled run changed nothing; after its first release it goes on - and so it does
+        while some public IP is held by no live node: it places them, and a cancel would only leave them unheld
+        for another gather (chaos: faults 1-3 s apart cancelled run after run while IPs waited)."""
         with self.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
             if self.run_state is None or node not in self.run_dead:
+                return
+            unheld = self.unheld_now()
+            if unheld:
+                log.info("Takeover run %s goes on without %s (back): it places %s, held by no node",
+                         self.running_run or "starting", node, ", ".join(unheld))
                 return
             said = self.runstate.read(self.run_state)
             if said["cancelled"] or not self.runstate.cancel(self.run_state):
                 return
         log.warning("Takeover run %s cancelled before it changed any host (%s back): the next run includes it",
                     self.running_run or "starting", node)
+
+    def unheld_now(self) -> list[str]:
+        """The last run's public IPs that no live node's heartbeat says it holds ([] while one has not reported)."""
+        ips = [str(e.get("ip")) for e in self.last_run.get("public_ips") or [] if isinstance(e, dict)]
+        with self.ears_lock:
+            live = [n for n in self.secrets if self.alive.get(n, True)]
+            if not ips or any(n not in self.holds for n in live):
+                return []
+            held = {ip for n in live for ip in self.holds[n][0]}
+        return sorted(set(ips) - held)
 
     def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
         """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
