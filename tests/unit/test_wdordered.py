@@ -54,13 +54,19 @@ def restarted(cfg: Config, monkeypatch: pytest.MonkeyPatch, kernel: set[str]) ->
     return wd
 
 
-def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_release_it(
-        cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    released: list[list[str]] = []
-    monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: released.append(ips))
+@pytest.fixture
+def released(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """What the watchdogs release as foreign, after a first watchdog took IP on order 12 (generation 4)."""
+    out: list[list[str]] = []
+    monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: out.append(ips))
     first = restarted(cfg, monkeypatch, set())
     first._carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]}, time.monotonic())
     assert set(first.ordered) == {IP}
+    return out
+
+
+def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_release_it(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
 
     again = restarted(cfg, monkeypatch, {IP})  # the watchdog restarts; the kernel still holds IP
     assert set(again.ordered) == {IP}
@@ -70,12 +76,7 @@ def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_releas
 
 
 def test_a_run_that_records_since_or_an_empty_kernel_ends_what_a_restart_keeps(
-        cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    released: list[list[str]] = []
-    monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: released.append(ips))
-    first = restarted(cfg, monkeypatch, set())
-    first._carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]}, time.monotonic())
-
+        cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
     assert restarted(cfg, monkeypatch, set()).ordered == {}  # a reboot: nothing held, nothing kept
 
     actions._record.write(cfg.record_path, record(5))  # a run recorded generation 5, still giving IP to node3
