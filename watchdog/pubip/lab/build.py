@@ -166,6 +166,11 @@ class Lab:
                 "MaxStartups 200:30:400",
                 "MaxSessions 200",
                 "Subsystem sftp internal-sftp",
+                # Debian's bash sources ~/.bashrc for every command sshd runs unless it is nested
+                # (SHLVL): the lab's hosts share the controller's /root, whose .bashrc may be slow
+                # (pyenv init costs 0.15 s per command here), and a plain node's has no business
+                # in a takeover run's timings.
+                "SetEnv SHLVL=1",
                 "",
             ])
         )
