@@ -7,6 +7,7 @@ Every host's kernel is sampled every 20 ms (tests/sampler.py); IPv4 and IPv6 pub
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 
@@ -158,6 +159,46 @@ def test_five_hosts_split_three_two(lab_factory: LabFactory, listener_side: str)
         settled(handle)
     assert took <= 3.0
     assert sampler.double_holdings() == []
+
+
+def log_time(line: str) -> str:
+    """The wall-clock stamp a listener or watchdog log line starts with ("2026-11-27 11:47:30,393")."""
+    return line[:23]
+
+
+@pytest.mark.slow
+def test_the_listeners_minority_side_retakes_its_ips_after_the_heal_before_any_run(
+        lab_factory: LabFactory) -> None:
+    """"listener,node2 | node1,node3,node4,node5": node2 loses its lease and drops its IPs; nobody may move them
+    (the majority has no listener). After the heal node2 retakes them as soon as its lease is back: the run its
+    requests queued starts after that rather than at once, holding the retake back until it has gathered node2
+    (13 s under load)."""
+    handle = up(lab_factory, 5, "lm")
+    lost = sorted(ip for ip, h in handle.holders().items() if h == ["node2"])
+    others = {ip: h for ip, h in handle.holders().items() if ip not in lost}
+    with labkit.Sampler(handle) as sampler:
+        lab.partition(handle.info, ["listener", "node2"], ["node1", "node3", "node4", "node5"])
+        deadline = time.monotonic() + 10.0
+        while any(handle.holders()[ip] for ip in lost):
+            assert time.monotonic() < deadline, f"node2 kept {lost} without a lease: {handle.holders()}"
+            time.sleep(0.05)
+        time.sleep(3.0)
+        assert {ip: h for ip, h in handle.holders().items() if ip not in lost} == others
+        lab.heal(handle.info)
+        healed = time.monotonic()
+        while any(handle.holders()[ip] != ["node2"] for ip in lost):
+            assert time.monotonic() - healed < 30.0, f"{lost} not back on node2: {handle.holders()}"
+            time.sleep(0.05)
+        settled(handle)
+    assert sampler.double_holdings() == []
+    watchdog = (handle.dir / "hosts/node2/watchdog.log").read_text().splitlines()
+    retaken = [line for line in watchdog if "Fast retake restored" in line and all(ip in line for ip in lost)]
+    assert retaken, "\n".join(watchdog[-20:])
+    listener = (handle.dir / "listener.log").read_text().splitlines()
+    heal = next(line for line in listener if "hears a quorum of voters again" in line)
+    started = [line for line in listener if re.search(r"Takeover run \d+ started", line)
+               and log_time(line) >= log_time(heal)]
+    assert not started or log_time(retaken[-1]) <= log_time(started[0]), "\n".join(listener[-30:] + watchdog[-20:])
 
 
 def test_four_hosts_split_two_two(lab_factory: LabFactory) -> None:

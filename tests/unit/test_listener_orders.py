@@ -410,3 +410,37 @@ def test_a_node_back_does_not_cancel_a_run_while_some_ip_is_held_by_no_live_node
     listener.alive["node3"] = False
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
     assert runstate.read(listener.run_state)["cancelled"] is True
+
+
+def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retake(listener: Listener) -> None:
+    """A partition left the listener in the minority with node3 (as "listener,node3 | node1,node2,node4,node5"
+    would with five nodes): node3 lost its lease and released its IPs; nobody moved them.
+    A run started as soon as the quorum is back would hold back node3's retake until it gathered node3 (13 s
+    under load); so it waits, up to RETAKE_WAIT, while some IP is held by no live node."""
+    import time
+
+    from pubip.controller import listener as listener_mod
+
+    listener.last_run = last_run(4)
+    listener.leases = {n: 1.0 for n in NODES}
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[3]]})
+    listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": [IPS[1], IPS[4]]})
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})  # released: no lease
+    assert not listener.awaits_retakes()  # the listener never lacked a quorum: a run goes ahead at once
+    listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
+    assert not listener.hears_quorum()  # the listener alone
+    for n in NODES:
+        listener.ears.hear(n)
+    assert listener.hears_quorum()
+    assert listener.awaits_retakes()  # node3's IPs are held by nobody
+    # its lease is back: it asks to retake them, reporting them held meanwhile - not retaken yet
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]], "taking": [IPS[2], IPS[5]]})
+    assert listener.awaits_retakes()
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]]})  # retaken
+    assert not listener.awaits_retakes()
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
+    assert listener.awaits_retakes()
+    assert listener.quorum_back is not None
+    listener.quorum_back -= listener_mod.RETAKE_WAIT  # a node that does not retake holds runs back no longer
+    assert not listener.awaits_retakes()

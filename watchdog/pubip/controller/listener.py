@@ -34,6 +34,7 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
+RETAKE_WAIT = 3.0  # seconds a run waits, once the listener hears a quorum again, for leases back and retakes
 
 
 class Listener:
@@ -112,6 +113,9 @@ class Listener:
         self.longest_grace: dict[str, float] = {}  # node -> the longest start-up grace its watchdog announced
         self.graced: set[str] = set()  # nodes whose death waits for that grace (logged once)
         self.quorum_heard = True  # hears_quorum's last answer
+        self.quorum_back: float | None = None  # when hears_quorum last found a quorum again (monotonic)
+        self.taking: dict[str, set[str]] = {}  # node -> IPs its last heartbeat reported held while retaking them
+        self.retakes_awaited = False  # "waits for retakes" said once per wait
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -198,6 +202,8 @@ class Listener:
                 tick = report.get("tick")
                 if isinstance(holds, list) and len(holds) <= 4096 and protocol.is_number(tick):
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
+                    taking = (payload or {}).get("taking")
+                    self.taking[node] = {str(ip)[:64] for ip in taking} if isinstance(taking, list) else set()
                 left = report.get("lease_left")
                 self.lease_left[node] = (float(left), now) if protocol.is_number(left) else None
                 grace = report.get("grace")
@@ -557,6 +563,10 @@ class Listener:
                 self.wake.wait(0.1)  # no run can complete, and a failed one only blocks fast paths after
                 self.wake.clear()
                 continue
+            if self.awaits_retakes():
+                self.wake.wait(0.1)
+                self.wake.clear()
+                continue
             self.settle_orders()
             self.await_reports()
             pending = self.store.pending()  # with what arrived while orders settled
@@ -645,11 +655,29 @@ class Listener:
             return ok
         self.quorum_heard = ok
         if ok:
+            self.quorum_back = now
             log.info("The listener hears a quorum of voters again: takeover runs go on")
         else:
             log.warning("The listener hears only %s of %d voters (no quorum): takeover runs wait",
                         ", ".join([LISTENER, *sorted(heard)]), len(self.secrets) + 1)
         return ok
+
+    def awaits_retakes(self) -> bool:
+        """Whether a run should wait a moment after a partition that left the listener in the minority. The
+        nodes on its side lost their leases and released their IPs; nobody moved them (no quorum, no
+        orders). As their leases come back they retake them at once (fast retake) - unless a run has started
+        and not gathered them yet (holds_retake), which under load took 10 s and more. So for RETAKE_WAIT
+        after the quorum is back, no run starts while some public IP is held by no live node."""
+        waiting = self.quorum_back is not None and time.monotonic() - self.quorum_back < RETAKE_WAIT
+        unheld = self.unheld_now() if waiting else []
+        if waiting and not unheld:  # a retake asked for, not yet done: a run now would hold it back
+            with self.ears_lock:
+                unheld = sorted(set().union(*self.taking.values()))
+        if unheld and not self.retakes_awaited:
+            log.info("Takeover run waits up to %.1fs after the quorum came back: nodes with their leases back may "
+                     "retake %s first", RETAKE_WAIT, ", ".join(unheld))
+        self.retakes_awaited = bool(unheld)
+        return bool(unheld)
 
     def settle_orders(self) -> None:
         """Return once no fast takeover order can still be carried out (orders.py); from then on no new

@@ -551,8 +551,9 @@ class Watchdog:
                 if expiry > now:
                     if self.lost_cluster:
                         log.warning("Lease regained: a quorum of voters hears this node again; public IPs "
-                                    "come back through a takeover run")
+                                    "come back by a fast retake if the listener allows it, else a takeover run")
                         self.lost_cluster = False
+                        self.recheck_soon(0.0)  # its own IPs, if nobody moved them meanwhile: a fast retake now
                         # It can host again: a run gives it its share (CTDB rebalances a node that comes back).
                         self.requester.request({"node": self.cfg.node, "trigger": "lease",
                                                 "reason": "Lease regained: this node can host public IPs again",
