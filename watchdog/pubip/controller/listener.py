@@ -384,6 +384,7 @@ class Listener:
         suspected = self.suspected
         ready_since: float | None = None
         while not self.stopping.is_set():
+            self.hears_quorum()  # also while a run runs: a partition it outlasted is one awaits_retakes must know
             now = time.monotonic()
             nodes = sorted(self.secrets)
             with self.ears_lock:
