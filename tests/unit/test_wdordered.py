@@ -85,3 +85,16 @@ def test_a_run_that_records_since_or_an_empty_kernel_ends_what_a_restart_keeps(
     assert again.ordered == {}
     assert released == [[IP]]  # the record speaks again
     assert restarted(cfg, monkeypatch, {IP}).ordered == {}
+
+
+def test_a_node_that_lost_the_cluster_forgets_the_ips_it_took_on_orders_with_their_release(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
+    """Chaos (seed 7): a node cut off with the listener released an IP it held on an order; its heartbeats still
+    reported it held, so nobody saw it unheld and runs that could not reach the node pinned it there: 48 s."""
+    wd = restarted(cfg, monkeypatch, {IP})
+    assert set(wd.ordered) == {IP}
+    monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [IP])
+    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # released
+    wd.release_all(wd.nl)
+    assert wd.ordered == {}
+    assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too

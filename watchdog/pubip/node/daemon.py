@@ -568,10 +568,22 @@ class Watchdog:
                               "never" if LISTENER not in self.lease.acks else
                               f"{now - self.lease.acks[LISTENER]:.1f}s ago")
                     self.lost_cluster = True
-                actions.release_all(self.cfg, nl, _record.read(self.cfg.record_path))
+                self.release_all(nl)
             except Exception:  # the lease loop must outlive anything
                 log.exception("Lease check failed")
                 self.stopped.wait(0.5)
+
+    def release_all(self, nl: Any) -> None:
+        """Lost the cluster: release every public IP held here. Those taken on orders are forgotten with them:
+        the heartbeats reported them held until a run recorded them, so a run that could not reach this node
+        would have pinned them here, unheld (chaos: 48 s), and the listener would not have seen them unheld."""
+        released = actions.release_all(self.cfg, nl, _record.read(self.cfg.record_path))
+        with self.order_lock:
+            forgotten = [ip for ip in released if self.ordered.pop(ip, None) is not None]
+            if forgotten:
+                self._save_ordered()
+        if forgotten:
+            log.warning("Lost the cluster: no longer holds %s, taken on fast takeover orders", ", ".join(forgotten))
 
     def run_forever(self) -> None:
         from apscheduler.schedulers.blocking import BlockingScheduler
