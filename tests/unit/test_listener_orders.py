@@ -444,3 +444,24 @@ def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retak
     assert listener.quorum_back is not None
     listener.quorum_back -= listener_mod.RETAKE_WAIT  # a node that does not retake holds runs back no longer
     assert not listener.awaits_retakes()
+
+
+def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back(listener: Listener) -> None:
+    """An IP a node held on an order (it forgets it with its lease), or one of a node declared dead under this
+    generation (its retake is refused), comes back by no retake: the run does not wait for it."""
+    import time
+
+    listener.last_run = last_run(4, declared_dead={"node2": 4})
+    listener.leases = {n: 1.0 for n in NODES}
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    listener.orders.issue(4, {"node1": [{"ip": IPS[2], "interfaces": ["eth0"], "from": "node3"}]}, None)
+    assert listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[3]]})  # delivered
+    listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": []})
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[5]]})
+    listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
+    assert not listener.hears_quorum()
+    for n in NODES:
+        listener.ears.hear(n)
+    assert listener.hears_quorum()
+    assert listener.retakeable(listener.unheld_now()) == []  # node2's: refused; IPS[2]: on node1 by order
+    assert not listener.awaits_retakes()

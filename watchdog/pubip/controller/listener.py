@@ -670,7 +670,7 @@ class Listener:
         and not gathered them yet (holds_retake), which under load took 10 s and more. So for RETAKE_WAIT
         after the quorum is back, no run starts while some public IP is held by no live node."""
         waiting = self.quorum_back is not None and time.monotonic() - self.quorum_back < RETAKE_WAIT
-        unheld = self.unheld_now() if waiting else []
+        unheld = self.retakeable(self.unheld_now()) if waiting else []
         if waiting and not unheld:  # a retake asked for, not yet done: a run now would hold it back
             with self.ears_lock:
                 unheld = sorted(set().union(*self.taking.values()))
@@ -679,6 +679,19 @@ class Listener:
                      "retake %s first", RETAKE_WAIT, ", ".join(unheld))
         self.retakes_awaited = bool(unheld)
         return bool(unheld)
+
+    def retakeable(self, ips: list[str]) -> list[str]:
+        """Those of IPS a fast retake may bring back: the last run gave them to a live node that was not
+        declared dead since (its retake would be refused) and no order of this generation moved them (the
+        node that took one forgets it with its lease: nobody retakes it)."""
+        if not ips:
+            return []
+        generation = int(self.last_run.get("generation") or 0)
+        holder = {str(e.get("ip")): e.get("node") for e in self.last_run.get("public_ips") or [] if isinstance(e, dict)}
+        declared = self.last_run.get("declared_dead") or {}
+        moved = self.orders.overlay(generation)
+        return [ip for ip in ips if ip not in moved and self.alive.get(str(holder.get(ip)), False)
+                and not (protocol.is_number(declared.get(holder.get(ip))) and declared[holder[ip]] >= generation)]
 
     def settle_orders(self) -> None:
         """Return once no fast takeover order can still be carried out (orders.py); from then on no new
