@@ -465,3 +465,25 @@ def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back
     assert listener.hears_quorum()
     assert listener.retakeable(listener.unheld_now()) == []  # node2's: refused; IPS[2]: on node1 by order
     assert not listener.awaits_retakes()
+
+
+@pytest.mark.parametrize("changing", [False, True])
+def test_a_run_that_changed_no_host_is_cancelled_when_the_listener_loses_the_quorum(
+        listener: Listener, tmp_path: Path, changing: bool) -> None:
+    """Chaos: a run started 2 s before a partition that left the listener in the minority ran on for 18 s,
+    reaching only the listener's side, and failed. One that has changed no host is cancelled at once; one
+    that has goes on (it must carry out its releases and takes)."""
+    import time
+
+    listener.last_run = last_run(4)
+    listener.leases = {n: 1.0 for n in NODES}
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    if changing:
+        listener.runstate.begin_changes(listener.run_state)
+    for n in NODES:
+        listener.ears.hear(n)
+    assert listener.hears_quorum()
+    assert listener.runstate.read(listener.run_state)["cancelled"] is False
+    listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
+    assert not listener.hears_quorum()
+    assert listener.runstate.read(listener.run_state)["cancelled"] is (not changing)

@@ -661,7 +661,22 @@ class Listener:
         else:
             log.warning("The listener hears only %s of %d voters (no quorum): takeover runs wait",
                         ", ".join([LISTENER, *sorted(heard)]), len(self.secrets) + 1)
+            self.cancel_for_quorum()
         return ok
+
+    def cancel_for_quorum(self) -> None:
+        """The listener lost the quorum while a run runs: cancel the run if it has changed no host yet. It
+        could reach only the listener's side of the partition, so it would fail - after up to a minute of SSH
+        timeouts, holding back the retakes after the heal (chaos: a run started 2 s before a partition ran 18
+        s). Its requests wait for the quorum (work)."""
+        with self.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
+            if self.run_state is None:
+                return
+            said = self.runstate.read(self.run_state)
+            if said["cancelled"] or not self.runstate.cancel(self.run_state):
+                return
+        log.warning("Takeover run %s cancelled before it changed any host (the listener lost the quorum): it "
+                    "could not complete; runs wait for the quorum", self.running_run or "starting")
 
     def awaits_retakes(self) -> bool:
         """Whether a run should wait a moment after a partition that left the listener in the minority. The
