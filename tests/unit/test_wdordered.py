@@ -98,3 +98,16 @@ def test_a_node_that_lost_the_cluster_forgets_the_ips_it_took_on_orders_with_the
     wd.release_all(wd.nl)
     assert wd.ordered == {}
     assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too
+
+
+def test_a_node_that_lost_the_cluster_also_forgets_ordered_ips_released_before(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
+    """An IP taken on an order and released on link loss just before the lease ran out: not among what the
+    lost-cluster release releases, and held no more all the same."""
+    wd = restarted(cfg, monkeypatch, {IP})
+    monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [])
+    wd.release_all(wd.nl)  # the kernel still holds it (a release that failed): kept
+    assert set(wd.ordered) == {IP}
+    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())
+    wd.release_all(wd.nl)
+    assert wd.ordered == {}

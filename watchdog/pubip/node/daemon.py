@@ -578,8 +578,13 @@ class Watchdog:
         the heartbeats reported them held until a run recorded them, so a run that could not reach this node
         would have pinned them here, unheld (chaos: 48 s), and the listener would not have seen them unheld."""
         released = actions.release_all(self.cfg, nl, _record.read(self.cfg.record_path))
+        if not self.ordered:
+            return
+        kernel = self.held_public()  # also those released before (link loss), not only these
         with self.order_lock:
-            forgotten = [ip for ip in released if self.ordered.pop(ip, None) is not None]
+            forgotten = sorted(ip for ip in self.ordered if ip in released or (kernel is not None and ip not in kernel))
+            for ip in forgotten:
+                self.ordered.pop(ip, None)
             if forgotten:
                 self._save_ordered()
         if forgotten:
