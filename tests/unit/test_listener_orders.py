@@ -412,12 +412,22 @@ def test_a_node_back_does_not_cancel_a_run_while_some_ip_is_held_by_no_live_node
     assert runstate.read(listener.run_state)["cancelled"] is True
 
 
+def lose_and_regain_quorum(lst: Listener) -> None:
+    """The listener hears no node for a while (alone: no quorum), then all of them again."""
+    import time
+
+    lst.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
+    assert not lst.hears_quorum()
+    for n in NODES:
+        lst.ears.hear(n)
+    assert lst.hears_quorum()
+
+
 def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retake(listener: Listener) -> None:
     """A partition left the listener in the minority with node3 (as "listener,node3 | node1,node2,node4,node5"
     would with five nodes): node3 lost its lease and released its IPs; nobody moved them.
     A run started as soon as the quorum is back would hold back node3's retake until it gathered node3 (13 s
     under load); so it waits, up to RETAKE_WAIT, while some IP is held by no live node."""
-    import time
 
     from pubip.controller import listener as listener_mod
 
@@ -428,11 +438,7 @@ def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retak
     listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": [IPS[1], IPS[4]]})
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})  # released: no lease
     assert not listener.awaits_retakes()  # the listener never lacked a quorum: a run goes ahead at once
-    listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
-    assert not listener.hears_quorum()  # the listener alone
-    for n in NODES:
-        listener.ears.hear(n)
-    assert listener.hears_quorum()
+    lose_and_regain_quorum(listener)
     assert listener.awaits_retakes()  # node3's IPs are held by nobody
     # its lease is back: it asks to retake them, reporting them held meanwhile - not retaken yet
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]], "taking": [IPS[2], IPS[5]]})
@@ -449,7 +455,6 @@ def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retak
 def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back(listener: Listener) -> None:
     """An IP a node held on an order (it forgets it with its lease), or one of a node declared dead under this
     generation (its retake is refused), comes back by no retake: the run does not wait for it."""
-    import time
 
     listener.last_run = last_run(4, declared_dead={"node2": 4})
     listener.leases = {n: 1.0 for n in NODES}
@@ -458,11 +463,7 @@ def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back
     assert listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[3]]})  # delivered
     listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": []})
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[5]]})
-    listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
-    assert not listener.hears_quorum()
-    for n in NODES:
-        listener.ears.hear(n)
-    assert listener.hears_quorum()
+    lose_and_regain_quorum(listener)
     assert listener.retakeable(listener.unheld_now()) == []  # node2's: refused; IPS[2]: on node1 by order
     assert not listener.awaits_retakes()
 

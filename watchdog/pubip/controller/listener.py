@@ -683,7 +683,8 @@ class Listener:
         nodes on its side lost their leases and released their IPs; nobody moved them (no quorum, no
         orders). As their leases come back they retake them at once (fast retake) - unless a run has started
         and not gathered them yet (holds_retake), which under load took 10 s and more. So for RETAKE_WAIT
-        after the quorum is back, no run starts while some public IP is held by no live node."""
+        after the quorum is back, no run starts while some public IP held by no live node is one a retake can
+        bring back (retakeable), or while a node reports a retake in progress."""
         waiting = self.quorum_back is not None and time.monotonic() - self.quorum_back < RETAKE_WAIT
         unheld = self.retakeable(self.unheld_now()) if waiting else []
         if waiting and not unheld:  # a retake asked for, not yet done: a run now would hold it back
