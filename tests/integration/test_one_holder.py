@@ -184,6 +184,7 @@ def test_the_listeners_minority_side_retakes_its_ips_after_the_heal_before_any_r
             time.sleep(0.05)
         time.sleep(3.0)
         assert {ip: h for ip, h in handle.holders().items() if ip not in lost} == others
+        heal_stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         lab.heal(handle.info)
         healed = time.monotonic()
         while any(handle.holders()[ip] != ["node2"] for ip in lost):
@@ -195,9 +196,8 @@ def test_the_listeners_minority_side_retakes_its_ips_after_the_heal_before_any_r
     retaken = [line for line in watchdog if "Fast retake restored" in line and all(ip in line for ip in lost)]
     assert retaken, "\n".join(watchdog[-20:])
     listener = (handle.dir / "listener.log").read_text().splitlines()
-    heal = next(line for line in listener if "hears a quorum of voters again" in line)
     started = [line for line in listener if re.search(r"Takeover run \d+ started", line)
-               and log_time(line) >= log_time(heal)]
+               and log_time(line) >= heal_stamp]  # under load the listener may also regain the quorum at start-up
     assert not started or log_time(retaken[-1]) <= log_time(started[0]), "\n".join(listener[-30:] + watchdog[-20:])
 
 

@@ -448,8 +448,35 @@ def test_after_a_no_quorum_wait_a_run_waits_briefly_for_the_nodes_that_may_retak
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
     assert listener.awaits_retakes()
     assert listener.quorum_back is not None
-    listener.quorum_back -= listener_mod.RETAKE_WAIT  # a node that does not retake holds runs back no longer
+    listener.quorum_back -= listener_mod.RETAKE_WAIT  # node3 has no lease yet (under load: over 3 s)
+    assert listener.awaits_retakes()
+    listener.quorum_back -= listener_mod.RETAKE_CAP  # a node whose lease does not come back holds runs back no longer
     assert not listener.awaits_retakes()
+
+
+def test_after_a_no_quorum_wait_a_node_with_its_lease_back_has_a_moment_to_retake(listener: Listener) -> None:
+    """The wait follows the node's lease: RETAKE_WAIT from when its heartbeat shows the lease back, not from
+    when the listener heard the quorum (the CI's lab test: a run started 3 s after the heal, before node2's
+    lease was back)."""
+
+    from pubip.controller import listener as listener_mod
+
+    listener.last_run = last_run(4)
+    listener.leases = {n: 1.0 for n in NODES}
+    def hb(left: float) -> dict:
+        return {"membership": {"tick": 1.0, "hears": {}, "shuns": {}, "lease_left": left}}
+
+    listener.heartbeat("node1", "192.0.2.1", {**hb(5.0), "holds": [IPS[0], IPS[3]]})
+    listener.heartbeat("node2", "192.0.2.2", {**hb(5.0), "holds": [IPS[1], IPS[4]]})
+    listener.heartbeat("node3", "192.0.2.3", {**hb(0.0), "holds": []})
+    lose_and_regain_quorum(listener)
+    assert listener.quorum_back is not None
+    listener.quorum_back -= listener_mod.RETAKE_WAIT + 1.0
+    assert listener.awaits_retakes()  # node3's lease is not back: its IPs may still come back by a retake
+    listener.heartbeat("node3", "192.0.2.3", {**hb(5.0), "holds": []})
+    assert listener.awaits_retakes()  # lease back just now: a moment to retake
+    listener.lease_back["node3"] -= listener_mod.RETAKE_WAIT
+    assert not listener.awaits_retakes()  # lease back a while and no retake: the run places them
 
 
 def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back(listener: Listener) -> None:

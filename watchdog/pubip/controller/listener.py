@@ -34,7 +34,8 @@ from .store import Store
 log = logging.getLogger("pubip.listener")
 ADMIN = protocol.ADMIN
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-RETAKE_WAIT = 3.0  # seconds a run waits, once the listener hears a quorum again, for leases back and retakes
+RETAKE_WAIT = 3.0  # seconds a run waits for a retake once the quorum is back and the node has its lease
+RETAKE_CAP = 8.0  # ... and at most this long after the quorum is back, for a node whose lease is not back yet
 
 
 class Listener:
@@ -61,6 +62,7 @@ class Listener:
         self.run_marked = 0.0  # when the current run was marked running: reports made after it count
         self.run_pinned: dict[str, frozenset[str]] | None = None  # those reports, as the current run got them
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
+        self.lease_back: dict[str, float] = {}  # node -> when a heartbeat last showed its lease back (monotonic)
         self.records: dict[str, tuple[int, bool]] = {}  # node -> (its record's generation, marked by a run)
         self.health: dict[str, dict[str, Any]] = {}  # node -> its monitor hooks' verdict (heartbeats)
         self.rebalance: set[str] = set()  # nodes that came back: force_rebalance_nodes in the next run
@@ -205,6 +207,8 @@ class Listener:
                     taking = (payload or {}).get("taking")
                     self.taking[node] = {str(ip)[:64] for ip in taking} if isinstance(taking, list) else set()
                 left = report.get("lease_left")
+                if protocol.is_number(left) and float(left) > 0 and not self.has_lease(node, now):
+                    self.lease_back[node] = now
                 self.lease_left[node] = (float(left), now) if protocol.is_number(left) else None
                 grace = report.get("grace")
                 if protocol.is_number(grace) and 0 < float(grace) <= 3600:
@@ -682,19 +686,35 @@ class Listener:
         """Whether a run should wait a moment after a partition that left the listener in the minority. The
         nodes on its side lost their leases and released their IPs; nobody moved them (no quorum, no
         orders). As their leases come back they retake them at once (fast retake) - unless a run has started
-        and not gathered them yet (holds_retake), which under load took 10 s and more. So for RETAKE_WAIT
-        after the quorum is back, no run starts while some public IP held by no live node is one a retake can
-        bring back (retakeable), or while a node reports a retake in progress."""
-        waiting = self.quorum_back is not None and time.monotonic() - self.quorum_back < RETAKE_WAIT
-        unheld = self.retakeable(self.unheld_now()) if waiting else []
-        if waiting and not unheld:  # a retake asked for, not yet done: a run now would hold it back
-            with self.ears_lock:
-                unheld = sorted(set().union(*self.taking.values()))
+        and not gathered them yet (holds_retake), which under load took 10 s and more. So no run starts while
+        some public IP held by no live node is one a retake can bring back (retakeable) and its node either
+        has no lease yet (at most RETAKE_CAP after the quorum is back: under load a lease took over 3 s to
+        come back) or got it back less than RETAKE_WAIT ago; nor while a node reports a retake in progress."""
+        now = time.monotonic()
+        since = now - self.quorum_back if self.quorum_back is not None else RETAKE_CAP
+        unheld: list[str] = []
+        if since < RETAKE_CAP:
+            holder = self.last_run_holders()
+            unheld = [ip for ip in self.retakeable(self.unheld_now())
+                      if not self.has_lease(holder[ip], now)
+                      or now - max(self.quorum_back or 0.0, self.lease_back.get(holder[ip], 0.0)) < RETAKE_WAIT]
+            if not unheld:  # a retake asked for, not yet done: a run now would hold it back
+                with self.ears_lock:
+                    unheld = sorted(set().union(*self.taking.values()))
         if unheld and not self.retakes_awaited:
             log.info("Takeover run waits up to %.1fs after the quorum came back: nodes with their leases back may "
-                     "retake %s first", RETAKE_WAIT, ", ".join(unheld))
+                     "retake %s first", RETAKE_CAP, ", ".join(unheld))
         self.retakes_awaited = bool(unheld)
         return bool(unheld)
+
+    def has_lease(self, node: str, now: float) -> bool:
+        """Whether NODE's last heartbeat reported a lease that has not run out since."""
+        left = self.lease_left.get(node)
+        return left is not None and left[0] - (now - left[1]) > 0
+
+    def last_run_holders(self) -> dict[str, str]:
+        return {str(e.get("ip")): str(e.get("node")) for e in self.last_run.get("public_ips") or []
+                if isinstance(e, dict)}
 
     def retakeable(self, ips: list[str]) -> list[str]:
         """Those of IPS a fast retake may bring back: the last run gave them to a live node that was not
@@ -703,7 +723,7 @@ class Listener:
         if not ips:
             return []
         generation = int(self.last_run.get("generation") or 0)
-        holder = {str(e.get("ip")): e.get("node") for e in self.last_run.get("public_ips") or [] if isinstance(e, dict)}
+        holder = self.last_run_holders()
         declared = self.last_run.get("declared_dead") or {}
         moved = self.orders.overlay(generation)
         return [ip for ip in ips if ip not in moved and self.alive.get(str(holder.get(ip)), False)
