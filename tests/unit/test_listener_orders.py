@@ -493,6 +493,9 @@ def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back
     lose_and_regain_quorum(listener)
     assert listener.retakeable(listener.unheld_now()) == []  # node2's: refused; IPS[2]: on node1 by order
     assert not listener.awaits_retakes()
+    # node3 asks to retake IPS[2] (moved by the order: refused) at each check: that ask holds no run back
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]], "taking": [IPS[2]]})
+    assert not listener.awaits_retakes()
 
 
 @pytest.mark.parametrize("changing", [False, True])

@@ -698,9 +698,10 @@ class Listener:
             unheld = [ip for ip in self.retakeable(self.unheld_now())
                       if not self.has_lease(holder[ip], now)
                       or now - max(self.quorum_back or 0.0, self.lease_back.get(holder[ip], 0.0)) < RETAKE_WAIT]
-            if not unheld:  # a retake asked for, not yet done: a run now would hold it back
-                with self.ears_lock:
-                    unheld = sorted(set().union(*self.taking.values()))
+            if not unheld:  # a retake asked for, not yet done: a run now would hold it back - unless refused
+                with self.ears_lock:  # (a node asks again at each check: chaos waited 2.7 s for refused asks)
+                    asked = sorted(set().union(*self.taking.values()))
+                unheld = self.retakeable(asked)
         if unheld and not self.retakes_awaited:
             log.info("Takeover run waits up to %.1fs after the quorum came back: nodes with their leases back may "
                      "retake %s first", RETAKE_CAP, ", ".join(unheld))
