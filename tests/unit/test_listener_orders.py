@@ -518,3 +518,46 @@ def test_a_run_that_changed_no_host_is_cancelled_when_the_listener_loses_the_quo
     listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})
     assert not listener.hears_quorum()
     assert listener.runstate.read(listener.run_state)["cancelled"] is (not changing)
+
+
+def test_an_ip_a_node_took_on_an_order_and_dropped_is_ordered_again(listener: Listener) -> None:
+    """Chaos: node1 took node3's IPs on orders, then a partition left it in the listener's minority: it lost its
+    lease, released them and forgot them. Nobody retakes them (they were given away); before, they waited for a
+    run after the heal (24-30 s among other faults). Now they are ordered again, once node1's heartbeats since
+    the order was carried out say it holds them no more, and no other live node does."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    first = ordered(listener)
+    assert set(first) == {IPS[2], IPS[5]}
+    taker = first[IPS[2]]
+    other = ({"node1", "node2"} - {taker}).pop()
+    own = {"node1": [IPS[0], IPS[3]], "node2": [IPS[1], IPS[4]]}
+
+    def hb(node: str, holds: list[str], **extra: Any) -> list[dict[str, Any]]:
+        payload = {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds, **extra}
+        return listener.heartbeat(node, f"192.0.2.{node[-1]}", payload)
+
+    got = {n: hb(n, own[n]) for n in ("node1", "node2")}  # delivered
+    taken = {n: [ip for o in got[n] for ip in (e["ip"] for e in o["ips"])] for n in got}
+    for n in got:
+        hb(n, own[n] + taken[n], done=[{"id": o["id"], "taken": [e["ip"] for e in o["ips"]]} for o in got[n]])
+    before = len(listener.orders.recent(100))
+    ordering.order_dropped(listener, set())
+    assert len(listener.orders.recent(100)) == before  # every IP held: nothing to order
+    stale = {"membership": {"tick": 0.0, "hears": {}, "shuns": {}}, "holds": []}
+    listener.heartbeat(taker, "192.0.2.9", stale)  # a report made before it carried out its order: not evidence
+    ordering.order_dropped(listener, set())
+    assert len(listener.orders.recent(100)) == before
+    # the taker lost the cluster: it released everything and forgot what it took on orders
+    hb(taker, [])
+    hb(other, own[other] + taken[other])
+    ordering.order_dropped(listener, set())
+    again = listener.orders.recent(100)[before:]
+    assert {ip for o in again for ip in o["ips"]} == set(taken[taker])
+    # the taker's own IPs are not ordered: it retakes them when its lease is back
+    assert not {ip for o in again for ip in o["ips"]} & set(own[taker])

@@ -118,6 +118,7 @@ class Listener:
         self.quorum_back: float | None = None  # when hears_quorum last found a quorum again (monotonic)
         self.taking: dict[str, set[str]] = {}  # node -> IPs its last heartbeat reported held while retaking them
         self.retakes_awaited = False  # "waits for retakes" said once per wait
+        self.dropped_logged: set[tuple[str, str]] = set()  # the dropped IPs order_dropped last planned for
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
@@ -298,6 +299,22 @@ class Listener:
             held = {ip for n in live for ip in self.holds[n][0]}
         return sorted(set(ips) - held)
 
+    def dropped(self, generation: int) -> dict[str, str]:
+        """IP -> node, for the IPs an order of GENERATION put on a live node that no longer holds them, nor
+        does any other live node: its heartbeats since the order was carried out say so (it lost the cluster,
+        say, and forgot them with its lease). Nobody can put them back by a retake (retakeable): only an
+        order or a run can."""
+        unheld = set(self.unheld_now())
+        if not unheld:
+            return {}
+        out = {}
+        with self.ears_lock:
+            for ip, (node, acked) in self.orders.carried_out(generation).items():
+                ips, tick = self.holds.get(node, (None, 0.0))
+                if ip in unheld and self.alive.get(node, True) and ips is not None and tick >= acked and ip not in ips:
+                    out[ip] = node
+        return out
+
     def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
         """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
         orders = self.heartbeat(node, peer, payload)
@@ -445,6 +462,8 @@ class Listener:
             ready_since = None
             if self.orders_wanted and self.fast_takeover:
                 self.issue_orders(exclude=set(suspected) | set(shunned))
+            elif self.fast_takeover and not died and self.running_run is None and self.hears_quorum():
+                ordering.order_dropped(self, exclude=set(suspected) | set(shunned))
             if died:
                 for node, silent, why in died:
                     self.node_died(node, silent, why)

@@ -91,6 +91,42 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
             lst._save_last_run()
 
 
+def order_dropped(lst: Listener, exclude: set[str]) -> None:
+    """Order again the IPs a node took on an order and dropped (Listener.dropped): as a failed run's untaken
+    IPs, to the nodes the run's planner picks - none EXCLUDE (not heard lately). Chaos: a partition left the
+    listener in the minority with such a node; it lost its lease and released them, nobody retakes them, and
+    they waited for a run after the heal (24-30 s among other faults). No run is running (the caller)."""
+    with lst.order_lock:
+        if lst.running_run is not None:
+            return
+        generation = int(lst.last_run.get("generation") or 0)
+        if not generation or lst.orders.blocked(generation):
+            return
+        dropped = lst.dropped(generation)
+        if not dropped or set(dropped.items()) == lst.dropped_logged:
+            return
+        lst.dropped_logged = set(dropped.items())  # once per set: a plan that orders none is not retried
+        start = lst.order_base([])
+        if start is None or start.run_id is not None:
+            return
+        overlay = lst.orders.overlay(generation)
+        base = {**start.run, "untaken": sorted(dropped),
+                "public_ips": [{**e, "node": None if e["ip"] in dropped else overlay.get(e["ip"], e.get("node"))}
+                               for e in start.run["public_ips"]]}
+        try:
+            by_node = fasttakeover.orders(base, [], exclude | set(lst.stepping) | start.unavailable
+                                          | lst.orders.refusers(generation))
+        except Exception:
+            log.exception("No fast takeover: cannot plan it")
+            return
+        for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
+            for entry in entries:
+                entry["from"] = dropped[entry["ip"]]
+        for order in lst.orders.issue(generation, by_node):
+            log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node, order.generation,
+                     ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
+
+
 def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
     """What fast takeover orders start from (the caller holds order_lock); None: no orders now.
     During a run changing hosts that is the run itself (runstate.py): it takes only the IPs it moves, so

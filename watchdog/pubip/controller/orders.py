@@ -39,6 +39,7 @@ class Order:
     delivered: float | None = None
     result: dict[str, Any] | None = None
     withdrawn: bool = False
+    acked: float | None = None  # when its result came
     run_id: str | None = None  # issued while that takeover run records: its takes are done
 
     def wire(self) -> dict[str, Any]:
@@ -66,8 +67,8 @@ class Orders:
         with self._lock:
             if generation == self.sealed or (self.issued_for == generation and any(map(self._open, self._orders))):
                 return []
-            # again only from a node an earlier order put it on (that node died too), or when every earlier order
-            # of it was refused (the refuser took nothing; the caller plans without it: refusers)
+            # again only from a node an earlier order put it on (that node died too, or dropped it), or when every
+            # earlier order of it was refused (the refuser took nothing; the caller plans without it: refusers)
             ordered, overlay = self._ordered(generation), self._overlay(generation)
             by_node = {node: kept for node, entries in by_node.items()
                        if (kept := [e for e in entries if e.get("ip") not in ordered
@@ -97,6 +98,19 @@ class Orders:
     def _overlay(self, generation: int) -> dict[str, str]:
         return {e["ip"]: o.node for o in self._orders if o.generation == generation and o.delivered is not None
                 and not (o.result or {}).get("refused") for e in o.ips}
+
+    def carried_out(self, generation: int) -> dict[str, tuple[str, float]]:
+        """IP -> (node, when its result came) for the IPs whose latest order of GENERATION (as overlay) was
+        carried out: acknowledged, not refused."""
+        with self._lock:
+            out: dict[str, tuple[str, float]] = {}
+            for o in self._orders:
+                if o.generation == generation and o.delivered is not None and not (o.result or {}).get("refused"):
+                    for e in o.ips:
+                        out.pop(e["ip"], None)
+                        if o.acked is not None:
+                            out[e["ip"]] = (o.node, o.acked)
+            return out
 
     def _ordered(self, generation: int) -> set[str]:
         return {str(e.get("ip")) for o in self._orders if o.generation == generation
@@ -129,7 +143,7 @@ class Orders:
             for r in results:
                 for o in self._orders:
                     if o.node == node and o.id == r.get("id") and o.result is None and o.delivered is not None:
-                        o.result = r
+                        o.result, o.acked = r, self.clock()
                         done.append(o)
         return done
 
