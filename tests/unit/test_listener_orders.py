@@ -561,3 +561,34 @@ def test_an_ip_a_node_took_on_an_order_and_dropped_is_ordered_again(listener: Li
     assert {ip for o in again for ip in o["ips"]} == set(taken[taker])
     # the taker's own IPs are not ordered: it retakes them when its lease is back
     assert not {ip for o in again for ip in o["ips"]} & set(own[taker])
+
+
+def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
+    """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
+    was, and the IPs waited for a run). They go to a node with a lease."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    taker = ordered(listener)[IPS[2]]
+    other = ({"node1", "node2"} - {taker}).pop()
+    own = {"node1": [IPS[0], IPS[3]], "node2": [IPS[1], IPS[4]]}
+
+    def hb(node: str, holds: list[str], left: float, **extra: Any) -> list[dict[str, Any]]:
+        membership = {"tick": time.monotonic(), "hears": {}, "shuns": {}, "lease": 1.0, "lease_left": left}
+        return listener.heartbeat(node, f"192.0.2.{node[-1]}", {"membership": membership, "holds": holds, **extra})
+
+    got = {n: hb(n, own[n], 1.0) for n in ("node1", "node2")}
+    taken = {n: [e["ip"] for o in got[n] for e in o["ips"]] for n in got}
+    for n in got:
+        hb(n, own[n] + taken[n], 1.0, done=[{"id": o["id"], "taken": [e["ip"] for e in o["ips"]]} for o in got[n]])
+    before = len(listener.orders.recent(100))
+    hb(taker, [], 0.0)  # lost the cluster: no lease yet
+    hb(other, own[other] + taken[other], 1.0)
+    ordering.order_dropped(listener, set())
+    again = listener.orders.recent(100)[before:]
+    assert again and {o["node"] for o in again} == {other}
+    assert {ip for o in again for ip in o["ips"]} == set(taken[taker])

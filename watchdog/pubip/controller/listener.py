@@ -118,7 +118,7 @@ class Listener:
         self.quorum_back: float | None = None  # when hears_quorum last found a quorum again (monotonic)
         self.taking: dict[str, set[str]] = {}  # node -> IPs its last heartbeat reported held while retaking them
         self.retakes_awaited = False  # "waits for retakes" said once per wait
-        self.dropped_logged: set[tuple[str, str]] = set()  # the dropped IPs order_dropped last planned for
+        self.dropped_planned: tuple[set[tuple[str, str]], set[str]] = (set(), set())  # order_dropped's last plan
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}

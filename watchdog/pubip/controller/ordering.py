@@ -6,6 +6,7 @@ every IP. Functions over the Listener's state."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import fasttakeover
@@ -103,9 +104,12 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         if not generation or lst.orders.blocked(generation):
             return
         dropped = lst.dropped(generation)
-        if not dropped or set(dropped.items()) == lst.dropped_logged:
+        refusers = lst.orders.refusers(generation)
+        if not dropped or (set(dropped.items()), refusers) == lst.dropped_planned:
             return
-        lst.dropped_logged = set(dropped.items())  # once per set: a plan that orders none is not retried
+        lst.dropped_planned = (set(dropped.items()), refusers)  # a plan that ordered none: again after a refusal
+        now = time.monotonic()  # a node without a lease refuses: the one that dropped them, at the heal
+        leaseless = {n for n in lst.secrets if not lst.has_lease(n, now)} if lst.leases else set()
         start = lst.order_base([])
         if start is None or start.run_id is not None:
             return
@@ -114,8 +118,8 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
                 "public_ips": [{**e, "node": None if e["ip"] in dropped else overlay.get(e["ip"], e.get("node"))}
                                for e in start.run["public_ips"]]}
         try:
-            by_node = fasttakeover.orders(base, [], exclude | set(lst.stepping) | start.unavailable
-                                          | lst.orders.refusers(generation))
+            by_node = fasttakeover.orders(base, [], exclude | set(lst.stepping) | start.unavailable | refusers
+                                          | leaseless)
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
