@@ -587,7 +587,10 @@ def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
         hb(n, own[n] + taken[n], 1.0, done=[{"id": o["id"], "taken": [e["ip"] for e in o["ips"]]} for o in got[n]])
     before = len(listener.orders.recent(100))
     hb(taker, [], 0.0)  # lost the cluster: no lease yet
-    hb(other, own[other] + taken[other], 1.0)
+    hb(other, own[other] + taken[other], 0.0)  # nor the other: nobody to order them to yet
+    ordering.order_dropped(listener, set())
+    assert len(listener.orders.recent(100)) == before
+    hb(other, own[other] + taken[other], 1.0)  # its lease is back: the plan is made again
     ordering.order_dropped(listener, set())
     again = listener.orders.recent(100)[before:]
     assert again and {o["node"] for o in again} == {other}

@@ -104,12 +104,15 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         if not generation or lst.orders.blocked(generation):
             return
         dropped = lst.dropped(generation)
-        refusers = lst.orders.refusers(generation)
-        if not dropped or (set(dropped.items()), refusers) == lst.dropped_planned:
+        if not dropped:
             return
-        lst.dropped_planned = (set(dropped.items()), refusers)  # a plan that ordered none: again after a refusal
         now = time.monotonic()  # a node without a lease refuses: the one that dropped them, at the heal
         leaseless = {n for n in lst.secrets if not lst.has_lease(n, now)} if lst.leases else set()
+        refusers = lst.orders.refusers(generation)
+        planned = (set(dropped.items()), refusers | {f"no lease: {n}" for n in leaseless})
+        if planned == lst.dropped_planned:
+            return
+        lst.dropped_planned = planned  # a plan that ordered none: again once a refusal or a lease changes it
         start = lst.order_base([])
         if start is None or start.run_id is not None:
             return
