@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -199,6 +200,49 @@ def test_the_listeners_minority_side_retakes_its_ips_after_the_heal_before_any_r
     started = [line for line in listener if re.search(r"Takeover run \d+ started", line)
                and log_time(line) >= heal_stamp]  # under load the listener may also regain the quorum at start-up
     assert not started or log_time(retaken[-1]) <= log_time(started[0]), "\n".join(listener[-30:] + watchdog[-20:])
+
+
+@pytest.mark.slow
+def test_ips_taken_on_orders_and_dropped_in_the_listeners_minority_are_ordered_again_at_the_heal(
+        lab_factory: LabFactory) -> None:
+    """node1 is banned: its IPs go to the others on fast takeover orders. Before the run that follows records
+    them, "listener,T | the rest" (T took one of them): the run is cancelled, T loses its lease and drops its
+    IPs - those its record gives it, which it retakes after the heal, and the ordered one, which it forgets and
+    nobody may retake. At the heal the listener orders that one again, to a node with a lease, rather than
+    leave it to a run (chaos: 24-30 s among other faults)."""
+    handle = up(lab_factory, 5, "od")
+    banning = subprocess.Popen([*labkit.PUBIP, "ban", "node1", "--for", "120", "--lab", handle.name, "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=labkit.ROOT)
+    orders: dict[str, str] = {}
+    deadline = time.monotonic() + 15.0
+    while not orders:
+        assert time.monotonic() < deadline, (handle.dir / "listener.log").read_text()[-3000:]
+        text = (handle.dir / "listener.log").read_text()
+        orders = {m[1]: m[0] for m in re.findall(r"Fast takeover order \d+ done by (node\d): took ([^,\n]+)", text)}
+        time.sleep(0.05)
+    ip, taker = sorted(orders.items())[0]
+    with labkit.Sampler(handle) as sampler:
+        rest = [n for n in ("node1", "node2", "node3", "node4", "node5") if n != taker]
+        lab.partition(handle.info, ["listener", taker], rest)
+        deadline = time.monotonic() + 10.0
+        while handle.holders()[ip]:
+            assert time.monotonic() < deadline, f"{taker} kept {ip} without a lease: {handle.holders()}"
+            time.sleep(0.05)
+        time.sleep(2.0)
+        lab.heal(handle.info)
+        healed = time.monotonic()
+        while not handle.holders()[ip]:
+            assert time.monotonic() - healed < 30.0, f"{ip} not back: {handle.holders()}"
+            time.sleep(0.05)
+        back = time.monotonic() - healed
+        settled(handle)
+    banning.communicate(timeout=120)  # its run was cancelled by the partition: the ban stands all the same
+    assert sampler.double_holdings() == []
+    listener = (handle.dir / "listener.log").read_text()
+    assert re.search(rf"Fast takeover order \d+ to node\d \(generation \d+\): [^\n]*{re.escape(ip)} dropped by "
+                     rf"{taker}", listener), listener[-4000:]
+    assert back <= 5.0, f"{ip} back {back:.1f}s after the heal"
+    print(f"{ip}, dropped by {taker}: back {back:.2f}s after the heal")
 
 
 def test_four_hosts_split_two_two(lab_factory: LabFactory) -> None:

@@ -595,3 +595,39 @@ def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     again = listener.orders.recent(100)[before:]
     assert again and {o["node"] for o in again} == {other}
     assert {ip for o in again for ip in o["ips"]} == set(taken[taker])
+
+
+def test_no_run_starts_when_the_quorum_is_lost_while_fast_takeover_orders_settle(listener: Listener) -> None:
+    """A lab test found it under load: the listener lost the quorum while its run waited for orders to settle
+    (no run to cancel yet), then started the run all the same: it ran 18 s and recorded the ordered IPs the
+    partition had made a node drop. The run now starts only if the quorum is still heard."""
+    import threading
+    import time
+
+    calls: list[int] = []
+
+    class Counting(Runner):
+        def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+            calls.append(run_id)
+            raise RuntimeError("no run should start")
+
+    listener.runner = Counting()  # type: ignore[assignment]
+    listener.last_run = last_run(4)
+    listener.leases = {n: 1.0 for n in NODES}
+    for n in NODES:
+        listener.ears.hear(n)
+    assert listener.hears_quorum()
+    listener.orders.issue(4, {"node1": [{"ip": IPS[2], "interfaces": ["eth0"], "from": "node3"}]}, None)
+    assert listener.orders.deliver("node1")  # delivered, not done: may be carried out for 1.2 s
+    listener.store.add_request("node2", "a takeover run, please")
+    worker = threading.Thread(target=listener.work, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.3)  # the run waits for the order to settle
+        listener.ears.heard.update({n: time.monotonic() - 10 for n in NODES})  # a partition: alone
+        time.sleep(2.0)
+        assert calls == [] and listener.running_run is None
+    finally:
+        listener.stopping.set()
+        listener.wake.set()
+        worker.join(5)

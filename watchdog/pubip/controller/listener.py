@@ -593,6 +593,10 @@ class Listener:
                 continue
             self.settle_orders()
             self.await_reports()
+            if not self.hears_quorum():  # lost while orders settled: cancel_for_quorum found no run to cancel
+                with self.order_lock:
+                    self.running_run, self.run_state = None, None
+                continue
             pending = self.store.pending()  # with what arrived while orders settled
             self.membership_changed.clear()  # a death or a return from now on is news to this run
             dead = self.dead_nodes()
