@@ -496,6 +496,11 @@ def test_after_a_no_quorum_wait_a_run_waits_only_for_ips_a_retake_can_bring_back
     # node3 asks to retake IPS[2] (moved by the order: refused) at each check: that ask holds no run back
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]], "taking": [IPS[2]]})
     assert not listener.awaits_retakes()
+    # a run of generation 5 failed after changing hosts: node3 still has a record of 4 and refuses to retake
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [], "record": {"generation": 4}})
+    assert listener.retakeable([IPS[5]]) == [IPS[5]]
+    listener.last_run["planned_generation"] = 5
+    assert listener.retakeable([IPS[5]]) == [] and not listener.awaits_retakes()
 
 
 @pytest.mark.parametrize("changing", [False, True])

@@ -742,15 +742,21 @@ class Listener:
 
     def retakeable(self, ips: list[str]) -> list[str]:
         """Those of IPS a fast retake may bring back: the last run gave them to a live node that was not
-        declared dead since (its retake would be refused) and no order of this generation moved them (the
-        node that took one forgets it with its lease: nobody retakes it)."""
+        declared dead since and whose record is not older than the newest generation a host may have recorded
+        (else its retake would be refused: CI chaos waited 8 s for such retakes after a run failed after
+        changing hosts), and no order of this generation moved them (the node that took one forgets it with
+        its lease: nobody retakes it)."""
         if not ips:
             return []
         generation = int(self.last_run.get("generation") or 0)
         holder = self.last_run_holders()
         declared = self.last_run.get("declared_dead") or {}
         moved = self.orders.overlay(generation)
+        newest = self.generation() or 0  # a record older than that: the node refuses (protocol.retake_refused)
+        with self.ears_lock:
+            older = {n for n, (gen, _marked) in self.records.items() if gen < newest}
         return [ip for ip in ips if ip not in moved and self.alive.get(str(holder.get(ip)), False)
+                and holder.get(ip) not in older
                 and not (protocol.is_number(declared.get(holder.get(ip))) and declared[holder[ip]] >= generation)]
 
     def settle_orders(self) -> None:
