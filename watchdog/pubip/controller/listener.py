@@ -125,10 +125,16 @@ class Listener:
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
         if fast_takeover:
             fasttakeover.preload()  # the planner imported now, not when the first node dies
-        for run_id in self.store.unfinished_runs():
-            log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
+        cut_short = self.store.unfinished_runs()
+        unchanged = self.cancel_cut_short() if cut_short else False
+        for run_id in cut_short:
             self.store.abandon(run_id)
             self.store.add_request("listener", f"redo of run {run_id}")
+            if unchanged:
+                log.warning("Takeover run %d was cut short by a listener restart: redoing it (cancelled: it had "
+                            "changed no host)", run_id)
+                continue
+            log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             # It may have changed hosts and recorded a newer generation on some: no fast takeover from the last
             # completed run, and no retake from an older record, until a run completes (as after a failed run)
             self.last_run["planned_generation"] = max(int(self.last_run.get("planned_generation") or 0),
@@ -136,6 +142,20 @@ class Listener:
             self._save_last_run()
         # Like a new CTDB recovery master: start with a takeover run, to know (and enforce) the assignment.
         self.store.add_request("listener", "listener started")
+
+    def cancel_cut_short(self) -> bool:
+        """At start-up, for a run a listener restart cut short (its ansible-playbook may still run): cancel it by
+        its pubip_run_state file (runstate.py). True when it changed no host and now never will - the cancel and
+        its first release take one lock - so the records and the last completed run still say where the IPs
+        are (chaos: two restarts before any release closed fast takeover until a run completed, 17 s). False
+        without such a file (AWX) or once a host may have changed."""
+        leftovers = sorted((self.state_dir / "runner").glob("runstate-*.json"))
+        unchanged = bool(leftovers) and all([self.runstate.cancel(str(p)) for p in leftovers])
+        for path in leftovers:  # a cancelled file stays a while: a run still going finds it and changes nothing
+            if not self.runstate.read(str(path))["cancelled"] or time.time() - path.stat().st_mtime > 86400:
+                for leftover in (path, Path(f"{path}.lock")):
+                    leftover.unlink(missing_ok=True)
+        return unchanged
 
     # --- authentication -----------------------------------------------------------
     def authenticate(self, headers: dict[str, str], body: bytes, path: str,
@@ -772,6 +792,7 @@ class Listener:
                         self.run_pinned = None
                     if self.runner.shares_run_state:  # cancellable from now until it changes a host
                         self.run_state = str(self.state_dir / "runner" / f"runstate-{time.time_ns()}.json")
+                        self.runstate.create(self.run_state)  # on disk before the run is: cancel_cut_short
                     break
             self.stopping.wait(0.02)
         if time.monotonic() - waited > 0.05:

@@ -57,6 +57,12 @@ def _update(path, change):
         return answer, state
 
 
+def create(path):
+    """The listener's file for a run about to start, before it starts: a listener restarted while the run runs
+    finds it (a run killed with its listener), and cancels it unless a host may have changed."""
+    _update(path, lambda state: None)
+
+
 def begin_changes(path, plan=None):
     """Called before a host changes: (may go on, the state). False once the listener cancelled the run.
     PLAN: the run's plan (kept by the first caller)."""
