@@ -244,11 +244,11 @@ def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
 
 
 def keep_logs(name: str, seed: int) -> Path:
-    """The listener's and every watchdog's log, kept under .bench/ when the lab goes (a double holding, or an
-    IP unheld longer than the target)."""
+    """The listener's and every watchdog's log, and what Ansible printed for the last takeover runs (ansible-runner
+    keeps ten), kept under .bench/ when the lab goes (a double holding, or an IP unheld longer than the target)."""
     out = ROOT / ".bench" / f"chaos-logs-{seed}"
     src = lab.lab_dir(name)
-    for log in [*src.glob("*.log"), *src.glob("hosts/*/*.log")]:
+    for log in [*src.glob("*.log"), *src.glob("hosts/*/*.log"), *src.glob("listener/runner/artifacts/*/stdout")]:
         dest = out / log.relative_to(src)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, dest)
