@@ -67,6 +67,22 @@ def test_after_the_snapshot_only_ips_it_pinned_to_the_node_may_be_retaken(listen
     assert listener.holds_retake("node1", [IP2]) is True
 
 
+def test_a_node_without_a_report_after_the_mark_may_hold_what_it_last_reported_and_what_orders_gave_it(
+        listener: Listener) -> None:
+    """Chaos (a double holding): node2 took IP2 on a fast takeover order, reported nothing after the run's mark
+    in time, and the run could not gather it: from the records alone the run gave IP2 to another node."""
+    report(listener, "node2", [IP1], tick=time.monotonic() - 5)  # before the mark
+    listener.orders.issue(4, {"node2": [{"ip": IP2, "from": "node3", "interfaces": ["eth0"]}]})
+    assert [o.id for o in listener.orders.deliver("node2")] == [1]
+    start_run(listener)
+    report(listener, "node1", [IP1], tick=time.monotonic())
+    variables = listener.extravars([], {}, pin=True)
+    assert variables["pubip_reported_holds"] == {"node1": [IP1]}
+    assert variables["pubip_may_hold"] == {"node2": [IP1, IP2]}  # node1's report is exact: not there
+    listener.alive["node2"] = False  # a dead node holds nothing (the run does not contact it)
+    assert listener.extravars([], {})["pubip_may_hold"] == {}
+
+
 def test_a_preview_does_not_change_what_the_running_run_pinned(listener: Listener) -> None:
     start_run(listener)
     report(listener, "node1", [IP1], tick=time.monotonic())

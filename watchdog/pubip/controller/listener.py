@@ -821,6 +821,13 @@ class Listener:
             holds = {node: list(ips) for node, (ips, tick) in self.holds.items() if tick >= self.run_marked}
             if pin:
                 self.run_pinned = {node: frozenset(ips) for node, ips in holds.items()}
+            last = {node: set(ips) for node, (ips, _tick) in self.holds.items()}
+        # a live node without such a report, if the run cannot reach it, keeps what it may hold: what it last
+        # reported and what orders put on it since - no record gives it those (chaos: a double holding)
+        issued = self.orders.issued_for
+        overlay = self.orders.overlay(issued) if issued is not None else {}
+        may_hold = {node: sorted(last.get(node, set()) | {ip for ip, n in overlay.items() if n == node})
+                    for node in self.secrets if node not in holds and self.alive.get(node, True)}
         return {"pubip_dead_nodes": dead, "pubip_moveip": moves,
                 "pubip_state_overrides": self.node_states() if states is None else states,
                 "pubip_rebalance_nodes": sorted(self.rebalance),
@@ -828,6 +835,7 @@ class Listener:
                 "pubip_tickles": {ip: [holder, conns] for ip, (holder, conns) in self.connections.items() if conns},
                 # what each node said it holds: a node the run cannot reach keeps these (pinned)
                 "pubip_reported_holds": holds,
+                "pubip_may_hold": {node: ips for node, ips in may_hold.items() if ips},
                 # no two assignments share a generation: a changing run records a newer one than any host has
                 "pubip_generation_floor": self.generation_floor(),
                 **({"pubip_listener_address": self.address} if self.address else {})}

@@ -213,6 +213,7 @@ class ActionModule(ActionBase):
         plan = _takeover.plan(nodes, ips, gathered, now=time.time(),
                               move_requests=task_vars.get("pubip_moveip") or {}, pinned=pinned,
                               reported=task_vars.get("pubip_reported_holds") or {},
+                              may_hold=task_vars.get("pubip_may_hold") or {},
                               rebalance=task_vars.get("pubip_rebalance_nodes") or [],
                               generation_floor=task_vars.get("pubip_generation_floor") or 0, **options)
         plan["run_id"] = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), int(time.time() * 1000) % 1000000)

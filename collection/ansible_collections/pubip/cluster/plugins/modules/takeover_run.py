@@ -21,7 +21,10 @@ description:
     the operator's word that the host is down - is not even contacted and is DISCONNECTED; its IPs move.
   - Unreachable is not dead. A node that is unreachable or fails the gather (use C(ignore_unreachable) and
     C(ignore_errors)) is pinned - the IPs the newest assignment record gives it stay its own, counted as held,
-    and it gets nothing new - and the run ends failed naming it. A cluster that runs no watchdogs can keep
+    and it gets nothing new - and the run ends failed naming it. From the listener, C(pubip_reported_holds) (node
+    to the IPs its watchdog reported holding after the run closed the fast paths) replaces the record for a pinned
+    node, and C(pubip_may_hold) (for nodes without such a report, what they last reported and what fast takeover
+    orders put on them) adds to it. A cluster that runs no watchdogs can keep
     CTDB's old rule (unreachable means DISCONNECTED) with the group var C(pubip_unreachable_is_dead=true).
   - A node whose watchdog reports no lease (C(pubip_lease_path); it lost the cluster) hosts nothing.
   - The extra var C(pubip_state_overrides) (node to state, from the listener - C(pubip disable), C(pubip stop),

@@ -84,7 +84,7 @@ def validate_inventory(hosts, public_ips, algorithm, host_vars, in_use=None):
 
 
 def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_takeover=False, now=0.0,
-         move_requests=None, pinned=None, reported=None, rebalance=None, generation_floor=0):
+         move_requests=None, pinned=None, reported=None, rebalance=None, generation_floor=0, may_hold=None):
     """Compute the takeover run.
 
     ``gathered``: host -> public_ip query result (interfaces, public_ips, can_host, record, lease) for every
@@ -96,7 +96,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     host -> the public IPs its watchdog said it holds in a heartbeat made after this run closed the fast paths
     for it (the listener's extra var: no order, and no retake on a node the run has not gathered): a pinned
     node with such a report keeps exactly those - recorded or not, a fast retake or order may have put them
-    there - and one without keeps what the newest record gives it. ``rebalance``:
+    there - and one without keeps what the newest record gives it, and what ``may_hold`` says it may hold (the
+    listener's word for nodes without such a report: what they last reported, and what fast takeover orders put
+    on them - no record has those yet). ``rebalance``:
     nodes that came back (revived, enabled, continued, unbanned, healthy again): CTDB's force_rebalance_nodes,
     so they get their share back - unless no_ip_failback. ``generation_floor``: the newest generation any
     host may have recorded (the listener's word; hosts not gathered here included): a run that changes
@@ -114,7 +116,9 @@ def plan(nodes, ips, gathered, algorithm="lcp2", no_ip_failback=False, no_ip_tak
     pinned_ips = {ip["address"]: owner[ip["address"]] for ip in ips
                   if owner.get(ip["address"]) in pinned and owner[ip["address"]] not in reported}
     for name in sorted(pinned):
-        for held in reported.get(name) or []:
+        # without a report, a node the run cannot reach may still hold IPs taken on orders that no record gives
+        # it (chaos: such an IP was planned to another node beside it)
+        for held in reported[name] if name in reported else (may_hold or {}).get(name) or []:
             pinned_ips.setdefault(str(held).split("/", 1)[0], name)
     pinned_ips = {a: n for a, n in pinned_ips.items() if a in {ip["address"] for ip in ips}}
     _check_interfaces(ips, gathered)

@@ -234,6 +234,28 @@ def test_a_pinned_node_keeps_exactly_what_its_watchdog_reported_holding():
     assert blind["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24"]
 
 
+def test_a_pinned_node_without_a_report_keeps_what_the_listener_says_it_may_hold():
+    """Chaos (a double holding): n1 took .5 on a fast takeover order (the record still gives it to n3, which
+    had lost its lease and dropped it), sent no heartbeat in time after the run closed the fast paths, and could
+    not be gathered: from the record alone the run gave .5 back to n3, beside n1. The listener's word on what
+    n1 may hold (its last report, the orders it carried out) pins .5 to n1."""
+    nodes, ips = cluster()
+    rec = settled_record()
+    gathered = {"n2": dict(report(["198.51.100.3/24", "198.51.100.4/24"]), record=rec),
+                "n3": dict(report(["198.51.100.6/24"]), record=rec)}  # .5 dropped: no lease for a while
+    blind = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"})
+    assert any(t["ip"] == "198.51.100.5/24" for takes in blind["take"].values() for t in takes)  # beside n1
+    told = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"},
+                         may_hold={"n1": ["198.51.100.5/24"], "n2": ["198.51.100.6/24"]})
+    assert told["pinned"]["n1"]["ips"] == ["198.51.100.1/24", "198.51.100.2/24", "198.51.100.5/24"]
+    assert told["assignment"]["198.51.100.5/24"] == "n1" and told["assignment"]["198.51.100.6/24"] == "n3"
+    assert all(t["ip"] != "198.51.100.5/24" for takes in told["take"].values() for t in takes)
+    # a fresh report is exact: what may_hold says does not widen it
+    reported = takeover.plan(nodes, ips, gathered, pinned={"n1": "unreachable"}, reported={"n1": ["198.51.100.1/24"]},
+                             may_hold={"n1": ["198.51.100.5/24"]})
+    assert reported["pinned"]["n1"]["ips"] == ["198.51.100.1/24"]
+
+
 def test_the_record_keeps_an_ip_with_the_holder_that_failed_to_release_it():
     plan = {"record": {"public_ips": [{"ip": "198.51.100.1/24", "node": "n1", "interfaces": ["eth0"]},
                                       {"ip": "198.51.100.2/24", "node": "n1", "interfaces": ["eth0"]}]}}
