@@ -105,7 +105,7 @@ class Handler(BaseHTTPRequestHandler):
                 part = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False, "generation": None,
                         "completed": None,
                         "lease_ack": True, "tick": time.monotonic(), "step_down": None,
-                        "leave": False, "gratarp": []}
+                        "leave": False, "gratarp": [], "held_elsewhere": {}}
                 sig = auth.answer_signature(secrets[node], dict(self.headers.items()), self.path,
                                             json.dumps(part, sort_keys=True).encode())
                 return self.answer(200, {"ok": True, **part, "signature": sig})

@@ -174,7 +174,8 @@ def listener_answer(secret: str, request_headers: dict[str, str], **part: Any) -
     """A heartbeat answer as the listener signs it."""
     part = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False, "generation": None,
             "completed": None,
-            "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], **part}
+            "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], "held_elsewhere": {},
+            **part}
     sig = auth.answer_signature(secret, request_headers, "/v1/heartbeat", json.dumps(part, sort_keys=True).encode())
     return {"ok": True, **part, "signature": sig}
 
@@ -187,7 +188,7 @@ def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
     assert signed_answer(backend, good, signed, "/v1/heartbeat") == {
         "orders": orders, "declared_dead": None, "running": False, "hold_retake": False, "generation": 4,
         "completed": None,
-        "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": []}
+        "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], "held_elsewhere": {}}
     other_request = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")  # a replay of another answer
     for answer, headers in ((listener_answer("wrong", signed, orders=orders), signed),
                             ({k: v for k, v in good.items() if k != "signature"}, signed),

@@ -50,6 +50,15 @@ def test_a_death_orders_its_ips_to_the_survivors(listener: Listener) -> None:
     assert set(ordered(listener)) == {IPS[2], IPS[5]} and set(ordered(listener).values()) <= {"node1", "node2"}
 
 
+def test_no_order_puts_an_ip_beside_a_node_whose_heartbeat_says_it_holds_it(listener: Listener) -> None:
+    listener.last_run = last_run(4)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": 1.0, "hears": {}, "shuns": {}},
+                                              "holds": [IPS[0], IPS[3], IPS[2]]})  # IPS[2]: node3's, by the run
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    assert set(ordered(listener)) == {IPS[5]}  # IPS[2] waits for the run: node1 says it holds it
+
+
 def test_no_orders_after_a_failed_run_that_changed_hosts(listener: Listener) -> None:
     # generation 5 failed after changing hosts: it may have moved node3's IPs to a node it reached
     listener.last_run = last_run(4, planned_generation=5)

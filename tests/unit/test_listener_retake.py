@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pubip import protocol
 from pubip.controller.listener import Listener
 
 IP1, IP2 = "198.51.100.1/24", "198.51.100.2/24"
@@ -119,3 +120,16 @@ def test_an_allowed_retake_counts_as_held_from_the_asking_heartbeat_on(listener:
     listener.last_run = {"generation": 3}
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
     assert answer["hold_retake"] is False and listener.holds["node1"][0] == [IP1, IP2]
+
+
+def test_no_retake_of_an_ip_another_live_nodes_heartbeat_says_it_holds(listener: Listener) -> None:
+    """Chaos (a double holding): node5's record gave it an IP that node2, which the run that wrote that record
+    could not reach, still held; node5 retook it beside node2. The listener's heartbeats knew better."""
+    report(listener, "node2", [IP1], tick=time.monotonic())
+    answer = ask(listener, "node1", [], [IP1, IP2], generation=3)
+    assert answer["held_elsewhere"] == {IP1: "node2"}
+    assert protocol.retake_refused(answer, 3) == f"{IP1} is held by node2 (its heartbeat)"
+    assert listener.holds["node1"][0] == []  # refused: not counted as held
+    listener.alive["node2"] = False  # a dead node holds nothing: its last report no longer counts
+    answer = ask(listener, "node1", [], [IP1], generation=3)
+    assert answer["held_elsewhere"] == {} and protocol.retake_refused(answer, 3) is None

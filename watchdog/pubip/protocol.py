@@ -24,7 +24,7 @@ METRICS_PATH = "/metrics"  # GET: Prometheus text
 ADMIN = "_admin"  # the secrets file's key, and the signer's name, for operations
 # The signed part of a heartbeat's answer (answer_signature covers exactly these keys).
 ANSWER_FIELDS = ("orders", "declared_dead", "running", "hold_retake", "generation", "completed", "lease_ack", "tick",
-                 "step_down", "leave", "gratarp")
+                 "step_down", "leave", "gratarp", "held_elsewhere")
 
 NODE_HEADER = "X-Pubip-Node"
 TIME_HEADER = "X-Pubip-Timestamp"
@@ -49,6 +49,9 @@ def retake_refused(answer: dict[str, Any], generation: int) -> str | None:
         return f"the record (generation {generation}) is older than the last run's ({answer['generation']})"
     if is_number(answer.get("declared_dead")) and int(answer["declared_dead"]) >= generation:
         return f"the listener gave this node's IPs away under generation {answer['declared_dead']}"
+    elsewhere = answer.get("held_elsewhere")
+    if isinstance(elsewhere, dict) and elsewhere:  # whatever the records say: never beside a holder
+        return "; ".join(f"{ip} is held by {holder} (its heartbeat)" for ip, holder in sorted(elsewhere.items()))
     return None
 
 

@@ -350,9 +350,25 @@ class Listener:
                 "lease_ack": ack, "tick": time.monotonic(),
                 "step_down": step_down,
                 "leave": node in self.leaving or node in self.left,
-                "gratarp": sorted(self.gratarp.pop(node, set()))}
+                "gratarp": sorted(self.gratarp.pop(node, set())),
+                "held_elsewhere": self.held_elsewhere(node, (payload or {}).get("retake"))}
         self.drop_refused_retake(node, payload, answer)
         return answer
+
+    def held_by_others(self, node: str | None = None) -> dict[str, str]:
+        """Public IP -> a live node other than NODE whose latest heartbeat says it holds it. The last word
+        against a second holder, whatever records and plans say (chaos: a record gave an IP to a node that
+        retook it while another, which a failed run could not reach, still held it - 1.3 s on two hosts)."""
+        with self.ears_lock:
+            return {ip: other for other, (ips, _tick) in sorted(self.holds.items())
+                    if other != node and self.alive.get(other, True) for ip in ips}
+
+    def held_elsewhere(self, node: str, wanted: Any) -> dict[str, str]:
+        """The IPs NODE asks to retake that another live node's heartbeat says it holds: it may not."""
+        if not isinstance(wanted, list) or not wanted:
+            return {}
+        others = self.held_by_others(node)
+        return {str(ip): others[str(ip)] for ip in wanted if str(ip) in others}
 
     def drop_refused_retake(self, node: str, payload: dict[str, Any], answer: dict[str, Any]) -> None:
         """A node asking to retake reports those IPs as held already (a run starting after a yes must count

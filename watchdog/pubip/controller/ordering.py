@@ -61,6 +61,7 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
         except Exception:  # a plan that cannot be made leaves it to the takeover run
             log.exception("No fast takeover: cannot plan it")
             return
+        by_node = not_beside_holders(lst, by_node)
         held_back = {e["ip"] for entries in by_node.values() for e in entries if e["ip"] in later}
         if held_back:
             by_node = {n: kept for n, entries in by_node.items() if (kept := [e for e in entries
@@ -126,12 +127,29 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
+        by_node = not_beside_holders(lst, by_node)
         for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
             for entry in entries:
                 entry["from"] = dropped[entry["ip"]]
         for order in lst.orders.issue(generation, by_node):
             log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node, order.generation,
                      ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
+
+
+def not_beside_holders(lst: Listener, by_node: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """BY_NODE without the IPs another live node's latest heartbeat says it holds: whatever the plan says, an
+    order never puts an IP beside a holder (the takeover run that follows decides)."""
+    held = lst.held_by_others()
+    out = {}
+    for node, entries in by_node.items():
+        beside = [e for e in entries if held.get(str(e.get("ip")), node) != node]
+        for e in beside:
+            log.warning("No fast takeover of %s to %s: %s's heartbeat says it holds it", e.get("ip"), node,
+                        held[str(e.get("ip"))])
+        kept = [e for e in entries if e not in beside]
+        if kept:
+            out[node] = kept
+    return out
 
 
 def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
