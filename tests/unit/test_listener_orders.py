@@ -294,8 +294,15 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str]:
     first._save_last_run()
     first.settle_orders()  # the run's state file is made before the run starts
     assert first.run_state is not None
-    if change == "changing":
+    if change in ("changing", "taken"):
         assert first.runstate.begin_changes(first.run_state)[0]
+    if change == "taken":  # generation 5 moved IPS[0] to node2; node3 died during it; its takes are all done
+        for node in ("node1", "node2"):
+            first.runstate.released(first.run_state, node)
+        first.runstate.declare_dead(first.run_state, ["node3"])
+        run = last_run(5)
+        run["public_ips"][0]["node"] = "node2"
+        first.runstate.takes_done(first.run_state, {**run, "run_id": "r5", "connected": NODES})
     first.store.start_run([])
     again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
     again.runner = Runner()  # type: ignore[assignment]
@@ -321,6 +328,20 @@ def test_a_run_cut_short_while_changing_hosts_stops_orders_until_a_run_completes
     again.alive["node3"] = False
     again.issue_orders()
     assert ordered(again) == {}
+
+
+def test_a_run_cut_short_after_its_takes_leaves_its_ips_where_it_took_them_for_fast_takeover(tmp_path: Path) -> None:
+    """Chaos: a listener restart during a run's record phase closed fast takeover until a run completed; a
+    death meanwhile waited 18 s. Its takes were all done: like a run that failed after them, where it left the
+    IPs stands, and the death it skipped is ordered at once - to the nodes it released (only they may have
+    recorded it)."""
+    again, _run_state = killed_mid_run(tmp_path, "taken")
+    assert again.last_run["generation"] == 5 and again.generation() == 5
+    assert again.last_run["assignment"][IPS[0]] == "node2" and again.last_run["recorded_on"] == ["node1", "node2"]
+    assert again.orders_wanted and again.wanted_gone == {"node3"}
+    again.issue_orders()
+    assert set(ordered(again)) == {IPS[2], IPS[5]} and set(ordered(again).values()) <= {"node1", "node2"}
+    assert {o["generation"] for o in again.orders.recent(10)} == {5}
 
 
 class RefusedTakeRun(Runner):

@@ -126,7 +126,11 @@ class Listener:
         if fast_takeover:
             fasttakeover.preload()  # the planner imported now, not when the first node dies
         cut_short = self.store.unfinished_runs()
-        unchanged = self.cancel_cut_short() if cut_short else False
+        unchanged, said = self.cancel_cut_short() if cut_short else (False, None)
+        taken = (said or {}).get("taken")
+        if not isinstance(taken, dict) or not isinstance(taken.get("public_ips"), list) or \
+                not isinstance(taken.get("generation"), int) or taken["generation"] <= int(self.generation() or 0):
+            taken = None
         for run_id in cut_short:
             self.store.abandon(run_id)
             self.store.add_request("listener", f"redo of run {run_id}")
@@ -134,28 +138,45 @@ class Listener:
                 log.warning("Takeover run %d was cut short by a listener restart: redoing it (cancelled: it had "
                             "changed no host)", run_id)
                 continue
+            if taken is not None:
+                log.warning("Takeover run %d was cut short by a listener restart after its takes: redoing it; where "
+                            "it left the IPs (generation %d) stands until a run completes", run_id, taken["generation"])
+                continue
             log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             # It may have changed hosts and recorded a newer generation on some: no fast takeover from the last
             # completed run, and no retake from an older record, until a run completes (as after a failed run)
             self.last_run["planned_generation"] = max(int(self.last_run.get("planned_generation") or 0),
                                                       int(self.last_run.get("generation") or 0) + 1)
             self._save_last_run()
+        if taken is not None and said is not None:
+            # As a run that failed after its takes (run()): its hosts record where its takes left every IP, and it
+            # takes nothing more - whether its ansible-playbook still runs or not. Its orders go to the nodes it
+            # released (marked: only those may have recorded it; one still marked refuses, and is left out), and
+            # the deaths it skipped are ordered as after such a run.
+            self.adopt({"generation": taken["generation"], "algorithm": taken.get("algorithm"),
+                        "options": taken.get("options"), "allowed": taken.get("allowed"),
+                        "record": {"nodes": taken.get("nodes"), "public_ips": taken["public_ips"]}},
+                       recorded_on=sorted(set(said["released"]) - set(said["dead"])))
+            self.wanted_gone |= set(said["dead"]) - set(self.dead_nodes())
+            self.orders_wanted = bool(said["dead"]) and fast_takeover
         # Like a new CTDB recovery master: start with a takeover run, to know (and enforce) the assignment.
         self.store.add_request("listener", "listener started")
 
-    def cancel_cut_short(self) -> bool:
+    def cancel_cut_short(self) -> tuple[bool, dict[str, Any] | None]:
         """At start-up, for a run a listener restart cut short (its ansible-playbook may still run): cancel it by
-        its pubip_run_state file (runstate.py). True when it changed no host and now never will - the cancel and
-        its first release take one lock - so the records and the last completed run still say where the IPs
-        are (chaos: two restarts before any release closed fast takeover until a run completed, 17 s). False
-        without such a file (AWX) or once a host may have changed."""
+        its pubip_run_state file (runstate.py). (True, None) when it changed no host and now never will - the
+        cancel and its first release take one lock - so the records and the last completed run still say where
+        the IPs are (chaos: two restarts before any release closed fast takeover until a run completed, 17 s).
+        (False, its state) once a host may have changed - its ``taken`` says where it left the IPs if its takes
+        were all done; (False, None) without such a file (AWX)."""
         leftovers = sorted((self.state_dir / "runner").glob("runstate-*.json"))
         unchanged = bool(leftovers) and all([self.runstate.cancel(str(p)) for p in leftovers])
+        changing = [said for p in leftovers if not (said := self.runstate.read(str(p)))["cancelled"]]
         for path in leftovers:  # a cancelled file stays a while: a run still going finds it and changes nothing
             if not self.runstate.read(str(path))["cancelled"] or time.time() - path.stat().st_mtime > 86400:
                 for leftover in (path, Path(f"{path}.lock")):
                     leftover.unlink(missing_ok=True)
-        return unchanged
+        return unchanged, (changing[0] if len(changing) == 1 else None)
 
     # --- authentication -----------------------------------------------------------
     def authenticate(self, headers: dict[str, str], body: bytes, path: str,
