@@ -139,8 +139,9 @@ class Listener:
                             "changed no host)", run_id)
                 continue
             if taken is not None:
-                log.warning("Takeover run %d was cut short by a listener restart after its takes: redoing it; where "
-                            "it left the IPs (generation %d) stands until a run completes", run_id, taken["generation"])
+                log.warning("Takeover run %d was cut short by a listener restart: redoing it (its takes were all done: "
+                            "where it left the IPs, generation %d, stands until a run completes)", run_id,
+                            taken["generation"])
                 continue
             log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             # It may have changed hosts and recorded a newer generation on some: no fast takeover from the last
