@@ -213,6 +213,49 @@ def test_host_death_while_a_run_changes_hosts_is_ordered_before_the_run_ends(lab
     print(f"held again after {took:.2f}s, during the run")
 
 
+def test_a_run_cut_short_by_a_listener_restart_after_its_takes_leaves_fast_takeover_open(
+        lab: labkit.LabHandle) -> None:
+    """The listener is killed while a run (a moveip) records (its takes all done; a slow ipreallocated hook on
+    node1 holds the record phase), and node3 dies right after the restart: the new listener takes where that
+    run left the IPs as its own, and orders node3's IPs to the survivors at once, before any run completes."""
+    wait_idle(lab)
+    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-ipreallocated"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text('#!/bin/sh\n[ "$1" = ipreallocated ] && sleep 6\nexit 0\n')
+    hook.chmod(0o755)
+    lost = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
+    runner_dir = lab.dir / "listener" / "runner"
+
+    def recording() -> bool:
+        return any(json.loads(f.read_text() or "{}").get("taken") for f in runner_dir.glob("runstate-*.json"))
+
+    with labkit.Sampler(lab) as sampler:
+        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(recording, 60, lab)
+            labmod.stop_listener(lab.info)  # SIGKILL mid-run, after its takes
+            restarted = len((lab.dir / "listener.log").read_text())
+            labmod.start_listener(lab.info)
+            hook.unlink()
+            lab.cut("node3")
+            took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 30, lab)
+            after = (lab.dir / "listener.log").read_text()[restarted:]
+            st = wait_idle(lab, 120)
+        finally:
+            op.kill()
+    assert sampler.double_holdings() == []
+    log = (lab.dir / "listener.log").read_text()
+    assert "was cut short by a listener restart: redoing it (its takes were all done" in log, log[-3000:]
+    order = re.search(r"Fast takeover order \d+ to node[12] \(generation \d+\): .*from node3", after)
+    assert order, f"node3's IPs waited for a run\n{after[-3000:]}"
+    assert not re.search(r"Takeover run \d+ finished", after[:order.start()]), after[-3000:]
+    assert lab.holders()[moved] == ["node2"] and lab.count_by_host()["node3"] == 0
+    assert sum(lab.count_by_host().values()) == 6 and st["nodes"]["node3"]["alive"] is False
+    print(f"node3's IPs held again {took:.2f}s after it was cut off")
+
+
 def test_a_run_started_by_hand_is_adopted_and_fast_takeover_starts_from_it(lab: labkit.LabHandle) -> None:
     gen = wait_idle(lab)["generation"]
     ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])
