@@ -56,7 +56,13 @@ def test_no_order_puts_an_ip_beside_a_node_whose_heartbeat_says_it_holds_it(list
                                               "holds": [IPS[0], IPS[3], IPS[2]]})  # IPS[2]: node3's, by the run
     listener.alive["node3"] = False
     listener.issue_orders()
-    assert set(ordered(listener)) == {IPS[5]}  # IPS[2] waits for the run: node1 says it holds it
+    assert set(ordered(listener)) == {IPS[5]}  # IPS[2] waits: node1 says it holds it
+    assert listener.orders_wanted  # tried again at the next liveness check
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": 2.0, "hears": {}, "shuns": {}},
+                                              "holds": [IPS[0], IPS[3], IPS[2]], "held": [IPS[0], IPS[3]]})
+    listener.orders.acknowledge(ordered(listener)[IPS[5]], [{"id": 1, "taken": [IPS[5]], "errors": []}])
+    listener.issue_orders()  # its kernel no longer has it (a run released it; its report still names it)
+    assert set(ordered(listener)) == {IPS[2], IPS[5]} and not listener.orders_wanted
 
 
 def test_no_orders_after_a_failed_run_that_changed_hosts(listener: Listener) -> None:

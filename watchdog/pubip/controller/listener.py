@@ -59,6 +59,7 @@ class Listener:
         self.reports: dict[str, death.Report] = {}  # node -> what its last heartbeat said of its peers
         self.leases: dict[str, float] = {}  # node -> the lease length it runs with
         self.holds: dict[str, tuple[list[str], float]] = {}  # node -> (public IPs it holds, the tick it echoed)
+        self.held: dict[str, list[str]] = {}  # node -> what its kernel held at its latest heartbeat (no more)
         self.run_marked = 0.0  # when the current run was marked running: reports made after it count
         self.run_pinned: dict[str, frozenset[str]] | None = None  # those reports, as the current run got them
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
@@ -110,6 +111,7 @@ class Listener:
         self.orders_wanted = False  # a later death's orders wait for the earlier batch, or for a run's takes
         self.wanted_gone: set[str] = set()  # nodes stepped down whose IPs those waiting orders are for
         self.waiting_logged = False  # "Fast takeover waits" said once per wait
+        self.beside_logged: set[tuple[str, str, str]] = set()  # (IP, to, holder): an order held back, said once
         # node -> until when its watchdog may hold public IPs without a lease (its start-up grace): not dead before
         self.grace_until: dict[str, float] = {}
         self.longest_grace: dict[str, float] = {}  # node -> the longest start-up grace its watchdog announced
@@ -247,6 +249,8 @@ class Listener:
                 tick = report.get("tick")
                 if isinstance(holds, list) and len(holds) <= 4096 and protocol.is_number(tick):
                     self.holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
+                    held = (payload or {}).get("held")
+                    self.held[node] = sorted({str(ip)[:64] for ip in (held if isinstance(held, list) else holds)})
                     taking = (payload or {}).get("taking")
                     self.taking[node] = {str(ip)[:64] for ip in taking} if isinstance(taking, list) else set()
                 left = report.get("lease_left")
@@ -382,7 +386,7 @@ class Listener:
         against a second holder, whatever records and plans say (chaos: a record gave an IP to a node that
         retook it while another, which a failed run could not reach, still held it - 1.3 s on two hosts)."""
         with self.ears_lock:
-            return {ip: other for other, (ips, _tick) in sorted(self.holds.items())
+            return {ip: other for other, ips in sorted(self.held.items())
                     if other != node and self.alive.get(other, True) for ip in ips}
 
     def held_elsewhere(self, node: str, wanted: Any) -> dict[str, str]:

@@ -61,7 +61,9 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
         except Exception:  # a plan that cannot be made leaves it to the takeover run
             log.exception("No fast takeover: cannot plan it")
             return
-        by_node = not_beside_holders(lst, by_node)
+        by_node, beside = not_beside_holders(lst, by_node)
+        if beside:
+            lst.orders_wanted, lst.wanted_gone = True, gone  # again at the next liveness check
         held_back = {e["ip"] for entries in by_node.values() for e in entries if e["ip"] in later}
         if held_back:
             by_node = {n: kept for n, entries in by_node.items() if (kept := [e for e in entries
@@ -74,7 +76,7 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
                 if holder == entry["from"] and conns:
                     entry["tickles"] = conns
         batch = lst.orders.issue(generation, by_node, run_id)
-        if not batch and by_node and not held_back:
+        if not batch and by_node and not held_back and not beside:
             log.info("No fast takeover: generation %d already ordered these IPs%s", generation,
                      " (before the listener restarted)" if generation == lst.orders.sealed else "")
         during = f" during takeover run {lst.running_run} ({run_id})" if run_id else ""
@@ -127,7 +129,9 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
-        by_node = not_beside_holders(lst, by_node)
+        by_node, beside = not_beside_holders(lst, by_node)
+        if beside:
+            lst.dropped_planned = (set(), set())  # planned again at the next liveness check
         for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
             for entry in entries:
                 entry["from"] = dropped[entry["ip"]]
@@ -136,20 +140,24 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
                      ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
 
 
-def not_beside_holders(lst: Listener, by_node: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """BY_NODE without the IPs another live node's latest heartbeat says it holds: whatever the plan says, an
-    order never puts an IP beside a holder (the takeover run that follows decides)."""
+def not_beside_holders(lst: Listener, by_node: dict[str, list[dict[str, Any]]]
+                       ) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+    """BY_NODE without the IPs another live node's kernel held at its latest heartbeat: whatever the plan says,
+    an order never puts an IP beside a holder; and whether any was left out (the caller tries again soon: that
+    holder may be letting go of it - a run's release - or about to be declared dead)."""
     held = lst.held_by_others()
     out = {}
     for node, entries in by_node.items():
         beside = [e for e in entries if held.get(str(e.get("ip")), node) != node]
         for e in beside:
-            log.warning("No fast takeover of %s to %s: %s's heartbeat says it holds it", e.get("ip"), node,
-                        held[str(e.get("ip"))])
+            said = (str(e.get("ip")), node, held[str(e.get("ip"))])
+            if said not in lst.beside_logged:
+                log.warning("No fast takeover of %s to %s yet: %s's heartbeat says it holds it", *said)
+                lst.beside_logged.add(said)
         kept = [e for e in entries if e not in beside]
         if kept:
             out[node] = kept
-    return out
+    return out, out != by_node
 
 
 def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:

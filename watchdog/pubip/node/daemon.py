@@ -380,6 +380,8 @@ class Watchdog:
             _status, answer, signed, path = listener_exchange(
                 self.cfg.listener, self.cfg.node,
                 {"node": self.cfg.node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
+                 # what the kernel holds, no more: the listener puts no IP beside it
+                 **({"held": sorted(kernel)} if kernel is not None else {}),
                  # what HOLDS names only because a fast retake may be adding it (the listener drops those when
                  # it refuses the retake this heartbeat asks for)
                  **({"taking": sorted(taking - kernel - by_order)} if taking and kernel is not None else {}),
