@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pubip import protocol
 from pubip.controller.listener import Listener
 from pubip.controller.runners import Outcome
 
@@ -302,6 +303,10 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str]:
     assert first.run_state is not None
     if change in ("changing", "taken"):
         assert first.runstate.begin_changes(first.run_state)[0]
+    if change == "releasing":  # generation 5, planned with node1 and node2 gathered (node3 not), node2 died
+        plan = {**last_run(5), "run_id": "r5", "connected": ["node1", "node2"], "moving": [IPS[2]]}
+        assert first.runstate.begin_changes(first.run_state, plan)[0]
+        first.runstate.declare_dead(first.run_state, ["node2"])
     if change == "taken":  # generation 5 moved IPS[0] to node2; node3 died during it; its takes are all done
         for node in ("node1", "node2"):
             first.runstate.released(first.run_state, node)
@@ -348,6 +353,27 @@ def test_a_run_cut_short_after_its_takes_leaves_its_ips_where_it_took_them_for_f
     again.issue_orders()
     assert set(ordered(again)) == {IPS[2], IPS[5]} and set(ordered(again).values()) <= {"node1", "node2"}
     assert {o["generation"] for o in again.orders.recent(10)} == {5}
+
+
+def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_but_orders_nothing(
+        tmp_path: Path) -> None:
+    """Chaos: restarts during a run's release phase held back every fast retake until a run completed (16 s).
+    Such a run records nothing before its takes are all done, releases on each node it gathered (marking it)
+    before any take, and takes nothing a node failed to release: those nodes may retake from their records.
+    Not a node it declared dead (the run may have given its IPs away), not one it did not gather; and no
+    orders (it may have moved IPs from the dead)."""
+    again, _run_state = killed_mid_run(tmp_path, "releasing")
+    assert again.generation() == 5
+    ask = {"membership": {"tick": 1.0, "lease": 3.0, "heard": {}}, "holds": [], "taking": [IPS[0]],
+           "retake": [IPS[0]], "record": {"generation": 4, "marked": False}}
+    answer = again.heartbeat_answer("node1", "192.0.2.1", ask)
+    assert answer["generation"] == 4 and protocol.retake_refused(answer, 4) is None
+    for node in ("node2", "node3"):  # declared dead by it; not gathered by it
+        answer = again.heartbeat_answer(node, "192.0.2.9", {**ask, "retake": [IPS[1]], "taking": [IPS[1]]})
+        assert answer["generation"] == 5 and protocol.retake_refused(answer, 4) is not None
+    again.alive["node3"] = False
+    again.issue_orders()
+    assert ordered(again) == {}
 
 
 class RefusedTakeRun(Runner):

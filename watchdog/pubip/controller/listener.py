@@ -148,8 +148,18 @@ class Listener:
             log.warning("Takeover run %d was cut short by a listener restart: redoing it", run_id)
             # It may have changed hosts and recorded a newer generation on some: no fast takeover from the last
             # completed run, and no retake from an older record, until a run completes (as after a failed run)
+            settled = int(self.last_run.get("planned_generation") or 0) <= int(self.last_run.get("generation") or 0)
             self.last_run["planned_generation"] = max(int(self.last_run.get("planned_generation") or 0),
                                                       int(self.last_run.get("generation") or 0) + 1)
+            plan = (said or {}).get("plan") or {}
+            if settled and isinstance(plan.get("generation"), int) and isinstance(plan.get("connected"), list):
+                # Its nodes (but those it declared dead) may still retake from their records: it gathered them,
+                # so it releases on each (marking it: a marked record retakes only what the run keeps there)
+                # before any take, and takes nothing a node failed to release - no IP of theirs went elsewhere.
+                # Its plan's generation is on no host before its takes are all done (takes_done).
+                self.last_run["cut_short"] = {"generation": self.generation(),
+                                              "retake_ok": sorted(set(map(str, plan["connected"]))
+                                                                  - set(said["dead"]))}
             self._save_last_run()
         if taken is not None and said is not None:
             # As a run that failed after its takes (run()): its hosts record where its takes left every IP, and it
@@ -371,7 +381,7 @@ class Listener:
                 "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
                 "running": self.running_run is not None,
                 "hold_retake": self.holds_retake(node, (payload or {}).get("retake")),
-                "generation": self.generation(),
+                "generation": self.retake_generation(node),
                 "completed": self.last_run.get("generation"),  # the last run known to have completed
                 "lease_ack": ack, "tick": time.monotonic(),
                 "step_down": step_down,
@@ -432,6 +442,17 @@ class Listener:
         run's that got as far as changing hosts. A record older than this is no ground for a fast retake."""
         gens = [g for g in (self.last_run.get("generation"), self.last_run.get("planned_generation")) if g is not None]
         return max(gens) if gens else None
+
+    def retake_generation(self, node: str) -> int | None:
+        """The generation NODE's record must have for a fast retake (protocol.retake_refused): generation(),
+        but after a run cut short between its first release and its last take (cancel_cut_short), the last
+        completed run's for the nodes that run gathered and did not declare dead - it moved none of their IPs
+        elsewhere - until a run records again."""
+        newest = self.generation()
+        cut = self.last_run.get("cut_short")
+        if isinstance(cut, dict) and newest == cut.get("generation") and node in (cut.get("retake_ok") or []):
+            return self.last_run.get("generation")
+        return newest
 
     def generation_floor(self) -> int:
         """The newest generation any host may have recorded, as far as the listener knows: runs it knows of,
