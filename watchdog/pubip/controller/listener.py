@@ -152,7 +152,8 @@ class Listener:
             self.last_run["planned_generation"] = max(int(self.last_run.get("planned_generation") or 0),
                                                       int(self.last_run.get("generation") or 0) + 1)
             plan = (said or {}).get("plan") or {}
-            if settled and isinstance(plan.get("generation"), int) and isinstance(plan.get("connected"), list):
+            if said is not None and settled and isinstance(plan.get("generation"), int) and \
+                    isinstance(plan.get("connected"), list):
                 # Its nodes (but those it declared dead) may still retake from their records: it gathered them,
                 # so it releases on each (marking it: a marked record retakes only what the run keeps there)
                 # before any take, and takes nothing a node failed to release - no IP of theirs went elsewhere.
