@@ -256,6 +256,53 @@ def test_a_run_cut_short_by_a_listener_restart_after_its_takes_leaves_fast_takeo
     print(f"node3's IPs held again {took:.2f}s after it was cut off")
 
 
+def test_a_run_cut_short_by_a_listener_restart_while_releasing_leaves_retakes_open(lab: labkit.LabHandle) -> None:
+    """The listener is killed while a run (a moveip) releases (a slow releaseip hook on node1 holds the release
+    phase): node3, which that run gathered, loses its IPs (the seed's network restart) right after the restart
+    and retakes them from its record at once - not after a run has completed."""
+    wait_idle(lab)
+    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-releaseip"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text('#!/bin/sh\n[ "$1" = releaseip ] && sleep 20\nexit 0\n')
+    hook.chmod(0o755)
+    mine = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
+    runner_dir = lab.dir / "listener" / "runner"
+    h3 = lab.hosts[2]
+
+    def releasing() -> bool:
+        return any((state := json.loads(f.read_text() or "{}")).get("changing") and not state.get("taken")
+                   for f in runner_dir.glob("runstate-*.json"))
+
+    with labkit.Sampler(lab) as sampler:
+        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(releasing, 60, lab)
+            labmod.stop_listener(lab.info)  # SIGKILL mid-run, while it releases
+            restarted = len((lab.dir / "listener.log").read_text())
+            labmod.start_listener(lab.info)
+            hook.unlink()
+            node3_log = Path(h3["dir"]) / "watchdog.log"
+            flushed = len(node3_log.read_text())
+            subprocess.run(["ip", "-n", h3["netns"], "addr", "flush", "dev", "eth0"], check=True)
+            subprocess.run(["ip", "-n", h3["netns"], "addr", "add", f"{h3['address']}/24", "dev", "eth0"], check=True)
+            took = wait_until(lambda: sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"]) == mine,
+                              60, lab)
+            after = (lab.dir / "listener.log").read_text()[restarted:]
+            st = wait_idle(lab, 120)
+        finally:
+            op.kill()
+    assert sampler.double_holdings() == []
+    log = (lab.dir / "listener.log").read_text()
+    assert "was cut short by a listener restart: redoing it\n" in log, log[-3000:]
+    retake = node3_log.read_text()[flushed:]
+    assert "Fast retake restored" in retake, f"node3's IPs came back by a run, {took:.2f}s\n{retake}\n{after}"
+    assert not re.search(r"Takeover run \d+ finished", after), after  # before any run completed
+    assert sum(lab.count_by_host().values()) == 6 and all(n["alive"] for n in st["nodes"].values())
+    print(f"node3's IPs back {took:.2f}s after its network restart")
+
+
 def test_a_run_started_by_hand_is_adopted_and_fast_takeover_starts_from_it(lab: labkit.LabHandle) -> None:
     gen = wait_idle(lab)["generation"]
     ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])
