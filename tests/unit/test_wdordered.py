@@ -111,3 +111,20 @@ def test_a_node_that_lost_the_cluster_also_forgets_ordered_ips_released_before(
     monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())
     wd.release_all(wd.nl)
     assert wd.ordered == {}
+
+
+def test_an_ip_taken_on_an_order_and_gone_from_the_kernel_is_forgotten(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
+    """Chaos (seed 21): a network restart flushed an IP a node held on an order; its heartbeats went on reporting
+    it held (what it took on orders), so the listener ordered it to nobody and runs planned it there: 20 s."""
+    wd = restarted(cfg, monkeypatch, {IP})
+    wd.check()
+    assert set(wd.ordered) == {IP}  # still held: kept
+    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # flushed
+    wd.taking = {IP}  # a fast path adding it right now: kept
+    wd.check()
+    assert set(wd.ordered) == {IP}
+    wd.taking = set()
+    wd.check()
+    assert wd.ordered == {}
+    assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too

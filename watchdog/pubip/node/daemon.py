@@ -187,8 +187,19 @@ class Watchdog:
                             if order.get("generation") != gen and not actions.ordered_by_marking_run(first, order)]
                 for ip in recorded:
                     self.ordered.pop(ip, None)  # recorded by a run since: the record speaks again
-                if recorded:
+                # gone from the kernel (a network restart, a link loss): not held here any more, whatever this
+                # node's heartbeats said - the listener orders it again, or a run places it (chaos: reported
+                # held for 20 s while nobody held it). Read under the lock an order's take holds.
+                kernel = self.held_public() if self.ordered else None
+                lost = sorted(ip for ip in self.ordered if kernel is not None and ip not in kernel
+                              and ip not in self.taking)
+                for ip in lost:
+                    self.ordered.pop(ip, None)
+                if recorded or lost:
                     self._save_ordered()
+            if lost:
+                log.warning("No longer holds %s, taken on fast takeover orders: gone from the kernel",
+                            ", ".join(lost))
             result.findings = [f for f in result.findings if not (f.rule == ipcheck.FOREIGN and f.ip in self.ordered)]
         foreign = [f.ip for f in result.findings if f.rule == ipcheck.FOREIGN]
         if self.cfg.release_foreign and foreign and first is not None and \
