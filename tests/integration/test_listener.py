@@ -304,6 +304,48 @@ def test_a_run_cut_short_by_a_listener_restart_while_releasing_leaves_retakes_op
     print(f"node3's IPs back {took:.2f}s after its network restart")
 
 
+def test_a_death_after_a_listener_restart_cut_a_run_short_while_releasing_is_ordered_as_during_it(
+        lab: labkit.LabHandle) -> None:
+    """The listener is killed while a run (a moveip of node1's IP) releases (a slow releaseip hook on node1), and
+    node3 dies right after the restart: its IPs, which that run does not move, go on orders of that run's
+    generation and id to the nodes it marked - before any run completes."""
+    wait_idle(lab)
+    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-releaseip"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text('#!/bin/sh\n[ "$1" = releaseip ] && sleep 20\nexit 0\n')
+    hook.chmod(0o755)
+    lost = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
+    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
+    runner_dir = lab.dir / "listener" / "runner"
+
+    def releasing() -> bool:
+        return any("node2" in (state := json.loads(f.read_text() or "{}")).get("released", [])
+                   and not state.get("taken") for f in runner_dir.glob("runstate-*.json"))
+
+    with labkit.Sampler(lab) as sampler:
+        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(releasing, 60, lab)
+            labmod.stop_listener(lab.info)  # SIGKILL mid-run, while it releases
+            restarted = len((lab.dir / "listener.log").read_text())
+            labmod.start_listener(lab.info)
+            hook.unlink()
+            lab.cut("node3")
+            took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 60, lab)
+            after = (lab.dir / "listener.log").read_text()[restarted:]
+            st = wait_idle(lab, 120)
+        finally:
+            op.kill()
+    assert sampler.double_holdings() == []
+    order = re.search(r"Fast takeover order \d+ to node2 \(generation \d+ of takeover run \S+, cut short\): "
+                      r".*from node3", after)
+    assert order, f"node3's IPs waited for a run ({took:.2f}s)\n{after[-3000:]}"
+    assert not re.search(r"Takeover run \d+ finished", after[:order.start()]), after[-3000:]
+    assert sum(lab.count_by_host().values()) == 6 and st["nodes"]["node3"]["alive"] is False
+    print(f"node3's IPs held again {took:.2f}s after it was cut off")
+
+
 def test_a_run_started_by_hand_is_adopted_and_fast_takeover_starts_from_it(lab: labkit.LabHandle) -> None:
     gen = wait_idle(lab)["generation"]
     ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"])

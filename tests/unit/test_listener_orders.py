@@ -306,6 +306,7 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str]:
     if change == "releasing":  # generation 5, planned with node1 and node2 gathered (node3 not), node2 died
         plan = {**last_run(5), "run_id": "r5", "connected": ["node1", "node2"], "moving": [IPS[2]]}
         assert first.runstate.begin_changes(first.run_state, plan)[0]
+        first.runstate.released(first.run_state, "node1")
         first.runstate.declare_dead(first.run_state, ["node2"])
     if change == "taken":  # generation 5 moved IPS[0] to node2; node3 died during it; its takes are all done
         for node in ("node1", "node2"):
@@ -355,13 +356,13 @@ def test_a_run_cut_short_after_its_takes_leaves_its_ips_where_it_took_them_for_f
     assert {o["generation"] for o in again.orders.recent(10)} == {5}
 
 
-def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_but_orders_nothing(
+def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_and_orders_go_as_during_it(
         tmp_path: Path) -> None:
-    """Chaos: restarts during a run's release phase held back every fast retake until a run completed (16 s).
-    Such a run records nothing before its takes are all done, releases on each node it gathered (marking it)
-    before any take, and takes nothing a node failed to release: those nodes may retake from their records.
-    Not a node it declared dead (the run may have given its IPs away), not one it did not gather; and no
-    orders (it may have moved IPs from the dead)."""
+    """Chaos: restarts during a run's release phase held back every fast retake and order until a run completed
+    (16 s). Such a run records nothing before its takes are all done, releases on each node it gathered (marking
+    it) before any take, and takes nothing a node failed to release: those nodes may retake from their records.
+    Not a node it declared dead (the run may have given its IPs away), not one it did not gather. Orders go as
+    while it ran: from its plan, under its id, to the nodes it marked, and not the IPs it moves."""
     again, _run_state = killed_mid_run(tmp_path, "releasing")
     assert again.generation() == 5
     ask = {"membership": {"tick": 1.0, "lease": 3.0, "heard": {}}, "holds": [], "taking": [IPS[0]],
@@ -373,7 +374,9 @@ def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_but_o
         assert answer["generation"] == 5 and protocol.retake_refused(answer, 4) is not None
     again.alive["node3"] = False
     again.issue_orders()
-    assert ordered(again) == {}
+    assert ordered(again) == {IPS[5]: "node1"}  # IPS[2] moves in that run: it waits
+    assert [o.wire()["generation"] for o in again.orders.deliver("node1")] == [5]
+    assert [o.run_id for o in again.orders._orders] == ["r5"]  # carried out under that run's mark only
 
 
 class RefusedTakeRun(Runner):

@@ -160,7 +160,9 @@ class Listener:
                 # Its plan's generation is on no host before its takes are all done (takes_done).
                 self.last_run["cut_short"] = {"generation": self.generation(),
                                               "retake_ok": sorted(set(map(str, plan["connected"]))
-                                                                  - set(said["dead"]))}
+                                                                  - set(said["dead"])),
+                                              # what orders start from until a run records (order_base)
+                                              "plan": plan, "released": said["released"], "dead": said["dead"]}
             self._save_last_run()
         if taken is not None and said is not None:
             # As a run that failed after its takes (run()): its hosts record where its takes left every IP, and it

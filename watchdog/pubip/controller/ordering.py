@@ -24,6 +24,7 @@ class OrderBase(NamedTuple):
     unavailable: set[str]  # nodes that would refuse its orders
     later: frozenset[str] = frozenset()  # IPs not to order yet
     again: bool = False  # try again soon: some nodes will accept its orders later
+    cut_short: bool = False  # the run was cut short by a listener restart (cancel_cut_short)
 
 
 def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] | None = None) -> None:
@@ -79,7 +80,8 @@ def issue_orders(lst: Listener, exclude: set[str] | None = None, gone: set[str] 
         if not batch and by_node and not held_back and not beside:
             log.info("No fast takeover: generation %d already ordered these IPs%s", generation,
                      " (before the listener restarted)" if generation == lst.orders.sealed else "")
-        during = f" during takeover run {lst.running_run} ({run_id})" if run_id else ""
+        during = "" if not run_id else f" of takeover run {run_id}, cut short" if start.cut_short \
+            else f" during takeover run {lst.running_run} ({run_id})"
         for order in batch:
             log.info("Fast takeover order %d to %s (generation %d%s): %s", order.id, order.node,
                      order.generation, during, ", ".join(f"{i['ip']} from {i['from']}" for i in order.ips))
@@ -191,6 +193,16 @@ def order_base(lst: Listener, gone: list[str]) -> OrderBase | None:
         log.info("No fast takeover: no completed takeover run to start from")
         return None
     generation = int(last_run.get("generation") or 0)
+    cut = last_run.get("cut_short")
+    if isinstance(cut, dict) and cut.get("generation") == lst.generation() and isinstance(cut.get("plan"), dict) \
+            and cut["plan"].get("run_id") and isinstance(cut["plan"].get("public_ips"), list):
+        # a run cut short by a listener restart between its first release and its last take (cancel_cut_short):
+        # as while it ran - its plan, under its id, to the nodes it marked; the IPs it moves wait for a run (it
+        # takes only those, and maybe still does)
+        plan = cut["plan"]
+        return OrderBase(plan, str(plan["run_id"]), set(lst.secrets) - set(cut.get("released") or [])
+                         | set(cut.get("dead") or []), later=frozenset(str(ip) for ip in plan.get("moving") or []),
+                         cut_short=True)
     if int(last_run.get("planned_generation") or 0) > generation:
         # It may have moved IPs between nodes it reached: planned from the last completed run, an
         # order could put an IP on a node it did not reach beside the node it moved that IP to.
