@@ -55,7 +55,9 @@ def wait_one_holder_each(handle: labkit.LabHandle, timeout: float) -> float:
         if all(len(h) == 1 for h in handle.holders().values()):
             return time.monotonic() - t0
         time.sleep(0.05)
-    raise AssertionError(f"not one holder each within {timeout}s: {handle.holders()}")
+    log = (handle.dir / "listener.log").read_text().splitlines()[-40:]
+    raise AssertionError(f"not one holder each within {timeout}s: {handle.holders()}; the listener's log ends:\n"
+                         + "\n".join(log))
 
 
 def up(lab_factory: LabFactory, nodes: int, tag: str) -> labkit.LabHandle:
@@ -156,7 +158,7 @@ def test_five_hosts_split_three_two(lab_factory: LabFactory, listener_side: str)
         time.sleep(2.0)
         assert all(not set(h) & losers for h in handle.holders().values())
         lab.heal(handle.info)
-        wait_one_holder_each(handle, timeout=10.0)
+        wait_one_holder_each(handle, timeout=20.0)  # after the heal, a run brings the three their share back: under CI load runs take 10 s and more
         settled(handle)
     assert took <= 3.0
     assert sampler.double_holdings() == []
