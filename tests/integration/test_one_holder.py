@@ -158,7 +158,8 @@ def test_five_hosts_split_three_two(lab_factory: LabFactory, listener_side: str)
         time.sleep(2.0)
         assert all(not set(h) & losers for h in handle.holders().values())
         lab.heal(handle.info)
-        wait_one_holder_each(handle, timeout=20.0)  # after the heal, a run brings the three their share back: under CI load runs take 10 s and more
+        # after the heal a run brings the three their share back: under CI load runs take 10 s and more
+        wait_one_holder_each(handle, timeout=20.0)
         settled(handle)
     assert took <= 3.0
     assert sampler.double_holdings() == []
