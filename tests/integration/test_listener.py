@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -213,38 +214,46 @@ def test_host_death_while_a_run_changes_hosts_is_ordered_before_the_run_ends(lab
     print(f"held again after {took:.2f}s, during the run")
 
 
+@contextlib.contextmanager
+def listener_killed_mid_moveip(lab: labkit.LabHandle, event: str, seconds: int,
+                               when: Any) -> Iterator[tuple[str, int]]:
+    """A moveip of one of node1's IPs to node2 whose run a slow EVENT hook on node1 holds for SECONDS; once
+    WHEN(the run's state file) holds, the listener is SIGKILLed and started again, and the hook removed.
+    Yields (the IP moved, the listener log's length before the restart); the moveip is killed after."""
+    wait_idle(lab)
+    hook = Path(lab.hosts[0]["dir"]) / "hooks" / f"50-slow-{event}"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(f'#!/bin/sh\n[ "$1" = {event} ] && sleep {seconds}\nexit 0\n')
+    hook.chmod(0o755)
+    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
+    runner_dir = lab.dir / "listener" / "runner"
+    op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(when(json.loads(f.read_text() or "{}")) for f in runner_dir.glob("runstate-*.json")),
+                   60, lab)
+        labmod.stop_listener(lab.info)  # SIGKILL mid-run
+        restarted = len((lab.dir / "listener.log").read_text())
+        labmod.start_listener(lab.info)
+        hook.unlink()
+        yield moved, restarted
+    finally:
+        op.kill()
+
+
 def test_a_run_cut_short_by_a_listener_restart_after_its_takes_leaves_fast_takeover_open(
         lab: labkit.LabHandle) -> None:
     """The listener is killed while a run (a moveip) records (its takes all done; a slow ipreallocated hook on
     node1 holds the record phase), and node3 dies right after the restart: the new listener takes where that
     run left the IPs as its own, and orders node3's IPs to the survivors at once, before any run completes."""
     wait_idle(lab)
-    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-ipreallocated"
-    hook.parent.mkdir(exist_ok=True)
-    hook.write_text('#!/bin/sh\n[ "$1" = ipreallocated ] && sleep 6\nexit 0\n')
-    hook.chmod(0o755)
     lost = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
-    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
-    runner_dir = lab.dir / "listener" / "runner"
-
-    def recording() -> bool:
-        return any(json.loads(f.read_text() or "{}").get("taken") for f in runner_dir.glob("runstate-*.json"))
-
-    with labkit.Sampler(lab) as sampler:
-        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_until(recording, 60, lab)
-            labmod.stop_listener(lab.info)  # SIGKILL mid-run, after its takes
-            restarted = len((lab.dir / "listener.log").read_text())
-            labmod.start_listener(lab.info)
-            hook.unlink()
-            lab.cut("node3")
-            took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 30, lab)
-            after = (lab.dir / "listener.log").read_text()[restarted:]
-            st = wait_idle(lab, 120)
-        finally:
-            op.kill()
+    with labkit.Sampler(lab) as sampler, \
+            listener_killed_mid_moveip(lab, "ipreallocated", 6, lambda state: state.get("taken")) as (moved, restarted):
+        lab.cut("node3")
+        took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 30, lab)
+        after = (lab.dir / "listener.log").read_text()[restarted:]
+        st = wait_idle(lab, 120)
     assert sampler.double_holdings() == []
     log = (lab.dir / "listener.log").read_text()
     assert "was cut short by a listener restart: redoing it (its takes were all done" in log, log[-3000:]
@@ -261,38 +270,18 @@ def test_a_run_cut_short_by_a_listener_restart_while_releasing_leaves_retakes_op
     phase): node3, which that run gathered, loses its IPs (the seed's network restart) right after the restart
     and retakes them from its record at once - not after a run has completed."""
     wait_idle(lab)
-    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-releaseip"
-    hook.parent.mkdir(exist_ok=True)
-    hook.write_text('#!/bin/sh\n[ "$1" = releaseip ] && sleep 20\nexit 0\n')
-    hook.chmod(0o755)
     mine = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
-    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
-    runner_dir = lab.dir / "listener" / "runner"
     h3 = lab.hosts[2]
-
-    def releasing() -> bool:
-        return any((state := json.loads(f.read_text() or "{}")).get("changing") and not state.get("taken")
-                   for f in runner_dir.glob("runstate-*.json"))
-
-    with labkit.Sampler(lab) as sampler:
-        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_until(releasing, 60, lab)
-            labmod.stop_listener(lab.info)  # SIGKILL mid-run, while it releases
-            restarted = len((lab.dir / "listener.log").read_text())
-            labmod.start_listener(lab.info)
-            hook.unlink()
-            node3_log = Path(h3["dir"]) / "watchdog.log"
-            flushed = len(node3_log.read_text())
-            subprocess.run(["ip", "-n", h3["netns"], "addr", "flush", "dev", "eth0"], check=True)
-            subprocess.run(["ip", "-n", h3["netns"], "addr", "add", f"{h3['address']}/24", "dev", "eth0"], check=True)
-            took = wait_until(lambda: sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"]) == mine,
-                              60, lab)
-            after = (lab.dir / "listener.log").read_text()[restarted:]
-            st = wait_idle(lab, 120)
-        finally:
-            op.kill()
+    node3_log = Path(h3["dir"]) / "watchdog.log"
+    with labkit.Sampler(lab) as sampler, listener_killed_mid_moveip(
+            lab, "releaseip", 20, lambda state: state.get("changing") and not state.get("taken")
+    ) as (_moved, restarted):
+        flushed = len(node3_log.read_text())
+        subprocess.run(["ip", "-n", h3["netns"], "addr", "flush", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", h3["netns"], "addr", "add", f"{h3['address']}/24", "dev", "eth0"], check=True)
+        took = wait_until(lambda: sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"]) == mine, 60, lab)
+        after = (lab.dir / "listener.log").read_text()[restarted:]
+        st = wait_idle(lab, 120)
     assert sampler.double_holdings() == []
     log = (lab.dir / "listener.log").read_text()
     assert "was cut short by a listener restart: redoing it\n" in log, log[-3000:]
@@ -310,33 +299,14 @@ def test_a_death_after_a_listener_restart_cut_a_run_short_while_releasing_is_ord
     node3 dies right after the restart: its IPs, which that run does not move, go on orders of that run's
     generation and id to the nodes it marked - before any run completes."""
     wait_idle(lab)
-    hook = Path(lab.hosts[0]["dir"]) / "hooks" / "50-slow-releaseip"
-    hook.parent.mkdir(exist_ok=True)
-    hook.write_text('#!/bin/sh\n[ "$1" = releaseip ] && sleep 20\nexit 0\n')
-    hook.chmod(0o755)
     lost = sorted(ip for ip, hs in lab.holders().items() if hs == ["node3"])
-    moved = next(ip for ip, hs in lab.holders().items() if hs == ["node1"])
-    runner_dir = lab.dir / "listener" / "runner"
-
-    def releasing() -> bool:
-        return any("node2" in (state := json.loads(f.read_text() or "{}")).get("released", [])
-                   and not state.get("taken") for f in runner_dir.glob("runstate-*.json"))
-
-    with labkit.Sampler(lab) as sampler:
-        op = subprocess.Popen([*labkit.PUBIP, "moveip", moved, "node2", "--lab", lab.name], cwd=labkit.ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_until(releasing, 60, lab)
-            labmod.stop_listener(lab.info)  # SIGKILL mid-run, while it releases
-            restarted = len((lab.dir / "listener.log").read_text())
-            labmod.start_listener(lab.info)
-            hook.unlink()
-            lab.cut("node3")
-            took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 60, lab)
-            after = (lab.dir / "listener.log").read_text()[restarted:]
-            st = wait_idle(lab, 120)
-        finally:
-            op.kill()
+    with labkit.Sampler(lab) as sampler, listener_killed_mid_moveip(
+            lab, "releaseip", 20, lambda state: "node2" in state.get("released", []) and not state.get("taken")
+    ) as (_moved, restarted):
+        lab.cut("node3")
+        took = wait_until(lambda: all(lab.holders().get(ip) in (["node1"], ["node2"]) for ip in lost), 60, lab)
+        after = (lab.dir / "listener.log").read_text()[restarted:]
+        st = wait_idle(lab, 120)
     assert sampler.double_holdings() == []
     order = re.search(r"Fast takeover order \d+ to node2 \(generation \d+ of takeover run \S+, cut short\): "
                       r".*from node3", after)

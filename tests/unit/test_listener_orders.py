@@ -275,30 +275,28 @@ def test_no_orders_from_a_run_older_than_a_record_some_host_reports(listener: Li
 
 
 def test_a_run_cut_short_by_a_listener_restart_stops_orders_until_a_run_completes(tmp_path: Path) -> None:
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all: {}\n")
-    secrets = {n: n[0] * 32 for n in NODES}
-    first = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
-    first.last_run = last_run(4)
-    first._save_last_run()
-    first.store.start_run([])  # killed with the listener, mid-run
-    again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
-    again.runner = Runner()  # type: ignore[assignment]
+    again, _run_state = killed_mid_run(tmp_path, "no state file")
     assert again.last_run["planned_generation"] == 5 and again.generation() == 5  # no retake from a record of 4
     again.alive["node3"] = False
     again.issue_orders()
     assert ordered(again) == {}
 
 
-def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str]:
+def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | None]:
     """A listener killed during a run whose pubip_run_state file says CHANGE (None: the run had not begun
-    releasing; "changing": it had), and the listener that starts after it."""
+    releasing; "changing", "releasing", "taken": how far it got; "no state file": a runner that shares none),
+    and the listener that starts after it; and that file."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text("all: {}\n")
     secrets = {n: n[0] * 32 for n in NODES}
     first = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
     first.last_run = last_run(4)
     first._save_last_run()
+    if change == "no state file":
+        first.store.start_run([])
+        again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
+        again.runner = Runner()  # type: ignore[assignment]
+        return again, None
     first.settle_orders()  # the run's state file is made before the run starts
     assert first.run_state is not None
     if change in ("changing", "taken"):
@@ -326,6 +324,7 @@ def test_a_run_cut_short_before_it_changed_a_host_is_cancelled_and_orders_go_on(
     death meanwhile left its IPs unheld for 17 s. Such a run is cancelled by the listener that starts next, so
     it can change no host even if its ansible-playbook still runs, and orders start from the last run."""
     again, run_state = killed_mid_run(tmp_path, None)
+    assert run_state is not None
     assert not again.last_run.get("planned_generation") and again.generation() == 4
     assert again.runstate.begin_changes(run_state)[0] is False  # the orphaned run can change nothing now
     again.alive["node3"] = False
@@ -335,6 +334,7 @@ def test_a_run_cut_short_before_it_changed_a_host_is_cancelled_and_orders_go_on(
 
 def test_a_run_cut_short_while_changing_hosts_stops_orders_until_a_run_completes(tmp_path: Path) -> None:
     again, run_state = killed_mid_run(tmp_path, "changing")
+    assert run_state is not None
     assert again.last_run["planned_generation"] == 5 and again.generation() == 5
     assert not Path(run_state).exists()  # nothing to keep: it goes on whatever anyone says
     again.alive["node3"] = False
