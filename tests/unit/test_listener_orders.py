@@ -517,6 +517,29 @@ def test_a_node_back_does_not_cancel_a_run_while_some_ip_is_held_by_no_live_node
     assert runstate.read(listener.run_state)["cancelled"] is True
 
 
+def test_a_death_cancels_one_starting_run_not_every_run_after_it(listener: Listener, tmp_path: Path) -> None:
+    """Chaos seed 32: node3's IPs could not be ordered (node1's heartbeat said it held one), so the orders stayed
+    wanted, and every run that started was cancelled for the same death - 7 s without a run while IPs waited.
+    One cancel per death: the runs after it know it, and place what the orders could not."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.heartbeat("node1", "192.0.2.1", {"membership": {"tick": 1.0, "hears": {}, "shuns": {}},
+                                              "holds": [IPS[0], IPS[3], IPS[2]], "held": [IPS[0], IPS[3], IPS[2]]})
+    listener.alive["node3"] = False
+    runs = []
+    for i in range(3):  # a run starting (settle_orders), then watch_liveness's retries of the wanted orders
+        listener.running_run, listener.run_state = 0, str(tmp_path / f"runstate-{i}.json")
+        runstate.create(listener.run_state)
+        runs.append(listener.run_state)
+        listener.issue_orders()
+        listener.issue_orders()
+        assert listener.orders_wanted  # IPS[2] still waits for node1 to let it go
+    assert [runstate.read(r)["cancelled"] for r in runs] == [True, False, False]
+    listener.alive["node2"] = False  # a new death: news to the starting run, which is cancelled for it
+    listener.issue_orders()
+    assert runstate.read(runs[-1])["cancelled"] is True
+
+
 def lose_and_regain_quorum(lst: Listener) -> None:
     """The listener hears no node for a while (alone: no quorum), then all of them again."""
     import time

@@ -122,6 +122,7 @@ class Listener:
         self.retakes_awaited = False  # "waits for retakes" said once per wait
         self.dropped_planned: tuple[set[tuple[str, str]], set[str]] = (set(), set())  # order_dropped's last plan
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
+        self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -318,6 +319,7 @@ class Listener:
             self.alive[node] = True
             self.store.set_alive(node, True)
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
+            self.cancelled_for -= {node}  # its next death is news
             self.rebalance.add(node)
             self.membership_changed.set()
             self.store.add_request("listener", f"node {node} is back")
@@ -715,6 +717,8 @@ class Listener:
                 self.store.uncover(run_id)  # its requests wait for the next run
             with self.order_lock:  # only now: a status never shows the cluster idle with a run to come
                 self.running_run, self.run_state, self.run_dead = None, None, set()
+                if not said["cancelled"]:
+                    self.cancelled_for = frozenset()  # a run got to plan with them: a death from now on is news
                 if said["dead"] and self.fast_takeover:
                     # The deaths it skipped. A node among them that is back already holds nothing (it lost its
                     # lease before it was declared dead, and may not retake from its record) until a run gives it
