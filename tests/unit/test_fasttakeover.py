@@ -157,6 +157,25 @@ def test_a_generation_ordered_before_a_restart_gets_no_more_batches() -> None:
     assert orders.issue(8, {"node1": [{"ip": IP1}]})
 
 
+def test_orders_go_on_after_a_restart_from_what_the_saver_kept() -> None:
+    clock, kept = Clock(), list[dict[str, Any]]()
+    orders = Orders(clock=clock, saver=kept.append)
+    first = orders.issue(5, {"node2": [{"ip": IP1, "from": "node3"}], "node1": [{"ip": IP2, "from": "node3"}]})
+    assert len(kept) == 1  # kept before any of them could be delivered
+    orders.deliver("node2")
+    orders.acknowledge("node2", [{"id": first[1].id, "taken": [IP1]}])
+    orders.deliver("node1")  # delivered, no answer yet: the listener dies here
+    again = Orders(clock=clock)
+    again.resume(json.loads(json.dumps(kept[-1])))
+    assert again.overlay(5) == {IP1: "node2", IP2: "node1"} and again.blocked(5)
+    assert [o.node for o in again.outstanding()] == ["node1"]  # a run waits for it as before the restart
+    again.acknowledge("node1", [{"id": first[0].id, "taken": [IP2]}])
+    assert not again.blocked(5)
+    later = again.issue(5, {"node1": [{"ip": IP1, "from": "node2"}, {"ip": IP3, "from": "node2"}]})
+    assert [(o.id, [e["ip"] for e in o.ips]) for o in later] == [(3, [IP1, IP3])]  # ids go on; IP1 again from
+    assert again.issue(5, {"node2": [{"ip": IP2, "from": "node3"}]}) == []  # node2; IP2 never ordered twice
+
+
 def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:
     clock = Clock()
     orders = Orders(deliver_within=1.0, execute_within=1.0, slack=0.2, clock=clock)

@@ -285,18 +285,19 @@ def test_a_run_cut_short_by_a_listener_restart_stops_orders_until_a_run_complete
 def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | None]:
     """A listener killed during a run whose pubip_run_state file says CHANGE (None: the run had not begun
     releasing; "changing", "releasing", "taken": how far it got; "no state file": a runner that shares none),
-    and the listener that starts after it; and that file."""
+    and the listener that starts after it; and that file. "idle": the first listener itself, no run."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text("all: {}\n")
     secrets = {n: n[0] * 32 for n in NODES}
     first = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
     first.last_run = last_run(4)
     first._save_last_run()
+    if change == "idle":  # no run: the listener as it is, to kill later (restarted)
+        first.runner = Runner()  # type: ignore[assignment]
+        return first, None
     if change == "no state file":
         first.store.start_run([])
-        again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
-        again.runner = Runner()  # type: ignore[assignment]
-        return again, None
+        return restarted(tmp_path), None
     first.settle_orders()  # the run's state file is made before the run starts
     assert first.run_state is not None
     if change in ("changing", "taken"):
@@ -314,9 +315,39 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | 
         run["public_ips"][0]["node"] = "node2"
         first.runstate.takes_done(first.run_state, {**run, "run_id": "r5", "connected": NODES})
     first.store.start_run([])
-    again = Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=True)
+    return restarted(tmp_path), first.run_state
+
+
+def restarted(tmp_path: Path) -> Listener:
+    """The listener that starts on killed_mid_run's state directory."""
+    again = Listener(str(tmp_path / "inventory.yml"), {n: n[0] * 32 for n in NODES}, str(tmp_path / "state"),
+                     fast_takeover=True)
     again.runner = Runner()  # type: ignore[assignment]
-    return again, first.run_state
+    return again
+
+
+def test_a_death_right_after_a_listener_restart_is_ordered_from_where_the_earlier_orders_put_the_ips(
+        tmp_path: Path) -> None:
+    """Chaos seed 32: node3's IPs were ordered, the listener restarted, node1 died - and got no orders: the
+    earlier batch of the generation was unknown to the new listener, so the generation was sealed (18.7 s unheld
+    until a run). The orders are kept across the restart (same boot) and go on."""
+    first, _ = killed_mid_run(tmp_path, "idle")
+    first.alive["node3"] = False
+    first.issue_orders()
+    before = ordered(first)
+    for node in ("node1", "node2"):
+        for order in first.orders.deliver(node):
+            first.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+    taker = before[IPS[2]]
+    survivor = ({"node1", "node2"} - {taker}).pop()
+    again = restarted(tmp_path)
+    again.alive["node3"] = again.alive[taker] = False
+    again.issue_orders()
+    now = {o["id"]: o for o in again.orders.recent(100)}
+    new = [o for i, o in now.items() if i > max(o["id"] for o in first.orders.recent(100))]
+    assert {o["node"] for o in new} == {survivor}
+    assert {ip for o in new for ip in o["ips"]} == {ip for ip, n in before.items() if n == taker} \
+        | {IPS[NODES.index(taker)], IPS[NODES.index(taker) + 3]}
 
 
 def test_a_run_cut_short_before_it_changed_a_host_is_cancelled_and_orders_go_on(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,9 @@ from .runners import AwxRunner, PlaybookRunner, Runner
 from .store import Store
 
 log = logging.getLogger("pubip.listener")
+_lease = _collection.module_utils("lease")  # boot_id: the orders' monotonic times hold within one boot
 ADMIN = protocol.ADMIN
+ORDERS_FILE = "orders.json"  # in the state directory: the fast takeover orders, across a restart
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
 RETAKE_WAIT = 3.0  # seconds a run waits for a retake once the quorum is back and the node has its lease
 RETAKE_CAP = 8.0  # ... and at most this long after the quorum is back, for a node whose lease is not back yet
@@ -107,7 +110,9 @@ class Listener:
         self.accepted = 0
         self.last_seen: dict[str, float] = {}
         self.last_run: dict[str, Any] = read_last_run(self.state_dir / "last_run.json")
-        self.orders.issued_for = self.orders.sealed = self.last_run.get("orders_issued_for")
+        if not self._resume_orders():  # the earlier batches are unknown: no more orders of their generation
+            self.orders.issued_for = self.orders.sealed = self.last_run.get("orders_issued_for")
+        self.orders.saver = self._save_orders
         self.orders_wanted = False  # a later death's orders wait for the earlier batch, or for a run's takes
         self.wanted_gone: set[str] = set()  # nodes stepped down whose IPs those waiting orders are for
         self.waiting_logged = False  # "Fast takeover waits" said once per wait
@@ -657,6 +662,28 @@ class Listener:
 
     def _save_last_run(self) -> None:
         (self.state_dir / "last_run.json").write_text(json.dumps(self.last_run))
+
+    def _save_orders(self, state: dict[str, Any]) -> None:
+        """The fast takeover orders, for the listener after a restart (orders.py); CLOCK_MONOTONIC times: valid
+        in this boot only."""
+        path = self.state_dir / ORDERS_FILE
+        path.with_suffix(".tmp").write_text(json.dumps({"boot_id": _lease.boot_id(), **state}))
+        os.replace(path.with_suffix(".tmp"), path)
+
+    def _resume_orders(self) -> bool:
+        """Go on with the orders the listener before a restart issued (chaos: a death right after a restart got no
+        orders - its generation's earlier batches were unknown, so sealed - and waited 18 s for a run)."""
+        try:
+            state = json.loads((self.state_dir / ORDERS_FILE).read_text())
+            if state.get("boot_id") != _lease.boot_id():
+                return False
+            self.orders.resume(state)
+        except (OSError, ValueError, TypeError, KeyError):
+            return False
+        if self.orders.issued_for is not None:
+            log.info("Fast takeover orders of generation %d go on from before the restart (%d kept)",
+                     self.orders.issued_for, len(state["orders"]))
+        return True
 
     def dead_nodes(self) -> list[str]:
         return sorted(n for n, ok in self.alive.items() if not ok)

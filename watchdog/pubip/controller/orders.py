@@ -16,8 +16,9 @@ run finished waits until no order of the earlier batch can still be carried out,
 then plans from where those orders put the IPs (overlaid) and orders only IPs no
 earlier batch of the generation ordered - so two batches never disagree about an
 IP - or whose orders were all refused (a refusal comes before any take), to
-other nodes than the refusers. After a listener restart the earlier batches are unknown: that generation gets
-no more (sealed), the verifying run decides.
+other nodes than the refusers. The orders are kept across a listener restart (`saver`, `resume`: the
+listener keeps them in its state directory, for the same boot, since the times are CLOCK_MONOTONIC's);
+without them the earlier batches are unknown: that generation gets no more (sealed), the verifying run decides.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -55,6 +56,7 @@ class Orders:
     clock: Callable[[], float] = time.monotonic
     issued_for: int | None = None  # the generation of the last batch
     sealed: int | None = None  # a generation whose batches were issued before a restart: no more
+    saver: Callable[[dict[str, Any]], None] | None = None  # given state() after every change
     _next: int = 1
     _orders: list[Order] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,7 +84,28 @@ class Orders:
                 self._next += 1
             # this generation's orders stay known: the next batch plans from where they put the IPs
             self._orders = [o for o in self._orders if self._open(o) or o.generation == generation] + batch
+            self._changed()  # kept before any of them can be delivered
             return batch
+
+    def state(self) -> dict[str, Any]:
+        """Everything a listener after a restart needs to go on with these orders (resume)."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        return {"next": self._next, "issued_for": self.issued_for, "orders": [asdict(o) for o in self._orders]}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Go on with the orders a listener before a restart issued (its state(), same boot): later batches of
+        their generation plan from where they put the IPs, and a run waits while one may still be carried out."""
+        orders = [Order(**o) for o in state["orders"]]
+        with self._lock:
+            self._orders, self._next, self.sealed = orders, int(state["next"]), None
+            self.issued_for = None if state["issued_for"] is None else int(state["issued_for"])
+
+    def _changed(self) -> None:
+        if self.saver is not None:
+            self.saver(self._state())
 
     def blocked(self, generation: int) -> bool:
         """True while a batch of GENERATION may still be carried out: the next one must wait for it."""
@@ -125,16 +148,18 @@ class Orders:
     def deliver(self, node: str) -> list[Order]:
         """The orders to put in NODE's heartbeat answer (each delivered once)."""
         now = self.clock()
-        out = []
+        out, withdrawn = [], False
         with self._lock:
             for o in self._orders:
                 if o.node != node or o.delivered is not None or o.withdrawn:
                     continue
                 if now - o.created > self.deliver_within:
-                    o.withdrawn = True
+                    o.withdrawn = withdrawn = True
                     continue
                 o.delivered = now
                 out.append(o)
+            if out or withdrawn:
+                self._changed()  # delivered: from now on it may be carried out, also after a restart
         return out
 
     def acknowledge(self, node: str, results: list[dict[str, Any]]) -> list[Order]:
@@ -145,6 +170,8 @@ class Orders:
                     if o.node == node and o.id == r.get("id") and o.result is None and o.delivered is not None:
                         o.result, o.acked = r, self.clock()
                         done.append(o)
+            if done:
+                self._changed()
         return done
 
     def _open(self, o: Order) -> bool:
