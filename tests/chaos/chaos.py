@@ -245,7 +245,8 @@ def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
 
 def keep_logs(name: str, seed: int) -> Path:
     """The listener's and every watchdog's log, and what Ansible printed for the last takeover runs (ansible-runner
-    keeps ten), kept under .bench/ when the lab goes (a double holding, or an IP unheld longer than the target)."""
+    keeps ten), kept under .bench/ when the lab goes (a double holding, an IP unheld longer than the target, or a
+    convergence slower than its target)."""
     out = ROOT / ".bench" / f"chaos-logs-{seed}"
     src = lab.lab_dir(name)
     for log in [*src.glob("*.log"), *src.glob("hosts/*/*.log"), *src.glob("listener/runner/artifacts/*/stdout")]:
@@ -273,6 +274,7 @@ def main() -> int:
     t_begin = time.monotonic()
     doubles: list[dict[str, Any]] = []
     worst = 0.0
+    settled: float | None = 0.0
 
     def say(line: str) -> None:
         print(f"[{time.monotonic() - t_begin:7.1f}s] {line}", flush=True)
@@ -326,9 +328,11 @@ def main() -> int:
         runs, requests, coalesced = coalescing(info)
         samples = sampler.samples()
     finally:
-        if doubles or worst > UNHELD_TARGET:
+        slow = settled is None or settled > CONVERGE_TARGET
+        if doubles or worst > UNHELD_TARGET or slow:
             kept = keep_logs(name, seed)
-            why = "a double holding" if doubles else f"an IP unheld {worst:.1f} s"
+            why = "a double holding" if doubles else f"an IP unheld {worst:.1f} s" if worst > UNHELD_TARGET \
+                else "no convergence" if settled is None else f"settled {settled:.1f} s after the last fault"
             print(f"chaos: {why}; the lab's logs are in {kept}", file=sys.stderr)
         if not args.keep:
             lab.down(name)
