@@ -727,6 +727,53 @@ def test_an_ip_a_node_took_on_an_order_and_dropped_is_ordered_again(listener: Li
     assert not {ip for o in again for ip in o["ips"]} & set(own[taker])
 
 
+class StuckReleaseRun(Runner):
+    """Generation 5 moves IPS[2] from node3 to node1; node3's release "failed" (sshd killed under it), so the
+    run left IPS[2] with node3, recorded on node1 and node2."""
+
+    def run(self, run_id: int, dead: list[str], extravars: dict[str, Any], check: bool = False) -> Outcome:
+        record = last_run(5)
+        record["public_ips"][2]["node"] = "node1"
+        plan = {"generation": 5, "changed": True, "moves": [{"ip": IPS[2], "from": "node3", "to": "node1"}],
+                "algorithm": "lcp2", "options": {}, "record": {"nodes": record["nodes"],
+                                                                "public_ips": record["public_ips"]}}
+        achieved = [dict(e, node="node3") if e["ip"] == IPS[2] else e for e in record["public_ips"]]
+        return Outcome(False, 5, "node3: release failed", plan, ["node3: Data could not be sent"], ["node3"],
+                       {"generation": 5, "public_ips": achieved, "recorded_on": ["node1", "node2"]})
+
+
+def test_an_ip_a_failed_release_let_go_of_after_all_is_ordered(listener: Listener) -> None:
+    """Chaos seed 31: sshd on node3 was killed during a run's release; node3's kernel had let the IP go, the run
+    (no answer) left it node3's, and it stayed unheld until the next run took it - 10 s. node3 cannot retake it
+    (its record is older than the run's); once its heartbeats after the run say it holds it no more, and no
+    other live node does, it is ordered - to a node that recorded the run."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(4)
+    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok and listener.last_run["assignment"][IPS[2]] == "node3"
+
+    def hb(node: str, holds: list[str], tick: float | None = None) -> None:
+        tick = time.monotonic() if tick is None else tick
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": tick, "hears": {}, "shuns": {}}, "holds": holds})
+
+    hb("node1", [IPS[0], IPS[3]])
+    hb("node2", [IPS[1], IPS[4]])
+    hb("node3", [IPS[5]], tick=0.0)  # a report made before the run ended: not evidence
+    ordering.order_dropped(listener, set())
+    assert ordered(listener) == {}
+    hb("node3", [IPS[2], IPS[5]])  # still held: its release had not gone through
+    ordering.order_dropped(listener, set())
+    assert ordered(listener) == {}
+    hb("node3", [IPS[5]])
+    ordering.order_dropped(listener, set())
+    assert set(ordered(listener)) == {IPS[2]} and ordered(listener)[IPS[2]] in {"node1", "node2"}
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

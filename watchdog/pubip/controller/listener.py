@@ -128,6 +128,8 @@ class Listener:
         self.dropped_planned: tuple[set[tuple[str, str]], set[str]] = (set(), set())  # order_dropped's last plan
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
+        # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
+        self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -369,15 +371,22 @@ class Listener:
         """IP -> node, for the IPs an order of GENERATION put on a live node that no longer holds them, nor
         does any other live node: its heartbeats since the order was carried out say so (it lost the cluster,
         say, and forgot them with its lease). Nobody can put them back by a retake (retakeable): only an
-        order or a run can."""
+        order or a run can. So too the IPs a failed run of GENERATION left with a node whose release of them
+        failed (stuck): its heartbeats since the run ended say it holds them no more - its release went through,
+        its answer was lost (chaos: sshd killed during the release; 10 s unheld until the next run took them).
+        That node cannot retake them: its record is older than the run's, or marked by it."""
         unheld = set(self.unheld_now())
         if not unheld:
             return {}
+        stuck_generation, ended, stuck = self.stuck
         out = {}
         with self.ears_lock:
-            for ip, (node, acked) in self.orders.carried_out(generation).items():
+            lost = list(self.orders.carried_out(generation).items())
+            if stuck_generation == generation:
+                lost += [(ip, (node, ended)) for ip, node in stuck.items()]
+            for ip, (node, since) in lost:
                 ips, tick = self.holds.get(node, (None, 0.0))
-                if ip in unheld and self.alive.get(node, True) and ips is not None and tick >= acked and ip not in ips:
+                if ip in unheld and self.alive.get(node, True) and ips is not None and tick >= since and ip not in ips:
                     out[ip] = node
         return out
 
@@ -975,6 +984,11 @@ class Listener:
             self.adopt({**out.plan, "record": {**(out.plan.get("record") or {}),
                                                "public_ips": out.achieved["public_ips"]}},
                        recorded_on=[str(n) for n in out.achieved.get("recorded_on") or []], untaken=untaken)
+            # IPs it left with a holder whose release failed: if that holder's kernel lets them go after all
+            # (its release went through, its answer did not come back), they are dropped (Listener.dropped)
+            self.stuck = (int(out.plan.get("generation") or 0), time.monotonic(),
+                          {str(e["ip"]): str(e["node"]) for e in out.achieved["public_ips"]
+                           if e.get("node") is not None and planned.get(e.get("ip")) not in (None, e["node"])})
         elif out.plan and out.plan.get("changed") and not check and not self.changed_no_host():
             # failed after planning: some hosts may have recorded its generation
             self.last_run["planned_generation"] = max(int(out.plan.get("generation") or 0),
