@@ -307,6 +307,13 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | 
         assert first.runstate.begin_changes(first.run_state, plan)[0]
         first.runstate.released(first.run_state, "node1")
         first.runstate.declare_dead(first.run_state, ["node2"])
+    if change in ("moving", "moving, source not released"):  # generation 5 moves IPS[2] from node3 to node1
+        run = last_run(5)
+        run["public_ips"][2]["node"] = "node1"
+        assert first.runstate.begin_changes(first.run_state, {**run, "run_id": "r5", "connected": NODES,
+                                                              "moving": [IPS[2]]})[0]
+        for node in ("node1", "node3") if change == "moving" else ("node1",):
+            first.runstate.released(first.run_state, node)
     if change == "taken":  # generation 5 moved IPS[0] to node2; node3 died during it; its takes are all done
         for node in ("node1", "node2"):
             first.runstate.released(first.run_state, node)
@@ -408,6 +415,36 @@ def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_and_o
     assert ordered(again) == {IPS[5]: "node1"}  # IPS[2] moves in that run: it waits
     assert [o.wire()["generation"] for o in again.orders.deliver("node1")] == [5]
     assert [o.run_id for o in again.orders._orders] == ["r5"]  # carried out under that run's mark only
+
+
+@pytest.mark.parametrize("change", ["moving", "moving, source not released"])
+def test_an_ip_a_run_cut_short_released_and_did_not_take_yet_is_ordered_where_it_was_going(
+        tmp_path: Path, change: str) -> None:
+    """Chaos seed 33: the listener restarted while a run moved IPS[2] from node3 to node1, after node3's release;
+    IPS[2] waited for the redo run (17.5 s, a partition during it). It is ordered to node1 under that run's
+    generation and id - where its ansible-playbook, if it still runs, takes it too - once every live node has
+    reported and none holds it; not while node3, which its record gives it, was not released by the run (it may
+    retake it)."""
+    from pubip.controller import ordering
+
+    again, _run_state = killed_mid_run(tmp_path, change)
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    for node, holds in (("node1", [IPS[0], IPS[3]]), ("node2", [IPS[1], IPS[4]]), ("node3", [IPS[5], IPS[2]])):
+        again.heartbeat(node, "192.0.2.9", {**hb, "holds": holds})
+    ordering.order_cut_short_moves(again, wait=0.0)
+    assert ordered(again) == {}  # node3 still holds it: its release is not through
+    again.cut_short_moved = False
+    again.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[5]]})
+    ordering.order_cut_short_moves(again, wait=0.0)
+    if change == "moving":
+        assert ordered(again) == {IPS[2]: "node1"}
+        assert [(o.generation, o.run_id) for o in again.orders._orders] == [(5, "r5")]
+    else:
+        assert ordered(again) == {}
+    again.cut_short_moved = False
+    again.alive["node3"] = False
+    again.issue_orders()  # a death after it: IPS[2] is not ordered twice
+    assert [ip for o in again.orders.recent(10) for ip in o["ips"]].count(IPS[2]) == (change == "moving")
 
 
 class RefusedTakeRun(Runner):

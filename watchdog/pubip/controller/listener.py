@@ -130,6 +130,7 @@ class Listener:
         self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
         # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
         self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
+        self.cut_short_moved = False  # order_cut_short_moves done (once, before the first run)
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -715,6 +716,7 @@ class Listener:
                 self.wake.wait(0.1)
                 self.wake.clear()
                 continue
+            ordering.order_cut_short_moves(self)
             self.settle_orders()
             self.await_reports()
             if not self.hears_quorum():  # lost while orders settled: cancel_for_quorum found no run to cancel

@@ -142,6 +142,42 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
                      ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
 
 
+def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
+    """Once after start-up, before the first run: the IPs a run cut short by the restart moved and released but
+    did not take yet (cancel_cut_short: "in between") are ordered where its plan puts them, under its generation
+    and id - to the nodes it marked; its ansible-playbook, if it still runs, takes them there too. Only an IP no
+    live node holds (every one reported within WAIT) and that no node may retake: the node whose record gives it
+    was released (marked) or is dead. Before, they waited for the redo run (chaos seed 33: 17.5 s, with a
+    partition during that run)."""
+    cut = lst.last_run.get("cut_short")
+    if lst.cut_short_moved or not lst.fast_takeover or not isinstance(cut, dict) \
+            or cut.get("generation") != lst.generation():
+        return
+    lst.cut_short_moved = True
+    plan = cut.get("plan") or {}
+    moving = {str(ip) for ip in plan.get("moving") or []}
+    if not moving or not plan.get("run_id") or not isinstance(plan.get("public_ips"), list):
+        return
+    deadline = time.monotonic() + wait
+    while not lst.unheld_now() and time.monotonic() < deadline and not lst.stopping.is_set():
+        lst.stopping.wait(0.02)  # [] until every live node has reported what it holds
+    with lst.order_lock:
+        released, dead = set(cut.get("released") or []), set(cut.get("dead") or [])
+        unheld, held, recorded = set(lst.unheld_now()), lst.held_by_others(), lst.last_run_holders()
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for e in plan["public_ips"]:
+            ip, to, src = str(e.get("ip")), e.get("node"), recorded.get(str(e.get("ip")))
+            if ip not in moving or ip not in unheld or ip in held or to not in released - dead \
+                    or not lst.alive.get(str(to), True):
+                continue
+            if src is not None and src not in released | dead and lst.alive.get(src, True):
+                continue  # its record gives it this IP and the run did not release it: it may retake it
+            by_node.setdefault(str(to), []).append({"ip": ip, "interfaces": e.get("interfaces"), "from": None})
+        for order in lst.orders.issue(int(plan["generation"]), by_node, str(plan["run_id"])):
+            log.info("Fast takeover order %d to %s (generation %d of takeover run %s, cut short): %s, moved by it",
+                     order.id, order.node, order.generation, plan["run_id"], ", ".join(i["ip"] for i in order.ips))
+
+
 def not_beside_holders(lst: Listener, by_node: dict[str, list[dict[str, Any]]]
                        ) -> tuple[dict[str, list[dict[str, Any]]], bool]:
     """BY_NODE without the IPs another live node's kernel held at its latest heartbeat: whatever the plan says,
