@@ -159,8 +159,11 @@ def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
     if not moving or not plan.get("run_id") or not isinstance(plan.get("public_ips"), list):
         return
     deadline = time.monotonic() + wait
-    while not lst.unheld_now() and time.monotonic() < deadline and not lst.stopping.is_set():
-        lst.stopping.wait(0.02)  # [] until every live node has reported what it holds
+    while time.monotonic() < deadline and not lst.stopping.is_set():
+        with lst.ears_lock:  # until every live node has reported what it holds (unheld_now: [] before)
+            if all(n in lst.holds for n in lst.secrets if lst.alive.get(n, True)):
+                break
+        lst.stopping.wait(0.02)
     with lst.order_lock:
         released, dead = set(cut.get("released") or []), set(cut.get("dead") or [])
         unheld, held, recorded = set(lst.unheld_now()), lst.held_by_others(), lst.last_run_holders()
