@@ -417,26 +417,30 @@ def test_a_run_cut_short_while_releasing_lets_the_nodes_it_gathered_retake_and_o
     assert [o.run_id for o in again.orders._orders] == ["r5"]  # carried out under that run's mark only
 
 
-@pytest.mark.parametrize("change", ["moving", "moving, source not released"])
+@pytest.mark.parametrize(("change", "node3_mark"), [("moving", None), ("moving, source not released", None),
+                                                   ("moving, source not released", "r5"),
+                                                   ("moving, source not released", "r4")])
 def test_an_ip_a_run_cut_short_released_and_did_not_take_yet_is_ordered_where_it_was_going(
-        tmp_path: Path, change: str) -> None:
-    """Chaos seed 33: the listener restarted while a run moved IPS[2] from node3 to node1, after node3's release;
-    IPS[2] waited for the redo run (17.5 s, a partition during it). It is ordered to node1 under that run's
-    generation and id - where its ansible-playbook, if it still runs, takes it too - once every live node has
-    reported and none holds it; not while node3, which its record gives it, was not released by the run (it may
-    retake it)."""
+        tmp_path: Path, change: str, node3_mark: str | None) -> None:
+    """Chaos seeds 33 and 37: the listener restarted while a run moved IPS[2] from node3 to node1, after node3's
+    release; IPS[2] waited for the redo run (17.5 s, 12.6 s). It is ordered to node1 under that run's generation
+    and id - where its ansible-playbook, if it still runs, takes it too - once every live node has reported and
+    none holds it; not while node3, which its record gives it, was not released by the run (it may retake it):
+    its state file says it was, or node3's heartbeat says its record carries that run's mark (the listener died
+    before the run could write it down)."""
     from pubip.controller import ordering
 
     again, _run_state = killed_mid_run(tmp_path, change)
     hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    record3 = {"record": {"generation": 4, "marked": True, "run_id": node3_mark}} if node3_mark else {}
     for node, holds in (("node1", [IPS[0], IPS[3]]), ("node2", [IPS[1], IPS[4]]), ("node3", [IPS[5], IPS[2]])):
-        again.heartbeat(node, "192.0.2.9", {**hb, "holds": holds})
+        again.heartbeat(node, "192.0.2.9", {**hb, "holds": holds, **(record3 if node == "node3" else {})})
     ordering.order_cut_short_moves(again, wait=0.0)
     assert ordered(again) == {}  # node3 still holds it: its release is not through
     again.cut_short_moved = False
-    again.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[5]]})
+    again.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[5]], **record3})
     ordering.order_cut_short_moves(again, wait=0.0)
-    if change == "moving":
+    if change == "moving" or node3_mark == "r5":
         assert ordered(again) == {IPS[2]: "node1"}
         assert [(o.generation, o.run_id) for o in again.orders._orders] == [(5, "r5")]
     else:
@@ -444,7 +448,8 @@ def test_an_ip_a_run_cut_short_released_and_did_not_take_yet_is_ordered_where_it
     again.cut_short_moved = False
     again.alive["node3"] = False
     again.issue_orders()  # a death after it: IPS[2] is not ordered twice
-    assert [ip for o in again.orders.recent(10) for ip in o["ips"]].count(IPS[2]) == (change == "moving")
+    assert [ip for o in again.orders.recent(10) for ip in o["ips"]].count(IPS[2]) == (
+        change == "moving" or node3_mark == "r5")
 
 
 class RefusedTakeRun(Runner):

@@ -128,3 +128,14 @@ def test_an_ip_taken_on_an_order_and_gone_from_the_kernel_is_forgotten(
     wd.check()
     assert wd.ordered == {}
     assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too
+
+
+def test_the_heartbeat_names_the_run_whose_mark_the_record_carries(cfg: Config, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """After a listener restart cut a run short, the new listener learns from it which nodes' releases are done
+    (ordering.order_cut_short_moves)."""
+    wd = restarted(cfg, monkeypatch, set())
+    assert wd.record_report() == {"generation": 4, "marked": False}
+    marked = actions._record.mark(record(4), "node1", 10.0, "r5", 300.0)
+    actions._record.write(cfg.record_path, marked)
+    assert wd.record_report() == {"generation": 4, "marked": True, "run_id": "r5"}

@@ -68,6 +68,7 @@ class Listener:
         self.lease_left: dict[str, tuple[float, float] | None] = {}  # node -> (lease left, when it said so)
         self.lease_back: dict[str, float] = {}  # node -> when a heartbeat last showed its lease back (monotonic)
         self.records: dict[str, tuple[int, bool]] = {}  # node -> (its record's generation, marked by a run)
+        self.marked_by: dict[str, str | None] = {}  # node -> the run whose mark its record carries (heartbeats)
         self.health: dict[str, dict[str, Any]] = {}  # node -> its monitor hooks' verdict (heartbeats)
         self.rebalance: set[str] = set()  # nodes that came back: force_rebalance_nodes in the next run
         self.credits = nodestates.Credits(ban_credits)
@@ -289,6 +290,8 @@ class Listener:
             record = (payload or {}).get("record")
             if isinstance(record, dict) and isinstance(record.get("generation"), int):
                 self.records[node] = (record["generation"], record.get("marked") is True)
+                self.marked_by[node] = str(record["run_id"])[:64] if record.get("marked") is True \
+                    and record.get("run_id") else None
                 if isinstance(record.get("public_ips"), list) and isinstance(record.get("nodes"), dict):
                     self.newer_record = record
         health = (payload or {}).get("health")

@@ -145,7 +145,8 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
 def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
     """Once after start-up, before the first run: the IPs a run cut short by the restart moved and released but
     did not take yet (cancel_cut_short: "in between") are ordered where its plan puts them, under its generation
-    and id - to the nodes it marked; its ansible-playbook, if it still runs, takes them there too. Only an IP no
+    and id - to the nodes it marked (its state file, or their heartbeats' records, say so); its ansible-playbook,
+    if it still runs, takes them there too. Only an IP no
     live node holds (every one reported within WAIT) and that no node may retake: the node whose record gives it
     was released (marked) or is dead. Before, they waited for the redo run (chaos seed 33: 17.5 s, with a
     partition during that run)."""
@@ -165,7 +166,11 @@ def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
                 break
         lst.stopping.wait(0.02)
     with lst.order_lock:
-        released, dead = set(cut.get("released") or []), set(cut.get("dead") or [])
+        # released: its state file says so, or the node's record carries its mark (the release that marks it
+        # went through; the listener died before the run could say so)
+        with lst.ears_lock:
+            marked = {n for n, run_id in lst.marked_by.items() if run_id == str(plan["run_id"])}
+        released, dead = set(cut.get("released") or []) | marked, set(cut.get("dead") or [])
         unheld, held, recorded = set(lst.unheld_now()), lst.held_by_others(), lst.last_run_holders()
         by_node: dict[str, list[dict[str, Any]]] = {}
         for e in plan["public_ips"]:

@@ -436,6 +436,8 @@ class Watchdog:
         if not record:
             return None
         out = {"generation": record.get("generation"), "marked": _record.marked(record)}
+        if out["marked"] and record.get("run_id"):
+            out["run_id"] = record["run_id"]  # the run that marked it: after a listener restart, its release is done
         known = self.listener_generation
         if not out["marked"] and isinstance(known, int) and int(record.get("generation") or 0) > known:
             out.update({k: record.get(k) for k in ("public_ips", "nodes", "run_started", "run_finished")})
