@@ -181,6 +181,41 @@ def test_failed_release_keeps_the_ip_off_every_other_host(lab: labkit.LabHandle)
     assert sampler.double_holdings() == []
 
 
+def test_a_host_lost_during_a_run_is_named_and_the_run_says_where_it_left_the_ips(lab: labkit.LabHandle) -> None:
+    """Chaos: sshd died on node1 during a run. The summary task, run once on node1, read node1's record result -
+    an unreachable host's has no summary - and failed the play before the finish phase: the run ended without
+    naming the node that kept it from completing or saying where it left the IPs, and the listener issued no
+    fast takeover orders until a run completed (15.9 s unheld)."""
+    import threading
+    import time
+
+    from pubip import lab as labmod
+
+    run_ok(lab)
+    ip = sorted(ip for ip, n in every_ip_on_one_host(lab).items() if n == "node2")[0]
+    started = Path(lab.hosts[1]["dir"]) / "take-started"
+    hook = Path(lab.hosts[1]["dir"]) / "hooks" / "10.slow"
+    hook.write_text(f'#!/bin/sh\n[ "$1" = takeip ] && {{ touch {started}; sleep 3; }}\nexit 0\n')
+    hook.chmod(0o755)
+    assert lab.in_host("node2", "ip", "addr", "del", ip, "dev", "eth0").returncode == 0
+    out: list[labkit.subprocess.CompletedProcess[str]] = []
+    run = threading.Thread(target=lambda: out.append(lab.takeover_run()))
+    run.start()
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the take never began"
+    labmod.stop_sshd(lab.info, "node1")  # node2 is taking its IP back; node1's record task comes next
+    run.join(120)
+    (proc,) = out
+    assert proc.returncode != 0
+    assert "has no attribute 'summary'" not in proc.stdout, proc.stdout[-3000:]
+    finish = proc.stdout.split("TASK [pubip.cluster.takeover : Fail for every node that kept the run", 1)[-1]
+    assert "incomplete: node1 was unreachable in the record phase" in finish, proc.stdout[-3000:]
+    assert re.search(r"recorded_on:\s+- node2\s+- node3", finish)  # where it left the IPs, for the listener
+    assert lab.holders()[ip] == ["node2"]
+
+
 def test_ipv6_lab_works_the_same(lab_factory) -> None:  # type: ignore[no-untyped-def]
     lab6 = lab_factory("--nodes", "3", "--vips", "3", "--ipv6", "--no-watchdog", "--no-takeover")
     with labkit.Sampler(lab6) as sampler:
