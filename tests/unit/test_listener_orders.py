@@ -467,6 +467,23 @@ class RefusedTakeRun(Runner):
                        ["node2: Takeover on node2 failed: node2 has no lease"], ["node2"], achieved)
 
 
+def test_orders_held_back_without_a_death_cancel_no_run(listener: Listener, tmp_path: Path) -> None:
+    """Chaos seed 42: a failed run's taker refused IPS[1]; its order waited beside node2, whose heartbeat said it
+    still held it (its record marked by that run, its watchdog kept it), and every liveness check's retry cancelled
+    the run that had just started, for no death at all - 282 runs in 2 minutes, none ran."""
+    listener.last_run = last_run(4)
+    listener.runner = RefusedTakeRun()  # type: ignore[assignment]
+    assert not listener.run(1, [], {})[0] and listener.last_run["untaken"] == [IPS[1]]
+    listener.heartbeat("node2", "192.0.2.2", {"membership": {"tick": 1.0, "hears": {}, "shuns": {}},
+                                              "holds": [IPS[1], IPS[4]], "held": [IPS[1], IPS[4]]})
+    listener.issue_orders()
+    assert ordered(listener) == {} and listener.orders_wanted  # held back beside node2
+    listener.running_run, listener.run_state = 0, str(tmp_path / "runstate.json")
+    listener.runstate.create(listener.run_state)
+    listener.issue_orders()  # watch_liveness's retry
+    assert listener.runstate.read(listener.run_state)["cancelled"] is False
+
+
 def test_an_ip_a_failed_runs_taker_refused_is_ordered_to_a_node_that_recorded_the_run(listener: Listener) -> None:
     """Chaos: node2's watchdog restarted between the gather and the take (no lease): the IP it was to take was
     released by its holder and held by nobody until a later run - 15 s. Now an order gives it to another at once,

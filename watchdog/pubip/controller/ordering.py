@@ -271,11 +271,13 @@ def tell_run(lst: Listener, gone: list[str]) -> bool:
     """stop_run, once for each new set of dead nodes during the current run: True when it was cancelled.
     A set of deaths cancels one run at most: the runs after it start knowing them. When the orders that run was
     cancelled for still wait (held back beside a node that holds the IPs), the next run places them (chaos seed
-    32: every starting run was cancelled for the same death, 7 s without a run while a dead node's IPs waited)."""
+    32: every starting run was cancelled for the same death, 7 s without a run while a dead node's IPs waited).
+    Without a death or a node gone, nothing cancels a run (chaos seed 42: orders for IPs a failed run left
+    untaken, held back beside a node whose record a run still marked, cancelled 282 runs in 2 minutes)."""
     deaths = frozenset(lst.dead_nodes()) | frozenset(gone)
     key = (lst.run_state or lst.running_run, deaths)
     if lst.run_told is None or lst.run_told[0] != key:
-        if deaths and deaths <= lst.cancelled_for:
+        if deaths <= lst.cancelled_for:  # no news (none at all: orders wanted for IPs a run left untaken)
             cancelled = bool(lst.run_state) and lst.runstate.read(lst.run_state)["cancelled"]
         else:
             cancelled = lst.stop_run(gone)
