@@ -15,10 +15,12 @@ Several batches per generation, one at a time: a later death before the verifyin
 run finished waits until no order of the earlier batch can still be carried out,
 then plans from where those orders put the IPs (overlaid) and orders only IPs no
 earlier batch of the generation ordered - so two batches never disagree about an
-IP - or whose orders were all refused (a refusal comes before any take), to
-other nodes than the refusers. The orders are kept across a listener restart (`saver`, `resume`: the
-listener keeps them in its state directory, for the same boot, since the times are CLOCK_MONOTONIC's);
-without them the earlier batches are unknown: that generation gets no more (sealed), the verifying run decides.
+IP - or whose orders were all refused (a refusal comes before any take) or never
+delivered (withdrawn: nobody saw them), to other nodes than the refusers. The
+orders are kept across a listener restart (`saver`, `resume`: the listener keeps
+them in its state directory, for the same boot, since the times are
+CLOCK_MONOTONIC's); without them the earlier batches are unknown: that generation
+gets no more (sealed), the verifying run decides.
 """
 
 from __future__ import annotations
@@ -136,8 +138,13 @@ class Orders:
             return out
 
     def _ordered(self, generation: int) -> set[str]:
+        """The IPs an order of GENERATION may have placed: not refused, and delivered or still deliverable (an
+        order never delivered within deliver_within is never delivered: nobody saw it, it placed nothing)."""
+        now = self.clock()
         return {str(e.get("ip")) for o in self._orders if o.generation == generation
-                and not (o.result or {}).get("refused") for e in o.ips}
+                and not (o.result or {}).get("refused")
+                and not (o.delivered is None and (o.withdrawn or now - o.created > self.deliver_within))
+                for e in o.ips}
 
     def refusers(self, generation: int) -> set[str]:
         """The nodes that refused an order of GENERATION (no lease, a run's mark, an older record): no more
