@@ -680,8 +680,11 @@ class Listener:
         """The fast takeover orders, for the listener after a restart (orders.py); CLOCK_MONOTONIC times: valid
         in this boot only."""
         path = self.state_dir / ORDERS_FILE
-        path.with_suffix(".tmp").write_text(json.dumps({"boot_id": _lease.boot_id(), **state}))
-        os.replace(path.with_suffix(".tmp"), path)
+        try:
+            path.with_suffix(".tmp").write_text(json.dumps({"boot_id": _lease.boot_id(), **state}))
+            os.replace(path.with_suffix(".tmp"), path)
+        except OSError as exc:  # the orders go on; a restart would then seal their generation
+            log.warning("Cannot keep the fast takeover orders in %s: %s", path, exc)
 
     def _resume_orders(self) -> bool:
         """Go on with the orders the listener before a restart issued (chaos: a death right after a restart got no

@@ -146,10 +146,9 @@ def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
     """Once after start-up, before the first run: the IPs a run cut short by the restart moved and released but
     did not take yet (cancel_cut_short: "in between") are ordered where its plan puts them, under its generation
     and id - to the nodes it marked (its state file, or their heartbeats' records, say so); its ansible-playbook,
-    if it still runs, takes them there too. Only an IP no
-    live node holds (every one reported within WAIT) and that no node may retake: the node whose record gives it
-    was released (marked) or is dead. Before, they waited for the redo run (chaos seed 33: 17.5 s, with a
-    partition during that run)."""
+    if it still runs, takes them there too. Only an IP no live node holds (every one reported within WAIT) and
+    that no node may retake: the node whose record gives it was released (marked) or is dead. Before, they
+    waited for the redo run (chaos seed 33: 17.5 s, with a partition during that run)."""
     cut = lst.last_run.get("cut_short")
     if lst.cut_short_moved or not lst.fast_takeover or not isinstance(cut, dict) \
             or cut.get("generation") != lst.generation():
