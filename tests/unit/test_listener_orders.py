@@ -44,6 +44,13 @@ def ordered(lst: Listener) -> dict[str, str]:
     return {ip: o["node"] for o in lst.orders.recent(100) for ip in o["ips"] if not o["withdrawn"]}
 
 
+def carry_out(lst: Listener, *nodes: str) -> None:
+    """NODES get their orders and take every IP in them."""
+    for node in nodes:
+        for order in lst.orders.deliver(node):
+            lst.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+
+
 def test_a_death_orders_its_ips_to_the_survivors(listener: Listener) -> None:
     listener.last_run = last_run(4)
     listener.alive["node3"] = False
@@ -79,9 +86,7 @@ def test_a_later_death_orders_what_the_first_batch_put_on_the_dying_node(listene
     listener.alive["node3"] = False
     listener.issue_orders()
     first = ordered(listener)
-    for node in ("node1", "node2"):
-        for order in listener.orders.deliver(node):
-            listener.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+    carry_out(listener, "node1", "node2")
     taker = first[IPS[2]]
     listener.alive[taker] = False  # the node that took IPS[2] dies too, in the same generation
     listener.issue_orders()
@@ -342,9 +347,7 @@ def test_a_death_right_after_a_listener_restart_is_ordered_from_where_the_earlie
     first.alive["node3"] = False
     first.issue_orders()
     before = ordered(first)
-    for node in ("node1", "node2"):
-        for order in first.orders.deliver(node):
-            first.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
+    carry_out(first, "node1", "node2")
     taker = before[IPS[2]]
     survivor = ({"node1", "node2"} - {taker}).pop()
     again = restarted(tmp_path)
