@@ -58,7 +58,7 @@ class Orders:
     clock: Callable[[], float] = time.monotonic
     issued_for: int | None = None  # the generation of the last batch
     sealed: int | None = None  # a generation whose batches were issued before a restart: no more
-    saver: Callable[[dict[str, Any]], None] | None = None  # given state() after every change
+    saver: Callable[[dict[str, Any]], None] | None = None  # given _state() after every change
     _next: int = 1
     _orders: list[Order] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,16 +89,12 @@ class Orders:
             self._changed()  # kept before any of them can be delivered
             return batch
 
-    def state(self) -> dict[str, Any]:
-        """Everything a listener after a restart needs to go on with these orders (resume)."""
-        with self._lock:
-            return self._state()
-
     def _state(self) -> dict[str, Any]:
+        """Everything a listener after a restart needs to go on with these orders (resume)."""
         return {"next": self._next, "issued_for": self.issued_for, "orders": [asdict(o) for o in self._orders]}
 
     def resume(self, state: dict[str, Any]) -> None:
-        """Go on with the orders a listener before a restart issued (its state(), same boot): later batches of
+        """Go on with the orders a listener before a restart issued (its _state(), same boot): later batches of
         their generation plan from where they put the IPs, and a run waits while one may still be carried out."""
         orders = [Order(**o) for o in state["orders"]]
         with self._lock:
@@ -143,8 +139,11 @@ class Orders:
         now = self.clock()
         return {str(e.get("ip")) for o in self._orders if o.generation == generation
                 and not (o.result or {}).get("refused")
-                and not (o.delivered is None and (o.withdrawn or now - o.created > self.deliver_within))
-                for e in o.ips}
+                and not self._undeliverable(o, now) for e in o.ips}
+
+    def _undeliverable(self, o: Order, now: float) -> bool:
+        """Never delivered, and never will be (withdrawn, or past deliver_within)."""
+        return o.delivered is None and (o.withdrawn or now - o.created > self.deliver_within)
 
     def refusers(self, generation: int) -> set[str]:
         """The nodes that refused an order of GENERATION (no lease, a run's mark, an older record): no more
@@ -160,7 +159,7 @@ class Orders:
             for o in self._orders:
                 if o.node != node or o.delivered is not None or o.withdrawn:
                     continue
-                if now - o.created > self.deliver_within:
+                if self._undeliverable(o, now):
                     o.withdrawn = withdrawn = True
                     continue
                 o.delivered = now
