@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -33,6 +34,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Longest first: with `--dist load` each free worker takes the next test, so the long ones
     # overlap instead of leaving one worker busy at the end (a stable sort keeps file order).
     items.sort(key=_start_order)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def module_bytecode_cache() -> Iterator[None]:
+    """Labs built by this test process cache the bytecode of Ansible's modules on their hosts (the hosts
+    share two cores: half of a module call is compiling; pubip/lab/pyc_cache says how), in a directory
+    removed at the end."""
+    cache = tempfile.mkdtemp(prefix="pubip-pyc-")
+    os.environ["PUBIP_LAB_PYC_CACHE"] = cache
+    yield
+    os.environ.pop("PUBIP_LAB_PYC_CACHE", None)
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

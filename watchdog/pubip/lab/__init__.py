@@ -4,7 +4,8 @@ their own sshd, a bridge and a controller namespace.
 - base: names, paths, lab.json, commands inside namespaces, processes;
 - build: lab up / down, the inventory, starting the watchdogs and the listener;
 - faults: a host dies, is cut off, boots again, restarts its network;
-- observe: public IPs in each kernel, ARP answers, the listener's status.
+- observe: public IPs in each kernel, ARP answers, the listener's status;
+- pyc_cache: with PUBIP_LAB_PYC_CACHE (the test suite), the hosts cache the bytecode of Ansible's modules.
 
 Only the CLI's `lab` commands (and the tests) import it; nothing of the node or controller side does.
 """

@@ -170,7 +170,7 @@ class Lab:
                 # (SHLVL): the lab's hosts share the controller's /root, whose .bashrc may be slow
                 # (pyenv init costs 0.15 s per command here), and a plain node's has no business
                 # in a takeover run's timings.
-                "SetEnv SHLVL=1",
+                "SetEnv SHLVL=1" + _pyc_cache_env(),
                 "",
             ])
         )
@@ -238,6 +238,16 @@ class Lab:
     def _write_inventory(self, info: dict[str, Any]) -> None:
         (self.dir / "inventory.yml").write_text(render_inventory(info))
         (self.dir / "inventory-root.yml").write_text(render_inventory(info, from_root=True))
+
+
+def _pyc_cache_env() -> str:
+    """With PUBIP_LAB_PYC_CACHE=DIR (the test suite's), the hosts' Python sessions cache the bytecode of the
+    modules Ansible sends them in DIR (pyc_cache/sitecustomize.py says why)."""
+    cache = os.environ.get("PUBIP_LAB_PYC_CACHE")
+    if not cache:
+        return ""
+    Path(cache).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return f" PYTHONPATH={Path(__file__).parent / 'pyc_cache'} PUBIP_PYC_CACHE={cache}"
 
 
 def _secret_file(path: Path, secret: str) -> str:
