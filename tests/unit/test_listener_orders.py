@@ -309,6 +309,7 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | 
         assert first.runstate.begin_changes(first.run_state)[0]
     if change == "releasing":  # generation 5, planned with node1 and node2 gathered (node3 not), node2 died
         plan = {**last_run(5), "run_id": "r5", "connected": ["node1", "node2"], "moving": [IPS[2]]}
+        plan["public_ips"][2]["node"] = "node1"  # IPS[2] moves from node3 to node1
         assert first.runstate.begin_changes(first.run_state, plan)[0]
         first.runstate.released(first.run_state, "node1")
         first.runstate.declare_dead(first.run_state, ["node2"])
@@ -453,6 +454,26 @@ def test_an_ip_a_run_cut_short_released_and_did_not_take_yet_is_ordered_where_it
     again.issue_orders()  # a death after it: IPS[2] is not ordered twice
     assert [ip for o in again.orders.recent(10) for ip in o["ips"]].count(IPS[2]) == (
         change == "moving" or node3_mark == "r5")
+
+
+def test_a_dead_nodes_ips_a_run_cut_short_was_moving_to_it_are_ordered_at_its_death(tmp_path: Path) -> None:
+    """Chaos (seed 149571864 under load): a listener restart cut a run short after it moved an IP to node4;
+    node4 died, and the IP waited for a run as one the cut run might still take - while every run after was
+    cancelled by a death or a return (19.6 s unheld). That run takes it only on node4, which takes nothing now."""
+    again, _run_state = killed_mid_run(tmp_path, "moving")  # r5 moves IPS[2] to node1; node1 and node3 released
+    again.cut_short_moved = True
+    again.alive["node1"] = False
+    again.issue_orders()
+    assert ordered(again) == {IPS[0]: "node3", IPS[2]: "node3", IPS[3]: "node3"}  # node2: not marked by r5
+    assert [(o.generation, o.run_id) for o in again.orders._orders] == [(5, "r5")]
+
+
+def test_a_moving_ip_of_a_run_cut_short_waits_while_its_planned_node_lives(tmp_path: Path) -> None:
+    again, _run_state = killed_mid_run(tmp_path, "moving")
+    again.cut_short_moved = True
+    again.alive["node3"] = False
+    again.issue_orders()
+    assert IPS[2] not in ordered(again)  # the cut run may still take it on node1
 
 
 class RefusedTakeRun(Runner):
@@ -608,6 +629,23 @@ def test_a_node_back_does_not_cancel_a_run_while_some_ip_is_held_by_no_live_node
     listener.alive["node3"] = False
     listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": []})
     assert runstate.read(listener.run_state)["cancelled"] is True
+
+
+def test_a_node_back_from_the_dead_does_not_cancel_the_run_placing_its_ips_by_what_it_held_before(
+        listener: Listener, tmp_path: Path) -> None:
+    """Chaos: node4 died holding two IPs, a run started to place them, node4 came back: its first heartbeat,
+    sent before its new watchdog read the kernel, carried no holds, so its last word - from before its death,
+    holding both - counted, and the run was cancelled as if nothing were unheld (19.6 s with later faults)."""
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    listener.heartbeat("node1", "192.0.2.1", {**hb, "holds": [IPS[0], IPS[3]]})
+    listener.heartbeat("node2", "192.0.2.2", {**hb, "holds": [IPS[1], IPS[4]]})
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": [IPS[2], IPS[5]]})
+    listener.running_run, listener.run_state, listener.run_dead = 9, str(tmp_path / "runstate.json"), {"node3"}
+    listener.alive["node3"] = False
+    listener.heartbeat("node3", "192.0.2.3", {**hb, "holds": None})
+    assert listener.alive["node3"] and runstate.read(listener.run_state)["cancelled"] is False
 
 
 def test_a_death_cancels_one_starting_run_not_every_run_after_it(listener: Listener, tmp_path: Path) -> None:

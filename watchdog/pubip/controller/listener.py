@@ -350,7 +350,7 @@ class Listener:
         with self.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
             if self.run_state is None or node not in self.run_dead:
                 return
-            unheld = self.unheld_now()
+            unheld = self.unheld_now(besides=node)
             if unheld:
                 log.info("Takeover run %s goes on without %s (back): it places %s, held by no node",
                          self.running_run or "starting", node, ", ".join(unheld))
@@ -361,11 +361,14 @@ class Listener:
         log.warning("Takeover run %s cancelled before it changed any host (%s back): the next run includes it",
                     self.running_run or "starting", node)
 
-    def unheld_now(self) -> list[str]:
-        """The last run's public IPs that no live node's heartbeat says it holds ([] while one has not reported)."""
+    def unheld_now(self, besides: str | None = None) -> list[str]:
+        """The last run's public IPs that no live node's heartbeat says it holds ([] while one has not reported);
+        BESIDES: a node back from the dead, whose holds count for nothing - what it said before it died, or a
+        first heartbeat before its watchdog read the kernel (chaos: node4 back after its death cancelled the
+        run placing its IPs, by its last word from before; 19.6 s unheld)."""
         ips = [str(e.get("ip")) for e in self.last_run.get("public_ips") or [] if isinstance(e, dict)]
         with self.ears_lock:
-            live = [n for n in self.secrets if self.alive.get(n, True)]
+            live = [n for n in self.secrets if self.alive.get(n, True) and n != besides]
             if not ips or any(n not in self.holds for n in live):
                 return []
             held = {ip for n in live for ip in self.holds[n][0]}
