@@ -327,6 +327,15 @@ def killed_mid_run(tmp_path: Path, change: str | None) -> tuple[Listener, str | 
         run = last_run(5)
         run["public_ips"][0]["node"] = "node2"
         first.runstate.takes_done(first.run_state, {**run, "run_id": "r5", "connected": NODES})
+    if change == "taken, one refused":  # generation 5 moved IPS[0] to node2, which refused it (no lease)
+        run = last_run(5)
+        run["public_ips"][0]["node"] = "node2"
+        assert first.runstate.begin_changes(first.run_state, {**run, "run_id": "r5", "connected": NODES,
+                                                              "moving": [IPS[0]]})[0]
+        for node in NODES:
+            first.runstate.released(first.run_state, node)
+        run["public_ips"][0]["node"] = None
+        first.runstate.takes_done(first.run_state, {**run, "run_id": "r5", "connected": NODES})
     first.store.start_run([])
     return restarted(tmp_path), first.run_state
 
@@ -474,6 +483,23 @@ def test_a_moving_ip_of_a_run_cut_short_waits_while_its_planned_node_lives(tmp_p
     again.alive["node3"] = False
     again.issue_orders()
     assert IPS[2] not in ordered(again)  # the cut run may still take it on node1
+
+
+def test_an_ip_a_run_cut_short_after_its_takes_left_untaken_is_ordered_before_the_first_run(tmp_path: Path) -> None:
+    """Chaos (seed 149571864 under load): a run moved two IPs to a node whose watchdog had just restarted (no
+    lease: it refused them), a listener restart cut the run short after its takes, and nothing ordered them -
+    every run after was cut short or cancelled (23.4 s unheld). As after a failed run, they are ordered, once
+    every live node has reported what it holds."""
+    from pubip.controller import ordering
+
+    again, _run_state = killed_mid_run(tmp_path, "taken, one refused")
+    assert again.generation() == 5 and again.last_run["untaken"] == [IPS[0]]
+    hb = {"membership": {"tick": 1.0, "hears": {}, "shuns": {}}}
+    for node, holds in (("node1", [IPS[3]]), ("node2", [IPS[1], IPS[4]]), ("node3", [IPS[2], IPS[5]])):
+        again.heartbeat(node, "192.0.2.9", {**hb, "holds": holds})
+    ordering.order_untaken_at_start(again, wait=0.0)
+    assert set(ordered(again)) == {IPS[0]}
+    assert [o.generation for o in again.orders._orders] == [5]
 
 
 class RefusedTakeRun(Runner):

@@ -132,6 +132,7 @@ class Listener:
         # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
         self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
         self.cut_short_moved = False  # order_cut_short_moves done (once, before the first run)
+        self.untaken_ordered = False  # order_untaken_at_start done (once, before the first run)
         known = self.store.nodes()
         self.alive: dict[str, bool] = {n: v["alive"] for n, v in known.items() if n in secrets}
         self.peers: dict[str, str] = {n: v["peer"] for n, v in known.items() if v.get("peer")}
@@ -179,10 +180,19 @@ class Listener:
             # takes nothing more - whether its ansible-playbook still runs or not. Its orders go to the nodes it
             # released (marked: only those may have recorded it; one still marked refuses, and is left out), and
             # the deaths it skipped are ordered as after such a run.
+            # IPs its takers refused before changing anything are held by nobody (as after a failed run): ordered
+            # to other nodes before the first run (order_untaken_at_start)
+            planned = {str(e.get("ip")): e.get("node") for e in (said.get("plan") or {}).get("public_ips") or []
+                       if isinstance(e, dict)}
+            untaken = sorted(str(e.get("ip")) for e in taken["public_ips"] if isinstance(e, dict)
+                             and e.get("node") is None and planned.get(str(e.get("ip"))) is not None)
+            if untaken:
+                log.warning("Takeover run cut short: its takers refused %s before changing anything: held by "
+                            "nobody, ordered to other nodes once the nodes report", ", ".join(untaken))
             self.adopt({"generation": taken["generation"], "algorithm": taken.get("algorithm"),
                         "options": taken.get("options"), "allowed": taken.get("allowed"),
                         "record": {"nodes": taken.get("nodes"), "public_ips": taken["public_ips"]}},
-                       recorded_on=sorted(set(said["released"]) - set(said["dead"])))
+                       recorded_on=sorted(set(said["released"]) - set(said["dead"])), untaken=untaken)
             self.wanted_gone |= set(said["dead"]) - set(self.dead_nodes())
             self.orders_wanted = bool(said["dead"]) and fast_takeover
         # Like a new CTDB recovery master: start with a takeover run, to know (and enforce) the assignment.
@@ -726,6 +736,7 @@ class Listener:
                 self.wake.clear()
                 continue
             ordering.order_cut_short_moves(self)
+            ordering.order_untaken_at_start(self)
             self.settle_orders()
             self.await_reports()
             if not self.hears_quorum():  # lost while orders settled: cancel_for_quorum found no run to cancel
