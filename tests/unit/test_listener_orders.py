@@ -900,6 +900,38 @@ def test_an_ip_a_failed_release_let_go_of_after_all_is_ordered(listener: Listene
     assert set(ordered(listener)) == {IPS[2]} and ordered(listener)[IPS[2]] in {"node1", "node2"}
 
 
+def test_an_ip_a_failed_run_left_with_a_node_that_did_not_record_it_and_lost_is_ordered(listener: Listener) -> None:
+    """Chaos (seed 477742958, in the suite): node2's address was flushed during a run, then its sshd died; the
+    run failed without recording on node2, leaving it the IP it had lost - which node2 cannot retake (its record
+    is older than the run's), so it waited for the next run (16.1 s). Once node2's heartbeats after the run say
+    it holds it no more, and no other live node does, it is ordered to a node that recorded the run."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(4)
+    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"  # planned to stay there
+
+    def hb(node: str, holds: list[str], generation: int) -> None:
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                            "record": {"generation": generation, "marked": False}})
+
+    hb("node1", [IPS[0], IPS[3]], 5)
+    hb("node2", [IPS[1], IPS[4]], 5)
+    hb("node3", [IPS[2], IPS[5]], 4)
+    ordering.order_dropped(listener, set())
+    assert ordered(listener) == {}
+    hb("node3", [IPS[2]], 5)  # flushed, but its record is the run's after all (the answer was lost): it retakes
+    ordering.order_dropped(listener, set())
+    assert ordered(listener) == {}
+    hb("node3", [IPS[2]], 4)
+    ordering.order_dropped(listener, set())
+    assert set(ordered(listener)) == {IPS[5]} and ordered(listener)[IPS[5]] in {"node1", "node2"}
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

@@ -131,6 +131,7 @@ class Listener:
         self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
         # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
         self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
+        self.left_unrecorded: tuple[int, float, dict[str, str]] = (0, 0.0, {})  # see dropped()
         self.cut_short_moved = False  # order_cut_short_moves done (once, before the first run)
         self.untaken_ordered = False  # order_untaken_at_start done (once, before the first run)
         known = self.store.nodes()
@@ -391,16 +392,23 @@ class Listener:
         order or a run can. So too the IPs a failed run of GENERATION left with a node whose release of them
         failed (stuck): its heartbeats since the run ended say it holds them no more - its release went through,
         its answer was lost (chaos: sshd killed during the release; 10 s unheld until the next run took them).
-        That node cannot retake them: its record is older than the run's, or marked by it."""
+        That node cannot retake them: its record is older than the run's, or marked by it. And the IPs a failed
+        run of GENERATION kept on a node that did not record it, once that node's heartbeats since the run ended
+        say it holds them no more and its record is older than the run's (it cannot retake them; chaos: a flush
+        on a node whose sshd then died during a run, 16.1 s unheld until the next run)."""
         unheld = set(self.unheld_now())
         if not unheld:
             return {}
         stuck_generation, ended, stuck = self.stuck
+        left_generation, left_ended, left = self.left_unrecorded
         out = {}
         with self.ears_lock:
             lost = list(self.orders.carried_out(generation).items())
             if stuck_generation == generation:
                 lost += [(ip, (node, ended)) for ip, node in stuck.items()]
+            if left_generation == generation:
+                lost += [(ip, (node, left_ended)) for ip, node in left.items()
+                         if node in self.records and self.records[node][0] < generation]
             for ip, (node, since) in lost:
                 ips, tick = self.holds.get(node, (None, 0.0))
                 if ip in unheld and self.alive.get(node, True) and ips is not None and tick >= since and ip not in ips:
@@ -1011,6 +1019,12 @@ class Listener:
             self.stuck = (int(out.plan.get("generation") or 0), time.monotonic(),
                           {str(e["ip"]): str(e["node"]) for e in out.achieved["public_ips"]
                            if e.get("node") is not None and planned.get(e.get("ip")) not in (None, e["node"])})
+            # and IPs it kept on a node that did not record it (Listener.dropped)
+            recorded = {str(n) for n in out.achieved.get("recorded_on") or []}
+            self.left_unrecorded = (self.stuck[0], self.stuck[1],
+                                    {str(e["ip"]): str(e["node"]) for e in out.achieved["public_ips"]
+                                     if e.get("node") is not None and planned.get(e.get("ip")) == e["node"]
+                                     and e["node"] not in recorded})
         elif out.plan and out.plan.get("changed") and not check and not self.changed_no_host():
             # failed after planning: some hosts may have recorded its generation
             self.last_run["planned_generation"] = max(int(out.plan.get("generation") or 0),
