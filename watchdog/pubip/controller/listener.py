@@ -183,10 +183,7 @@ class Listener:
             # the deaths it skipped are ordered as after such a run.
             # IPs its takers refused before changing anything are held by nobody (as after a failed run): ordered
             # to other nodes before the first run (order_untaken_at_start)
-            planned = {str(e.get("ip")): e.get("node") for e in (said.get("plan") or {}).get("public_ips") or []
-                       if isinstance(e, dict)}
-            untaken = sorted(str(e.get("ip")) for e in taken["public_ips"] if isinstance(e, dict)
-                             and e.get("node") is None and planned.get(str(e.get("ip"))) is not None)
+            untaken = _untaken((said.get("plan") or {}).get("public_ips"), taken["public_ips"])
             if untaken:
                 log.warning("Takeover run cut short: its takers refused %s before changing anything: held by "
                             "nobody, ordered to other nodes once the nodes report", ", ".join(untaken))
@@ -1005,8 +1002,7 @@ class Listener:
             log.info("Takeover run %d failed after changing hosts; what it achieved (recorded on %s) stands until "
                      "a run completes", run_id, ", ".join(out.achieved.get("recorded_on") or []) or "no node")
             planned = {e.get("ip"): e.get("node") for e in (out.plan.get("record") or {}).get("public_ips") or []}
-            untaken = sorted(str(e["ip"]) for e in out.achieved["public_ips"]
-                             if e.get("node") is None and planned.get(e.get("ip")) is not None)
+            untaken = _untaken((out.plan.get("record") or {}).get("public_ips"), out.achieved["public_ips"])
             if untaken:
                 log.warning("Takeover run %d: its takers refused %s before changing anything: held by nobody, "
                             "ordered to other nodes now", run_id, ", ".join(untaken))
@@ -1234,6 +1230,14 @@ def open_store(path: Path) -> Store:
             Path(str(path) + extra).unlink(missing_ok=True)
         _set_aside(path, str(exc))
         return Store(str(path))
+
+
+def _untaken(planned: Any, achieved: list[Any]) -> list[str]:
+    """The IPs a run planned on a node (PLANNED: its public IPs) that where its takes left them (ACHIEVED) are
+    on none: their takers refused them before changing anything."""
+    to = {str(e.get("ip")): e.get("node") for e in planned or [] if isinstance(e, dict)}
+    return sorted(str(e.get("ip")) for e in achieved if isinstance(e, dict)
+                  and e.get("node") is None and to.get(str(e.get("ip"))) is not None)
 
 
 def _report(received: float, report: dict[str, Any], nodes: set[str]) -> death.Report:
