@@ -104,10 +104,45 @@ def test_a_refused_retake_is_not_counted_as_held_so_no_run_pins_it_to_a_node_it_
         listener: Listener) -> None:
     """Chaos found it: node3, back without its IPs and with its sshd down, asked to retake them while a run was
     starting; the run could not reach it and pinned them to it from that report - unheld 10 s."""
+    listener.last_run = {"generation": 5}
     start_run(listener)
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
-    assert answer["hold_retake"] is True  # refused: the run has not gathered node1
+    assert answer["hold_retake"] is True  # refused: the run has not gathered node1, and its record is old
     assert listener.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP2]}
+    assert listener.holds_retake("node1", [IP1]) is True
+
+
+def test_an_ask_held_back_only_by_the_starting_run_is_pinned_by_its_snapshot_and_may_go_ahead(
+        listener: Listener) -> None:
+    """Chaos under load: runs started back to back and each held node1's retake back until it had gathered
+    node1 (8.5 s unheld). The run's snapshot now counts what node1 asked for as held by it: if the run cannot
+    reach node1 it keeps them there, so node1's next ask may go ahead."""
+    listener.last_run = {"generation": 3}
+    start_run(listener)
+    answer = ask(listener, "node1", [IP2], [IP1], generation=3)
+    assert answer["hold_retake"] is True and protocol.retake_refused(answer, 3) == \
+        "a takeover run has not gathered this node yet"
+    assert listener.holds["node1"][0] == [IP2]  # not counted as held while refused
+    assert listener.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP1, IP2]}
+    answer = ask(listener, "node1", [IP2], [IP1], generation=3)
+    assert answer["hold_retake"] is False and protocol.retake_refused(answer, 3) is None
+
+
+def test_a_starting_runs_snapshot_pins_no_ask_that_is_stale_or_now_refused_for_another_reason(
+        listener: Listener) -> None:
+    listener.last_run = {"generation": 3}
+    start_run(listener)
+    ask(listener, "node1", [], [IP1], generation=3)
+    ask(listener, "node2", [], [IP2], generation=3)
+    listener.asked["node1"] = (*listener.asked["node1"][:2], time.monotonic() - 5)  # asked 5 s ago: stale
+    report(listener, "node1", [], tick=time.monotonic())
+    listener.last_run = {"generation": 4}  # node2's record is older than the last run's now
+    assert listener.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [], "node2": []}
+    listener.last_run = {"generation": 3}
+    start_run(listener)
+    ask(listener, "node2", [], [IP2], generation=3)
+    report(listener, "node1", [IP2], tick=time.monotonic())  # node1's heartbeat: it holds IP2
+    assert listener.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP2], "node2": []}
 
 
 def test_a_retake_refused_for_an_old_record_is_not_counted_as_held(listener: Listener) -> None:

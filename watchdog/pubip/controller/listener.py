@@ -39,6 +39,7 @@ ORDERS_FILE = "orders.json"  # in the state directory: the fast takeover orders,
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
 RETAKE_WAIT = 3.0  # seconds a run waits for a retake once the quorum is back and the node has its lease
 RETAKE_CAP = 8.0  # ... and at most this long after the quorum is back, for a node whose lease is not back yet
+ASK_FRESH = 1.0  # seconds an ask to retake held back by a starting run counts for that run's snapshot (asked)
 
 
 class Listener:
@@ -125,6 +126,9 @@ class Listener:
         self.quorum_heard = True  # hears_quorum's last answer
         self.quorum_back: float | None = None  # when hears_quorum last found a quorum again (monotonic)
         self.taking: dict[str, set[str]] = {}  # node -> IPs its last heartbeat reported held while retaking them
+        # node -> (IPs it asked to retake, its record's generation, when): refused only because the running run
+        # had not gathered it - the run's snapshot pins them to it (extravars), so its next ask may go ahead
+        self.asked: dict[str, tuple[frozenset[str], int, float]] = {}
         self.retakes_awaited = False  # "waits for retakes" said once per wait
         self.dropped_planned: tuple[set[tuple[str, str]], set[str]] = (set(), set())  # order_dropped's last plan
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
@@ -430,7 +434,33 @@ class Listener:
                 "gratarp": sorted(self.gratarp.pop(node, set())),
                 "held_elsewhere": self.held_elsewhere(node, (payload or {}).get("retake"))}
         self.drop_refused_retake(node, payload, answer)
+        self.note_held_ask(node, payload or {}, answer)
         return answer
+
+    def note_held_ask(self, node: str, payload: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Remember an ask to retake that only holds_retake refused (self.asked)."""
+        record, wanted = payload.get("record"), payload.get("retake")
+        if not (answer.get("hold_retake") and isinstance(wanted, list) and wanted and isinstance(record, dict)
+                and isinstance(record.get("generation"), int)):
+            return
+        if protocol.retake_refused({**answer, "hold_retake": False}, record["generation"]) is None:
+            with self.ears_lock:
+                self.asked[node] = (frozenset(str(ip)[:64] for ip in wanted), record["generation"], time.monotonic())
+
+    def asked_to_pin(self, node: str, now: float) -> frozenset[str]:
+        """What NODE asked to retake less than ASK_FRESH ago, held back only because the run starting now had not
+        gathered it, and that it may still retake by everything else the listener knows: the starting run's
+        snapshot counts them as held by NODE. The run, if it then cannot reach NODE, keeps them there (pinned,
+        given to no other node), which is what the node's next ask - allowed by holds_retake from then on -
+        brings about; under load, waiting for the run to gather the node held retakes back 8.5 s (chaos)."""
+        ips, generation, when = self.asked.get(node, (frozenset(), 0, 0.0))
+        if not ips or now - when > ASK_FRESH or not self.alive.get(node, True):
+            return frozenset()
+        others = self.held_by_others(node)
+        verdict = {"generation": self.retake_generation(node),
+                   "declared_dead": (self.last_run.get("declared_dead") or {}).get(node),
+                   "held_elsewhere": {ip: others[ip] for ip in ips if ip in others}}
+        return ips if protocol.retake_refused(verdict, generation) is None else frozenset()
 
     def held_by_others(self, node: str | None = None) -> dict[str, str]:
         """Public IP -> a live node other than NODE whose latest heartbeat says it holds it. The last word
@@ -950,9 +980,12 @@ class Listener:
                   pin: bool = False) -> dict[str, Any]:
         """The run's variables; PIN: they are the starting run's, whose snapshot of the reports holds_retake
         goes by (taken under the same lock as the snapshot, so no report slips between the two)."""
+        asked = {node: self.asked_to_pin(node, time.monotonic()) for node in list(self.asked)} if pin else {}
         with self.ears_lock:  # only reports made after this run was marked running (fast paths closed since)
             holds = {node: list(ips) for node, (ips, tick) in self.holds.items() if tick >= self.run_marked}
             if pin:
+                for node in holds:
+                    holds[node] = sorted(set(holds[node]) | asked.get(node, frozenset()))
                 self.run_pinned = {node: frozenset(ips) for node, ips in holds.items()}
             last = {node: set(ips) for node, (ips, _tick) in self.holds.items()}
         # a live node without such a report, if the run cannot reach it, keeps what it may hold: what it last
