@@ -932,6 +932,40 @@ def test_an_ip_a_failed_run_left_with_a_node_that_did_not_record_it_and_lost_is_
     assert set(ordered(listener)) == {IPS[5]} and ordered(listener)[IPS[5]] in {"node1", "node2"}
 
 
+def test_a_run_about_to_start_first_orders_what_was_dropped_and_waits_for_it(listener: Listener) -> None:
+    """Chaos under load (seed 300305329, 3 workers): a failed run kept two IPs on node5 without recording
+    there; node5 then lost them (flush) and could not retake them (record older than the run's). The next runs
+    started back to back (retries, a cancel for deaths): the liveness loop, which orders dropped IPs only while
+    no run runs, never had its moment, and the IPs waited 13.3 s for a run's takes. Now the run about to start
+    orders them first (settle_orders) and starts once the order is carried out."""
+    import threading
+    import time
+
+    listener.last_run = last_run(4)
+    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"
+
+    def hb(node: str, holds: list[str], generation: int) -> None:
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                            "record": {"generation": generation, "marked": False}})
+
+    hb("node1", [IPS[0], IPS[3]], 5)
+    hb("node2", [IPS[1], IPS[4]], 5)
+    hb("node3", [IPS[2]], 4)  # lost IPS[5] after the run ended; its record is older: no retake
+    settled = threading.Thread(target=listener.settle_orders)
+    settled.start()
+    deadline = time.monotonic() + 5
+    while not ordered(listener) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(ordered(listener)) == {IPS[5]}
+    assert listener.running_run is None  # the run waits for the order
+    carry_out(listener, ordered(listener)[IPS[5]])
+    settled.join(5)
+    assert not settled.is_alive() and listener.running_run == 0
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

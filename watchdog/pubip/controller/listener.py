@@ -947,6 +947,12 @@ class Listener:
         orders are issued until the run that follows has finished."""
         waited = time.monotonic()
         while not self.stopping.is_set():
+            if self.fast_takeover and not self.orders.outstanding():
+                # The last moment the fast paths are open: IPs dropped since (Listener.dropped) are ordered now,
+                # not placed by the run's takes many seconds later. Chaos under load: a failed run left two IPs
+                # on a node that then lost them and could not retake them (its record was older); back-to-back
+                # runs left no moment between them for the liveness loop's order_dropped - 13.3 s unheld.
+                ordering.order_dropped(self, exclude=set(self.suspected))
             with self.order_lock:
                 if not self.orders.outstanding():
                     self.running_run = 0  # a run is starting
