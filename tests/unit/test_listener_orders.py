@@ -966,6 +966,50 @@ def test_a_run_about_to_start_first_orders_what_was_dropped_and_waits_for_it(lis
     assert not settled.is_alive() and listener.running_run == 0
 
 
+def test_an_ip_dropped_while_a_run_gathers_cancels_it_once_and_is_ordered(listener: Listener, tmp_path: Path
+                                                                         ) -> None:
+    """Chaos under load: node1 had taken IPS[2] on an order; a flush took it away while the next run gathered.
+    Its record does not give it IPS[2] (no retake) and no order goes out during a run: the run's takes placed it
+    15.6 s later. A run that has changed no host is now cancelled for it (once), and it is ordered at once."""
+    import time
+
+    from pubip.controller import ordering
+
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.alive["node3"] = False
+    listener.issue_orders()
+    carry_out(listener, "node1", "node2")
+    took = ordered(listener)[IPS[2]]
+
+    def hb(node: str, holds: list[str]) -> None:
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                            "record": {"generation": 4, "marked": False}})
+
+    holds = {"node1": [IPS[0], IPS[3]], "node2": [IPS[1], IPS[4]]}
+    holds[took] += [IPS[2], IPS[5]] if ordered(listener)[IPS[5]] == took else [IPS[2]]
+    other = ({"node1", "node2"} - {took}).pop()
+    holds[other] += [] if ordered(listener)[IPS[5]] == took else [IPS[5]]
+    for node in holds:
+        hb(node, holds[node])
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    runstate.create(listener.run_state)
+    ordering.cancel_for_dropped(listener)
+    assert not runstate.read(listener.run_state)["cancelled"]  # nothing dropped
+    hb(took, [ip for ip in holds[took] if ip != IPS[2]])  # flushed: IPS[2] is held by nobody now
+    ordering.cancel_for_dropped(listener)
+    assert runstate.read(listener.run_state)["cancelled"]
+    listener.running_run, listener.run_state = 10, str(tmp_path / "runstate2.json")  # the next run
+    runstate.create(listener.run_state)
+    ordering.cancel_for_dropped(listener)
+    assert not runstate.read(listener.run_state)["cancelled"]  # one cancel per dropped IP
+    listener.running_run = None
+    ordering.order_dropped(listener, set())  # what settle_orders does before the next run
+    assert ordered(listener)[IPS[2]] in {"node1", "node2"} and len(listener.orders.outstanding()) == 1
+    assert listener.orders.outstanding()[0].node != "node3"  # dead: no order to it, lease or none
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

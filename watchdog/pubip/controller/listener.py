@@ -133,6 +133,7 @@ class Listener:
         self.dropped_planned: tuple[set[tuple[str, str]], set[str]] = (set(), set())  # order_dropped's last plan
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
+        self.cancelled_for_dropped: set[tuple[int, str]] = set()  # (generation, IP): cancel_for_dropped did
         # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
         self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
         self.left_unrecorded: tuple[int, float, dict[str, str]] = (0, 0.0, {})  # see dropped()
@@ -618,6 +619,8 @@ class Listener:
                 self.issue_orders(exclude=set(suspected) | set(shunned))
             elif self.fast_takeover and not died and self.running_run is None and self.hears_quorum():
                 ordering.order_dropped(self, exclude=set(suspected) | set(shunned))
+            elif self.fast_takeover and not died and self.running_run and self.hears_quorum():
+                ordering.cancel_for_dropped(self)
             if died:
                 for node, silent, why in died:
                     self.node_died(node, silent, why)

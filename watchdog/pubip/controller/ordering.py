@@ -133,7 +133,7 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
                                for e in start.run["public_ips"]]}
         try:
             by_node = fasttakeover.orders(base, [], exclude | set(lst.stepping) | start.unavailable | refusers
-                                          | leaseless)
+                                          | leaseless | set(lst.dead_nodes()))
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
@@ -146,6 +146,27 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         for order in lst.orders.issue(generation, by_node):
             log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node, order.generation,
                      ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
+
+
+def cancel_for_dropped(lst: Listener) -> None:
+    """A run is running and has changed no host yet, and IPs were dropped since it started (Listener.dropped:
+    their holder lost them and cannot retake them - an order's IPs are in no record): cancel it, so that they
+    are ordered at once (settle_orders) and a new run follows, instead of waiting for its takes. Chaos under
+    load: node4 lost two IPs it had taken on an order 3 s before (a flush) while a run gathered; the run's
+    takes placed them 15.6 s later. Each dropped IP cancels one run at most (chaos seed 42: runs cancelled
+    again and again for the same orders, 282 in 2 minutes)."""
+    generation = int(lst.last_run.get("generation") or 0)
+    if not generation or not lst.running_run or lst.run_state is None:
+        return
+    new = {(generation, ip) for ip in lst.dropped(generation)} - lst.cancelled_for_dropped
+    if not new:
+        return
+    lst.cancelled_for_dropped = {key for key in lst.cancelled_for_dropped if key[0] == generation} | new
+    with lst.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
+        if lst.run_state is None or not lst.runstate.cancel(lst.run_state):
+            return
+    log.warning("Takeover run %s cancelled before it changed any host (%s dropped: no node can retake them): "
+                "fast takeover now, then a new run", lst.running_run, ", ".join(sorted(ip for _g, ip in new)))
 
 
 def order_cut_short_moves(lst: Listener, wait: float = 1.0) -> None:
