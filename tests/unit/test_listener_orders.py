@@ -1010,6 +1010,35 @@ def test_an_ip_dropped_while_a_run_gathers_cancels_it_once_and_is_ordered(listen
     assert listener.orders.outstanding()[0].node != "node3"  # dead: no order to it, lease or none
 
 
+def test_an_ip_an_open_order_may_still_place_is_not_dropped(listener: Listener, tmp_path: Path) -> None:
+    """Chaos under load: a death's orders had just given two IPs to node4 when the listener found them
+    "dropped" by an earlier holder; a run was cancelled for them, and when node4 lost them for real later, they
+    had used up their one cancel (10.4 s unheld). An IP an open order may still place is not dropped."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(4)
+    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
+    ok, _generation, _detail = listener.run(1, [], {})
+    assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"
+
+    def hb(node: str, holds: list[str], generation: int) -> None:
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                            "record": {"generation": generation, "marked": False}})
+
+    hb("node1", [IPS[0], IPS[3]], 5)
+    hb("node2", [IPS[1], IPS[4]], 5)
+    listener.orders.issue(5, {"node1": [{"ip": IPS[5], "interfaces": ["eth0"], "from": "node3"}]})
+    hb("node3", [IPS[2]], 4)  # lost IPS[5]: an order gives it to node1 - not carried out yet
+    assert listener.dropped(5) == {}
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    listener.runstate.create(listener.run_state)
+    ordering.cancel_for_dropped(listener)
+    assert not listener.runstate.read(listener.run_state)["cancelled"] and not listener.cancelled_for_dropped
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

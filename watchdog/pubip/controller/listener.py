@@ -403,6 +403,9 @@ class Listener:
             return {}
         stuck_generation, ended, stuck = self.stuck
         left_generation, left_ended, left = self.left_unrecorded
+        # an IP an open order may still place is not dropped (chaos: a run was cancelled for IPs a death's orders
+        # had just given to another node, by the carried-out order before those)
+        unheld -= {e["ip"] for order in self.orders.outstanding() for e in order.ips}
         out = {}
         with self.ears_lock:
             lost = list(self.orders.carried_out(generation).items())

@@ -156,7 +156,8 @@ def cancel_for_dropped(lst: Listener) -> None:
     takes placed them 15.6 s later. Each dropped IP cancels one run at most (chaos seed 42: runs cancelled
     again and again for the same orders, 282 in 2 minutes)."""
     generation = int(lst.last_run.get("generation") or 0)
-    if not generation or not lst.running_run or lst.run_state is None:
+    if not generation or not lst.running_run or lst.run_state is None \
+            or lst.runstate.read(lst.run_state)["cancelled"]:  # for a death, say: settle_orders orders them
         return
     new = {(generation, ip) for ip in lst.dropped(generation)} - lst.cancelled_for_dropped
     if not new:
