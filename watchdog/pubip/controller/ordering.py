@@ -137,9 +137,15 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
+        unplaced = sorted(set(dropped) - {str(e["ip"]) for entries in by_node.values() for e in entries})
         by_node, beside = not_beside_holders(lst, by_node)
         if beside:
             lst.dropped_planned = (set(), set())  # planned again at the next liveness check
+        if unplaced:  # said once per plan: why an IP held by nobody waits for a run
+            log.warning("No fast takeover of %s (dropped) yet: the planner gives it to no node that may take an "
+                        "order now (left out: %s)", ", ".join(unplaced),
+                        ", ".join(sorted(exclude | set(lst.stepping) | start.unavailable | refusers | leaseless
+                                         | set(lst.dead_nodes()))) or "none")
         for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
             for entry in entries:
                 entry["from"] = dropped[entry["ip"]]
