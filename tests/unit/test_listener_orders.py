@@ -169,6 +169,36 @@ def test_a_death_during_a_run_changing_hosts_is_ordered_during_it(listener: List
     assert len(listener.orders.recent(10)) == len({o["id"] for o in listener.orders.recent(10)}) == 2
 
 
+def test_ips_a_runs_takers_refused_are_ordered_once_its_takes_are_done_not_at_its_end(listener: Listener,
+                                                                                     tmp_path: Path) -> None:
+    """Chaos under load: the run moved IPS[1] to node3, which had just lost its lease and refused it before
+    changing anything; the run went on recording for 7 s and only its end ordered IPS[1] (10.2 s unheld). Once
+    its state file says where its takes left the IPs, the IPs no node took are ordered - to a node the run
+    has marked - once."""
+    from pubip.controller import ordering
+
+    runstate = listener.runstate
+    listener.last_run = last_run(4)
+    listener.running_run, listener.run_state = 9, str(tmp_path / "runstate.json")
+    runstate.create(listener.run_state)
+    run = last_run(5)
+    run["public_ips"][1]["node"] = "node3"  # generation 5 moves IPS[1] from node2 to node3
+    assert runstate.begin_changes(listener.run_state, {**run, "run_id": "run-5", "connected": NODES,
+                                                       "moving": [IPS[1]]})[0]
+    for node in NODES:
+        runstate.released(listener.run_state, node)
+    ordering.order_untaken_during_run(listener)
+    assert ordered(listener) == {}  # its takes are not done
+    left = last_run(5)
+    left["public_ips"][1]["node"] = None  # node3 refused it
+    runstate.takes_done(listener.run_state, {**left, "run_id": "run-5", "connected": NODES})
+    ordering.order_untaken_during_run(listener)
+    assert set(ordered(listener)) == {IPS[1]} and ordered(listener)[IPS[1]] in {"node1", "node2"}  # not node3
+    assert listener.orders.recent(10)[0]["generation"] == 5
+    ordering.order_untaken_during_run(listener)  # once
+    assert len(listener.orders.recent(10)) == 1
+
+
 def test_a_node_the_run_declared_dead_gets_no_order_during_it_even_once_back(listener: Listener,
                                                                            tmp_path: Path) -> None:
     """Chaos found it: node2, released by the run, was declared dead during it and came back; node3 died

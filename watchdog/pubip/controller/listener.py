@@ -134,6 +134,7 @@ class Listener:
         self.run_told: tuple[Any, bool] | None = None  # (the run and the dead told to it, cancelled): tell_run
         self.cancelled_for: frozenset[str] = frozenset()  # the deaths a run was cancelled for, until a run ends
         self.cancelled_for_dropped: set[tuple[int, str]] = set()  # (generation, IP): cancel_for_dropped did
+        self.untaken_during: tuple[Any, list[str]] | None = None  # (run, IPs): order_untaken_during_run did
         # (generation, when it ended, IP -> node): a failed run's IPs whose release on that node failed (dropped)
         self.stuck: tuple[int, float, dict[str, str]] = (0, 0.0, {})
         self.left_unrecorded: tuple[int, float, dict[str, str]] = (0, 0.0, {})  # see dropped()
@@ -188,7 +189,7 @@ class Listener:
             # the deaths it skipped are ordered as after such a run.
             # IPs its takers refused before changing anything are held by nobody (as after a failed run): ordered
             # to other nodes before the first run (order_untaken_at_start)
-            untaken = _untaken((said.get("plan") or {}).get("public_ips"), taken["public_ips"])
+            untaken = ordering.untaken((said.get("plan") or {}).get("public_ips"), taken["public_ips"])
             if untaken:
                 log.warning("Takeover run cut short: its takers refused %s before changing anything: held by "
                             "nobody, ordered to other nodes once the nodes report", ", ".join(untaken))
@@ -624,6 +625,7 @@ class Listener:
                 ordering.order_dropped(self, exclude=set(suspected) | set(shunned))
             elif self.fast_takeover and not died and self.running_run and self.hears_quorum():
                 ordering.cancel_for_dropped(self)
+                ordering.order_untaken_during_run(self)
             if died:
                 for node, silent, why in died:
                     self.node_died(node, silent, why)
@@ -1047,7 +1049,7 @@ class Listener:
             log.info("Takeover run %d failed after changing hosts; what it achieved (recorded on %s) stands until "
                      "a run completes", run_id, ", ".join(out.achieved.get("recorded_on") or []) or "no node")
             planned = {e.get("ip"): e.get("node") for e in (out.plan.get("record") or {}).get("public_ips") or []}
-            untaken = _untaken((out.plan.get("record") or {}).get("public_ips"), out.achieved["public_ips"])
+            untaken = ordering.untaken((out.plan.get("record") or {}).get("public_ips"), out.achieved["public_ips"])
             if untaken:
                 log.warning("Takeover run %d: its takers refused %s before changing anything: held by nobody, "
                             "ordered to other nodes now", run_id, ", ".join(untaken))
@@ -1275,14 +1277,6 @@ def open_store(path: Path) -> Store:
             Path(str(path) + extra).unlink(missing_ok=True)
         _set_aside(path, str(exc))
         return Store(str(path))
-
-
-def _untaken(planned: Any, achieved: list[Any]) -> list[str]:
-    """The IPs a run planned on a node (PLANNED: its public IPs) that where its takes left them (ACHIEVED) are
-    on none: their takers refused them before changing anything."""
-    to = {str(e.get("ip")): e.get("node") for e in planned or [] if isinstance(e, dict)}
-    return sorted(str(e.get("ip")) for e in achieved if isinstance(e, dict)
-                  and e.get("node") is None and to.get(str(e.get("ip"))) is not None)
 
 
 def _report(received: float, report: dict[str, Any], nodes: set[str]) -> death.Report:
