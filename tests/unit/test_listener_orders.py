@@ -1028,6 +1028,13 @@ def test_an_ip_dropped_while_a_run_gathers_cancels_it_once_and_is_ordered(listen
     ordering.cancel_for_dropped(listener)
     assert not runstate.read(listener.run_state)["cancelled"]  # nothing dropped
     hb(took, [ip for ip in holds[took] if ip != IPS[2]])  # flushed: IPS[2] is held by nobody now
+    changing = str(tmp_path / "changing.json")  # a run already changing hosts: too late, and no cancel used up
+    runstate.create(changing)
+    assert runstate.begin_changes(changing)[0]
+    gathering, listener.run_state = listener.run_state, changing
+    ordering.cancel_for_dropped(listener)
+    assert not runstate.read(changing)["cancelled"] and not listener.cancelled_for_dropped
+    listener.run_state = gathering
     ordering.cancel_for_dropped(listener)
     assert runstate.read(listener.run_state)["cancelled"]
     listener.running_run, listener.run_state = 10, str(tmp_path / "runstate2.json")  # the next run

@@ -162,16 +162,18 @@ def cancel_for_dropped(lst: Listener) -> None:
     takes placed them 15.6 s later. Each dropped IP cancels one run at most (chaos seed 42: runs cancelled
     again and again for the same orders, 282 in 2 minutes)."""
     generation = int(lst.last_run.get("generation") or 0)
-    if not generation or not lst.running_run or lst.run_state is None \
-            or lst.runstate.read(lst.run_state)["cancelled"]:  # for a death, say: settle_orders orders them
+    if not generation or not lst.running_run or lst.run_state is None:
         return
+    said = lst.runstate.read(lst.run_state)
+    if said["cancelled"] or said["changing"]:  # cancelled for a death, say (settle_orders orders them); or too
+        return  # late: what its releases let go is no drop
     new = {(generation, ip) for ip in lst.dropped(generation)} - lst.cancelled_for_dropped
     if not new:
         return
-    lst.cancelled_for_dropped = {key for key in lst.cancelled_for_dropped if key[0] == generation} | new
     with lst.order_lock:  # the run's end clears run_state under it: no cancel of a finished run
         if lst.run_state is None or not lst.runstate.cancel(lst.run_state):
             return
+    lst.cancelled_for_dropped = {key for key in lst.cancelled_for_dropped if key[0] == generation} | new
     log.warning("Takeover run %s cancelled before it changed any host (%s dropped: no node can retake them): "
                 "fast takeover now, then a new run", lst.running_run, ", ".join(sorted(ip for _g, ip in new)))
 
