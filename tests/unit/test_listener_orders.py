@@ -1076,6 +1076,37 @@ def test_an_ip_an_open_order_may_still_place_is_not_dropped(listener: Listener, 
     assert not listener.runstate.read(listener.run_state)["cancelled"] and not listener.cancelled_for_dropped
 
 
+def test_an_ip_a_failed_run_left_with_a_dead_node_and_an_order_gave_to_another_is_dropped_by_that_one(
+        listener: Listener) -> None:
+    """Chaos (fresh-clone CI, 23.1 s): a run skipped node3, dead, and recorded IPS[2] as node3's; an order during
+    the run gave IPS[2] to node1. node3 came back, node1 lost IPS[2] in a partition: "dropped by node3", said the
+    listener, and orders.issue gives an IP again only from the node an earlier order put it on (node1) - no order
+    went out, ever, until a listener restart forgot the run's leftovers. The order carried out is the later word."""
+    import time
+
+    from pubip.controller import ordering
+
+    listener.last_run = last_run(5)
+    listener.orders.issue(5, {"node1": [{"ip": IPS[2], "interfaces": ["eth0"], "from": "node3"}]}, "run-5")
+    carry_out(listener, "node1")
+    listener.left_unrecorded = (5, time.monotonic(), {IPS[2]: "node3"})  # the failed run's word
+
+    def hb(node: str, holds: list[str], generation: int) -> None:
+        listener.heartbeat(node, f"192.0.2.{node[-1]}",
+                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                            "record": {"generation": generation, "marked": False}})
+
+    hb("node1", [IPS[0], IPS[3]], 5)  # lost IPS[2]
+    hb("node2", [IPS[1], IPS[4]], 5)
+    hb("node3", [IPS[5]], 5)  # node3 recorded the run after all (its answer lost): it may retake IPS[2]
+    assert listener.dropped(5) == {}
+    hb("node3", [IPS[5]], 4)
+    assert listener.dropped(5) == {IPS[2]: "node1"}
+    ordering.order_dropped(listener, set())
+    assert IPS[2] in ordered(listener) and listener.orders.outstanding()
+    assert listener.orders.outstanding()[0].ips[0]["from"] == "node1"
+
+
 def test_a_dropped_ip_goes_to_a_node_with_a_lease(listener: Listener) -> None:
     """At the heal the node that dropped them has no lease yet: an order to it would be refused (chaos: it
     was, and the IPs waited for a run). They go to a node with a lease."""

@@ -409,13 +409,23 @@ class Listener:
         unheld -= {e["ip"] for order in self.orders.outstanding() for e in order.ips}
         out = {}
         with self.ears_lock:
-            lost = list(self.orders.carried_out(generation).items())
+            lost: dict[str, tuple[str, float]] = {}
             if stuck_generation == generation:
-                lost += [(ip, (node, ended)) for ip, node in stuck.items()]
+                lost.update((ip, (node, ended)) for ip, node in stuck.items())
+            may_retake = set()  # left with a node whose record may give it them: never dropped
             if left_generation == generation:
-                lost += [(ip, (node, left_ended)) for ip, node in left.items()
-                         if node in self.records and self.records[node][0] < generation]
-            for ip, (node, since) in lost:
+                for ip, node in left.items():
+                    if node in self.records and self.records[node][0] < generation:
+                        lost[ip] = (node, left_ended)
+                    else:
+                        may_retake.add(ip)
+            # an order carried out says who had it last: a run that skipped a dead node left the IP with it in
+            # its record while an order during the run gave it to another (chaos: "dropped" by the dead node,
+            # and no order went out - an IP is ordered again only from the node an earlier order put it on)
+            lost.update(self.orders.carried_out(generation))
+            for ip, (node, since) in lost.items():
+                if ip in may_retake:
+                    continue
                 ips, tick = self.holds.get(node, (None, 0.0))
                 if ip in unheld and self.alive.get(node, True) and ips is not None and tick >= since and ip not in ips:
                     out[ip] = node

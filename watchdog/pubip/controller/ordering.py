@@ -149,9 +149,15 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
             for entry in entries:
                 entry["from"] = dropped[entry["ip"]]
-        for order in lst.orders.issue(generation, by_node):
+        batch = lst.orders.issue(generation, by_node)
+        for order in batch:
             log.info("Fast takeover order %d to %s (generation %d): %s", order.id, order.node, order.generation,
                      ", ".join(f"{i['ip']} dropped by {i['from']}" for i in order.ips))
+        refused = sorted({str(e["ip"]) for entries in by_node.values() for e in entries}
+                         - {str(e["ip"]) for order in batch for e in order.ips})
+        if refused:  # orders.issue: an IP is ordered again only from the node an earlier order put it on
+            log.warning("No fast takeover of %s (dropped) yet: generation %d gives no order for it (ordered before "
+                        "from another node, or sealed by a listener restart)", ", ".join(refused), generation)
 
 
 def cancel_for_dropped(lst: Listener) -> None:
