@@ -633,9 +633,10 @@ class Listener:
                 self.issue_orders(exclude=set(suspected) | set(shunned))
             elif self.fast_takeover and not died and self.running_run is None and self.hears_quorum():
                 ordering.order_dropped(self, exclude=set(suspected) | set(shunned))
-            elif self.fast_takeover and not died and self.running_run and self.hears_quorum():
-                ordering.cancel_for_dropped(self)
-                ordering.order_untaken_during_run(self)
+            elif self.fast_takeover and not died and self.running_run and self.hears_quorum() and self.run_state:
+                said = self.runstate.read(self.run_state)  # once a tick, for both
+                ordering.cancel_for_dropped(self, said)
+                ordering.order_untaken_during_run(self, said)
             if died:
                 for node, silent, why in died:
                     self.node_died(node, silent, why)

@@ -160,7 +160,7 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
                         "from another node, or sealed by a listener restart)", ", ".join(refused), generation)
 
 
-def cancel_for_dropped(lst: Listener) -> None:
+def cancel_for_dropped(lst: Listener, said: dict[str, Any] | None = None) -> None:
     """A run is running and has changed no host yet, and IPs were dropped since it started (Listener.dropped:
     their holder lost them and cannot retake them - an order's IPs are in no record): cancel it, so that they
     are ordered at once (settle_orders) and a new run follows, instead of waiting for its takes. Chaos under
@@ -170,7 +170,7 @@ def cancel_for_dropped(lst: Listener) -> None:
     generation = int(lst.last_run.get("generation") or 0)
     if not generation or not lst.running_run or lst.run_state is None:
         return
-    said = lst.runstate.read(lst.run_state)
+    said = said or lst.runstate.read(lst.run_state)
     if said["cancelled"] or said["changing"]:  # cancelled for a death, say (settle_orders orders them); or too
         return  # late: what its releases let go is no drop
     new = {(generation, ip) for ip in lst.dropped(generation)} - lst.cancelled_for_dropped
@@ -192,14 +192,14 @@ def untaken(planned: Any, achieved: list[Any]) -> list[str]:
                   and e.get("node") is None and to.get(str(e.get("ip"))) is not None)
 
 
-def order_untaken_during_run(lst: Listener) -> None:
+def order_untaken_during_run(lst: Listener, said: dict[str, Any] | None = None) -> None:
     """A run's takes are all done (its state file says where they left the IPs) and its takers refused some
     before changing anything: held by nobody, they are ordered now (order_base), not when the run ends. Chaos
     under load: node2 lost its lease just before it was to take three IPs moved to it; the run then recorded
     and finished for 7 s more, and they waited 10.2 s in all. Once per run and set of IPs."""
     if lst.run_state is None:
         return
-    said = lst.runstate.read(lst.run_state)
+    said = said or lst.runstate.read(lst.run_state)
     if not isinstance(said["taken"], dict) or not isinstance(said["taken"].get("public_ips"), list):
         return
     missed = untaken((said["plan"] or {}).get("public_ips"), said["taken"]["public_ips"])
