@@ -51,6 +51,24 @@ def carry_out(lst: Listener, *nodes: str) -> None:
             lst.orders.acknowledge(node, [{"id": order.id, "taken": [e["ip"] for e in order.ips]}])
 
 
+def report_record(lst: Listener, node: str, holds: list[str], generation: int) -> None:
+    """NODE's heartbeat: what it holds, and its record's generation (not marked)."""
+    import time
+
+    lst.heartbeat(node, f"192.0.2.{node[-1]}",
+                  {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
+                   "record": {"generation": generation, "marked": False}})
+
+
+def a_failed_run_leaves_ips5_with_node3(lst: Listener) -> None:
+    """Generation 5 fails after changing hosts: its release of IPS[5] on node3 failed, and its plan keeps it
+    there (StuckReleaseRun)."""
+    lst.last_run = last_run(4)
+    lst.runner = StuckReleaseRun()  # type: ignore[assignment]
+    ok, _generation, _detail = lst.run(1, [], {})
+    assert not ok and lst.last_run["assignment"][IPS[5]] == "node3"
+
+
 def test_a_death_orders_its_ips_to_the_survivors(listener: Listener) -> None:
     listener.last_run = last_run(4)
     listener.alive["node3"] = False
@@ -935,7 +953,6 @@ def test_an_ip_a_failed_run_left_with_a_node_that_did_not_record_it_and_lost_is_
     run failed without recording on node2, leaving it the IP it had lost - which node2 cannot retake (its record
     is older than the run's), so it waited for the next run (16.1 s). Once node2's heartbeats after the run say
     it holds it no more, and no other live node does, it is ordered to a node that recorded the run."""
-    import time
 
     from pubip.controller import ordering
 
@@ -945,9 +962,7 @@ def test_an_ip_a_failed_run_left_with_a_node_that_did_not_record_it_and_lost_is_
     assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"  # planned to stay there
 
     def hb(node: str, holds: list[str], generation: int) -> None:
-        listener.heartbeat(node, f"192.0.2.{node[-1]}",
-                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
-                            "record": {"generation": generation, "marked": False}})
+        report_record(listener, node, holds, generation)
 
     hb("node1", [IPS[0], IPS[3]], 5)
     hb("node2", [IPS[1], IPS[4]], 5)
@@ -971,15 +986,10 @@ def test_a_run_about_to_start_first_orders_what_was_dropped_and_waits_for_it(lis
     import threading
     import time
 
-    listener.last_run = last_run(4)
-    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
-    ok, _generation, _detail = listener.run(1, [], {})
-    assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"
+    a_failed_run_leaves_ips5_with_node3(listener)
 
     def hb(node: str, holds: list[str], generation: int) -> None:
-        listener.heartbeat(node, f"192.0.2.{node[-1]}",
-                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
-                            "record": {"generation": generation, "marked": False}})
+        report_record(listener, node, holds, generation)
 
     hb("node1", [IPS[0], IPS[3]], 5)
     hb("node2", [IPS[1], IPS[4]], 5)
@@ -1051,19 +1061,13 @@ def test_an_ip_an_open_order_may_still_place_is_not_dropped(listener: Listener, 
     """Chaos under load: a death's orders had just given two IPs to node4 when the listener found them
     "dropped" by an earlier holder; a run was cancelled for them, and when node4 lost them for real later, they
     had used up their one cancel (10.4 s unheld). An IP an open order may still place is not dropped."""
-    import time
 
     from pubip.controller import ordering
 
-    listener.last_run = last_run(4)
-    listener.runner = StuckReleaseRun()  # type: ignore[assignment]
-    ok, _generation, _detail = listener.run(1, [], {})
-    assert not ok and listener.last_run["assignment"][IPS[5]] == "node3"
+    a_failed_run_leaves_ips5_with_node3(listener)
 
     def hb(node: str, holds: list[str], generation: int) -> None:
-        listener.heartbeat(node, f"192.0.2.{node[-1]}",
-                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
-                            "record": {"generation": generation, "marked": False}})
+        report_record(listener, node, holds, generation)
 
     hb("node1", [IPS[0], IPS[3]], 5)
     hb("node2", [IPS[1], IPS[4]], 5)
@@ -1092,9 +1096,7 @@ def test_an_ip_a_failed_run_left_with_a_dead_node_and_an_order_gave_to_another_i
     listener.left_unrecorded = (5, time.monotonic(), {IPS[2]: "node3"})  # the failed run's word
 
     def hb(node: str, holds: list[str], generation: int) -> None:
-        listener.heartbeat(node, f"192.0.2.{node[-1]}",
-                           {"membership": {"tick": time.monotonic(), "hears": {}, "shuns": {}}, "holds": holds,
-                            "record": {"generation": generation, "marked": False}})
+        report_record(listener, node, holds, generation)
 
     hb("node1", [IPS[0], IPS[3]], 5)  # lost IPS[2]
     hb("node2", [IPS[1], IPS[4]], 5)
