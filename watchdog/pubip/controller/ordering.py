@@ -131,9 +131,9 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
         base = {**start.run, "untaken": sorted(dropped),
                 "public_ips": [{**e, "node": None if e["ip"] in dropped else overlay.get(e["ip"], e.get("node"))}
                                for e in start.run["public_ips"]]}
+        left_out = exclude | set(lst.stepping) | start.unavailable | refusers | leaseless | set(lst.dead_nodes())
         try:
-            by_node = fasttakeover.orders(base, [], exclude | set(lst.stepping) | start.unavailable | refusers
-                                          | leaseless | set(lst.dead_nodes()))
+            by_node = fasttakeover.orders(base, [], left_out)
         except Exception:
             log.exception("No fast takeover: cannot plan it")
             return
@@ -143,9 +143,7 @@ def order_dropped(lst: Listener, exclude: set[str]) -> None:
             lst.dropped_planned = (set(), set())  # planned again at the next liveness check
         if unplaced:  # said once per plan: why an IP held by nobody waits for a run
             log.warning("No fast takeover of %s (dropped) yet: the planner gives it to no node that may take an "
-                        "order now (left out: %s)", ", ".join(unplaced),
-                        ", ".join(sorted(exclude | set(lst.stepping) | start.unavailable | refusers | leaseless
-                                         | set(lst.dead_nodes()))) or "none")
+                        "order now (left out: %s)", ", ".join(unplaced), ", ".join(sorted(left_out)) or "none")
         for entries in by_node.values():  # from the node that dropped it: an order may move it again (orders.py)
             for entry in entries:
                 entry["from"] = dropped[entry["ip"]]
