@@ -172,6 +172,9 @@ def test_host_death_during_a_run_does_not_wait_for_it(lab: labkit.LabHandle) -> 
     assert "cancelled before it changed any host (node3 dead): fast takeover now" in log, log[-3000:]
     assert st["runs"][0]["success"] is True and lab.count_by_host() == {"node1": 3, "node2": 3, "node3": 0}
     assert took < 4.0, f"node3's IPs held again only after {took:.1f}s"
+    # The cancelled run was killed: Ansible's temporary directory is the listener's to remove.
+    local_tmp = lab.dir / "listener" / "runner" / "tmp"
+    assert local_tmp.is_dir() and list(local_tmp.iterdir()) == []
     print(f"held again after {took:.2f}s")
 
 

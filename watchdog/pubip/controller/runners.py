@@ -97,21 +97,30 @@ class PlaybookRunner:
 
         log.info("Takeover run %d started%s", run_id, f" (dead: {', '.join(dead)})" if dead else "")
         bin_dir = str(Path(sys.executable).parent)
+        ident = f"run{run_id}-{int(time.time())}"
+        # A cancelled run is killed (SIGKILL, ansible-runner): Ansible's own clean-up of its local temporary
+        # directory never runs, and ~/.ansible/tmp would keep one per cancelled run. The run's is the
+        # listener's to remove.
+        local_tmp = self.state_dir / "runner" / "tmp" / ident
         envvars = {
             **({"ANSIBLE_CONFIG": self.ansible_cfg} if self.ansible_cfg else _collection.RUN_ENV),
             "ANSIBLE_TIMEOUT": str(self.ssh_timeout),
+            "ANSIBLE_LOCAL_TEMP": str(local_tmp),
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
         # ansible-runner keeps env/ files (cmdline, extravars) between runs: a check run's --check would
         # stick to the next real run. Every run starts from a clean env/.
         shutil.rmtree(self.state_dir / "runner" / "env", ignore_errors=True)
-        runner = ansible_runner.run(
-            private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
-            extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
-            cmdline="--check --diff" if check else None,
-            # a cancelled run can change no host (runstate.py): stopped at once
-            cancel_callback=lambda: self.stopping.is_set() or runstate.read(run_state)["cancelled"],
-            settings={"pexpect_timeout": 0.1}, ident=f"run{run_id}-{int(time.time())}", rotate_artifacts=10)
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(self.state_dir / "runner"), playbook=self.playbook, inventory=self.inventory,
+                extravars=extravars, envvars=envvars, quiet=True, event_handler=on_event,
+                cmdline="--check --diff" if check else None,
+                # a cancelled run can change no host (runstate.py): stopped at once
+                cancel_callback=lambda: self.stopping.is_set() or runstate.read(run_state)["cancelled"],
+                settings={"pexpect_timeout": 0.1}, ident=ident, rotate_artifacts=10)
+        finally:
+            shutil.rmtree(local_tmp, ignore_errors=True)
         ok = runner.status == "successful" and runner.rc == 0
         log.info("Takeover run %d %s in %.2fs (generation %s)", run_id, "finished" if ok else "FAILED",
                  time.monotonic() - started, found["generation"])

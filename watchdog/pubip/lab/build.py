@@ -151,6 +151,7 @@ class Lab:
              "-f", str(self.dir / "id_ed25519")])
         shutil.copy(self.dir / "id_ed25519.pub", self.dir / "authorized_keys")
         (self.dir / "cp").mkdir(mode=0o700)
+        (self.dir / "tmp").mkdir(mode=0o700)
         (self.dir / "sshd_config").write_text(
             "\n".join([
                 "Port 22",
@@ -170,7 +171,8 @@ class Lab:
                 # (SHLVL): the lab's hosts share the controller's /root, whose .bashrc may be slow
                 # (pyenv init costs 0.15 s per command here), and a plain node's has no business
                 # in a takeover run's timings.
-                "SetEnv SHLVL=1" + _pyc_cache_env(),
+                # A module killed with its host (a fault) leaves its payload in TMPDIR: the lab's, not /tmp.
+                f"SetEnv SHLVL=1 TMPDIR={self.dir / 'tmp'}" + _pyc_cache_env(),
                 "",
             ])
         )
