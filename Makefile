@@ -9,10 +9,10 @@ LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo check test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover build clean
+.PHONY: help deps venv demo check test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover bench-listener build clean
 
 help:
-	@echo "make demo | check | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | build | clean"
+	@echo "make demo | check | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | bench-listener | build | clean"
 
 # System packages a fresh Debian 12 lacks (idempotent, quiet when present).
 deps:
@@ -95,7 +95,7 @@ sanity: venv
 	for p in $$(cd $(COLL)/plugins/modules && ls *.py | sed 's/\.py$$//'); do \
 	  $(BIN)/ansible-doc -t module pubip.cluster.$$p >/dev/null || exit 1; done
 
-bench: bench-plan bench-takeover bench-watchdog bench-failover
+bench: bench-plan bench-takeover bench-watchdog bench-failover bench-listener
 
 bench-plan: venv
 	$(PY) tests/bench/bench_plan.py
@@ -108,6 +108,9 @@ bench-failover: venv
 
 bench-watchdog: venv
 	$(PY) tests/bench/bench_watchdog.py
+
+bench-listener: venv
+	$(PY) tests/bench/bench_listener_store.py
 
 # The wheel (pubip + the collection as ansible_collections.pubip.cluster) and the galaxy tarball.
 build: venv
