@@ -194,9 +194,10 @@ def run_module(handle: LabHandle, host: str, module: str, args: dict[str, Any], 
 
 
 class Sampler:
-    """Polls every host's kernel every 20 ms (a process per namespace) and finds double holding."""
+    """Follows every host's kernel (a process per namespace: a read on every rtnetlink link or address event,
+    and every INTERVAL seconds at least) and finds double holding."""
 
-    def __init__(self, handle: LabHandle, interval: float = 0.02):
+    def __init__(self, handle: LabHandle, interval: float = 1.0):
         self.handle = handle
         self.procs: dict[str, subprocess.Popen[str]] = {}
         for h in handle.hosts:

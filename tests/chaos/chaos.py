@@ -2,7 +2,7 @@
 
 A lab of 5 hosts with 10 IPv4 and 4 IPv6 public IPs, watchdogs and the listener running.
 For a bounded time (default 10 min) or a number of faults, one fault at a time: inject it,
-hold it, undo it, pause. A sampler reads every host's public IPs every 20 ms throughout.
+hold it, undo it, pause. A sampler reads every host's public IPs on every netlink event throughout.
 
 Report (table + JSON under .bench/): faults by kind; moments with an IP on two hosts (must be 0;
 a foreign IP added by hand is excused until it has one holder again); the longest time any IP
@@ -350,7 +350,7 @@ def main() -> int:
         ["takeover runs started", runs, ""],
         ["requests", requests, ""],
         ["requests coalesced", coalesced, ""],
-        ["samples (20 ms, all hosts)", samples, ""],
+        ["sampler reads (on netlink events, all hosts)", samples, ""],
     ]
     record = {"seed": seed, "hosts": args.hosts, "public_ips": info["public_ips"], "faults": dict(kinds),
               "double_holdings": doubles, "longest_unheld_s": worst, "by_kind": kinds_table,
