@@ -13,7 +13,7 @@ import pytest
 
 from pubip.controller.death import Report, verdict
 from pubip.membership import LISTENER, Ears, Timing, majority, quorum
-from pubip.node.lease import Lease
+from pubip.node.lease import Lease, file_due
 
 T = Timing()
 STEP = 0.05
@@ -216,3 +216,30 @@ def test_a_shun_binds_a_node_that_returns_to_its_peers_before_the_decision() -> 
     assert shunned[0] and set(c.dead) == {"n1"}  # dead, its lease long gone (checked at the decision)
     c.run(5.0)
     assert c.leased() == set(c.nodes)  # later, as a node cut off from the listener only, it has a lease
+
+
+def test_the_lease_file_follows_the_lease_in_steps_and_never_says_more() -> None:
+    """What the watchdog writes for public_ip (node/daemon.py keep_lease, every STEP) while its five voters'
+    acks arrive at different moments, then stop (cut off): never a later expiry than the lease's, less than a
+    heartbeat behind it, and at most one write a heartbeat although the expiry moves with every ack."""
+    clock = Clock()
+    voters = ["n2", "n3", "n4", "n5", LISTENER]
+    lease = Lease("n1", {"n1", *voters}, T.lease, clock)
+    written: float | None = None
+    writes = moves = 0
+    before = lease.expiry()
+    for i in range(round(6.0 / STEP)):
+        if clock.now < 104.0:  # each STEP another voter's ack: heartbeats are not in step
+            lease.acknowledged(voters[i % len(voters)], clock.now)
+        expiry = lease.expiry()
+        moves += expiry != before
+        before = expiry
+        if file_due(written, expiry, T.heartbeat):
+            written = expiry
+            writes += 1
+        assert written is not None and written <= expiry, clock.now
+        assert expiry == written or expiry - written < T.heartbeat, clock.now
+        clock.now = round(clock.now + STEP, 6)
+    assert not lease.valid() and written <= clock.now
+    assert writes <= 6.0 / T.heartbeat + 1 < moves, (writes, moves)
+

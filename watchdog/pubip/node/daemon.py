@@ -26,7 +26,7 @@ from ..membership import LISTENER, Ears, Timing
 from . import actions, ordered, realtime, sdnotify
 from . import check as ipcheck
 from .config import DEFAULT_PATH, Config, ConfigError, load
-from .lease import Lease
+from .lease import Lease, file_due
 from .requester import Requester
 
 _lease = _collection.module_utils("lease")
@@ -560,7 +560,7 @@ class Watchdog:
                     expiry = self.lease.expiry()
                     report = self.ears.report()
                 now = time.monotonic()
-                if expiry != written:
+                if file_due(written, expiry, self.timing.heartbeat):
                     _lease.write(self.cfg.lease_path, self.cfg.node, expiry)
                     written = expiry
                 if expiry > now:

@@ -44,3 +44,12 @@ class Lease:
 
     def remaining(self) -> float:
         return max(0.0, min(self.expiry() - self.clock(), 3600.0))
+
+
+def file_due(written: float | None, expiry: float, step: float) -> bool:
+    """Whether the lease file (which public_ip's takes and a restarted watchdog read) must be written again.
+
+    Every ack moves the expiry - five voters, five heartbeats a second each - so the file follows it in STEPs,
+    and at once when it shrinks: it may say less than the lease, never more, and what reads it only ever
+    waits longer for that."""
+    return written is None or expiry < written or expiry - written >= step

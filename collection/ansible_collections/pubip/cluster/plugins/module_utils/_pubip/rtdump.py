@@ -23,6 +23,9 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 RTM_DELLINK, RTM_DELADDR = 17, 21
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, TCP_ESTABLISHED = 4, 20, 1
+_DIAG_REQ = struct.Struct("=BBBBI")  # inet_diag_req_v2: family, protocol, ext, pad, states; then a zero sockid
+_SOCKID = struct.Struct(">HH16s16s")  # inet_diag_sockid: ports and addresses in network order
 EVENTS = (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR)
 _HDR = struct.Struct("=IHHII")
 
@@ -118,3 +121,33 @@ def wait_event(sock):
             kinds.append(kind)
         offset += (length + 3) & ~3
     return kinds
+
+
+def tcp_established(addresses, sock=None):
+    """Established TCP connections whose local address is one of ADDRESSES (as `ss -tn state established`),
+    one sock_diag dump per family: [(local address, local port, remote address, remote port)], IPv4 and IPv6
+    - CTDB's connection list. SOCK: an unbound NETLINK_SOCK_DIAG socket to read with."""
+    wanted = set(addresses)
+    found = []
+    if not wanted:
+        return found
+    with sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sock:
+        sock.bind((0, 0))
+        for seq, family in ((1, socket.AF_INET), (2, socket.AF_INET6)):
+            request = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_ESTABLISHED) + bytes(48)
+            for kind, body in _dump(sock, SOCK_DIAG_BY_FAMILY, request, seq):
+                if kind != SOCK_DIAG_BY_FAMILY or len(body) < 4 + _SOCKID.size:
+                    continue
+                size = 4 if body[0] == socket.AF_INET else 16
+                sport, dport, src, dst = _SOCKID.unpack_from(body, 4)
+                local = _unmapped(socket.inet_ntop(body[0], src[:size]))
+                if local in wanted:
+                    found.append((local, sport, _unmapped(socket.inet_ntop(body[0], dst[:size])), dport))
+    return sorted(found)
+
+
+def _unmapped(address):
+    """An IPv4 connection to a dual-stack socket shows as ::ffff:a.b.c.d: the IPv4 address it is."""
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address
