@@ -37,7 +37,7 @@ class Cluster:
         self.sides: list[set[str]] = [{*self.nodes, LISTENER}]
         self.restart_listener()
         self.dead: dict[str, float] = {}
-        self.ticks = {x: None for x in self.nodes}
+        self.ticks: dict[str, float | None] = {x: None for x in self.nodes}
         self.next_beat = self.clock.now
         self.next_report = self.clock.now + T.heartbeat / 2
 
@@ -240,6 +240,6 @@ def test_the_lease_file_follows_the_lease_in_steps_and_never_says_more() -> None
         assert written is not None and written <= expiry, clock.now
         assert expiry == written or expiry - written < T.heartbeat, clock.now
         clock.now = round(clock.now + STEP, 6)
-    assert not lease.valid() and written <= clock.now
+    assert not lease.valid() and written is not None and written <= clock.now
     assert writes <= 6.0 / T.heartbeat + 1 < moves, (writes, moves)
 

@@ -38,7 +38,11 @@ def carry_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         error, kind, message = None, "take", f"Takeover of IP {IP} on interface eth0"
         pip = type("Pip", (), {"cidr": IP})
 
-    monkeypatch.setattr(actions, "take", lambda cfg, nl, rec, specs, tickles=None: taken.append(IP) or [Act()])
+    def took(cfg: Any, nl: Any, rec: Any, specs: Any, tickles: Any = None) -> list[Act]:
+        taken.append(IP)
+        return [Act()]
+
+    monkeypatch.setattr(actions, "take", took)
 
     def run(rec: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
         actions._record.write(cfg.record_path, rec)
