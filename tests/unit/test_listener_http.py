@@ -184,6 +184,48 @@ def test_connections_beyond_the_cap_are_answered_503(server: tuple[Listener, int
         raise AssertionError("the listener did not serve again after the idle connections closed")
 
 
+def heartbeat_on(channel: Any, port: int) -> dict[str, Any]:
+    from pubip.node.config import ListenerBackend
+    from pubip.node.requester import listener_exchange, signed_answer
+
+    backend = ListenerBackend(url=f"http://127.0.0.1:{port}{protocol.TAKEOVER_RUN_PATH}", secret=SECRET)
+    status, answer, signed_headers, path = listener_exchange(backend, "node1", {"node": "node1"},
+                                                             protocol.HEARTBEAT_PATH, channel)
+    assert status == 200
+    return signed_answer(backend, answer, signed_headers, path)
+
+
+def test_a_watchdogs_heartbeats_keep_one_connection_and_outlive_its_close(
+        server: tuple[Listener, int, http.Server]) -> None:
+    from pubip.node.requester import Channel
+
+    listener, port, srv = server
+    channel = Channel(f"http://127.0.0.1:{port}{protocol.TAKEOVER_RUN_PATH}", timeout=2.0)
+    for _ in range(20):
+        assert heartbeat_on(channel, port)["lease_ack"] is True
+    assert channel.connections == 1 and listener.alive.get("node1") is True
+    local = channel.sock.getsockname()
+    heartbeat_on(channel, port)
+    assert channel.sock.getsockname() == local  # the same TCP connection, not only the same count
+    # The listener closes a connection idle for longer than its timeout (0.5 s here): the next heartbeat
+    # finds it closed and goes through at once on a new one, signed anew (no replay refusal).
+    time.sleep(0.8)
+    assert heartbeat_on(channel, port)["orders"] == [] and channel.connections == 2
+    # A listener restarted on the same port (its connections gone with it): the first heartbeat goes through.
+    srv.shutdown()
+    srv.server_close()
+    time.sleep(0.8)  # the old server's connection threads end (idle timeout) and close the kept connection
+    again = http.Server(("127.0.0.1", port), http.Handler)
+    again.listener = listener
+    threading.Thread(target=again.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        assert heartbeat_on(channel, port)["orders"] == [] and channel.connections == 3
+    finally:
+        again.shutdown()
+        again.server_close()
+    channel.close()
+
+
 def test_cancel_drops_a_pending_moveip(server: tuple[Listener, int, http.Server]) -> None:
     listener, port, _srv = server
     listener.store.set_override("moveip", "198.51.100.1/24", "node1")  # stored, not yet carried out
@@ -265,7 +307,7 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
 
 def test_tls_a_watchdog_verifies_the_listener_and_plain_http_gets_nothing(tmp_path: Path) -> None:
     from pubip.node.config import ListenerBackend
-    from pubip.node.requester import RequestFailed, listener_exchange, signed_answer
+    from pubip.node.requester import Channel, RequestFailed, listener_exchange, signed_answer
 
     cert, key = self_signed(tmp_path)
     inventory = tmp_path / "inventory.yml"
@@ -285,6 +327,16 @@ def test_tls_a_watchdog_verifies_the_listener_and_plain_http_gets_nothing(tmp_pa
         stranger = ListenerBackend(url=url, secret=SECRET)  # the system's CAs do not know this certificate
         with pytest.raises(RequestFailed, match="CERTIFICATE_VERIFY_FAILED"):
             listener_exchange(stranger, "node1", {"node": "node1"}, protocol.HEARTBEAT_PATH)
+        kept = Channel(url, backend.timeout, cert)  # heartbeats: one TLS handshake, then the same connection
+        for _ in range(3):
+            status, answer, signed_headers, path = listener_exchange(backend, "node1", {"node": "node1"},
+                                                                     protocol.HEARTBEAT_PATH, kept)
+            assert status == 200 and signed_answer(backend, answer, signed_headers, path)["lease_ack"] is True
+        assert kept.connections == 1
+        kept.close()
+        with pytest.raises(RequestFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            listener_exchange(stranger, "node1", {"node": "node1"}, protocol.HEARTBEAT_PATH,
+                              Channel(url, backend.timeout))
         code, _answer = raw(port, b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")
         assert code == 0  # plain HTTP on the TLS port: no HTTP answer at all
     finally:

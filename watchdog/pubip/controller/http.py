@@ -38,8 +38,9 @@ def peer_address(client: str, forwarded_for: str | None, trusted_proxy: str | No
     return client
 
 
-MAX_CONNECTIONS = 128  # served at once; more are answered 503 and closed (a flood cannot exhaust threads)
-CONNECTION_TIMEOUT = 10.0  # seconds a connection may take to send its request (slowloris)
+MAX_CONNECTIONS = 128  # served at once beside one per node; more are answered 503 and closed (a flood cannot
+# exhaust threads, and the nodes' own connections, kept open from heartbeat to heartbeat, stay served)
+CONNECTION_TIMEOUT = 10.0  # seconds a connection may take to send its request (slowloris), or stay idle
 
 
 class Server(ThreadingHTTPServer):
@@ -112,6 +113,11 @@ def check_heartbeat(payload: dict[str, Any]) -> None:
 class Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = CONNECTION_TIMEOUT
+    # Keep-alive: a watchdog's heartbeats (5 a second) reuse one connection instead of a TCP (and TLS) handshake
+    # and a thread each. Buffered: each answer leaves in one write, at the end of the request (a header write
+    # then a body write would wait for a delayed ACK on a kept connection).
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
 
     def log_message(self, *args: object) -> None:
         pass
@@ -204,7 +210,7 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 def serve(listener: Listener, bind: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     """Serve until interrupted; the listener's run queue and liveness watch run in their own threads."""
-    server = Server((bind, port), Handler, tls=tls)
+    server = Server((bind, port), Handler, max_connections=MAX_CONNECTIONS + len(listener.secrets), tls=tls)
     server.listener = listener
     threading.Thread(target=listener.work, name="pubip-runs", daemon=True).start()
     threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()

@@ -100,6 +100,7 @@ class Watchdog:
         self.ordered: dict[str, Any] = {}  # IP -> generation: taken on the listener's order, not yet recorded
         self.order_results: list[dict[str, Any]] = []  # sent back with the next heartbeat
         self.order_lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
+        self.channels = threading.local()  # each thread's open connection to the listener (requester.Channel)
         self.order_nl: Any = None
         self.retake_held: str | None = None  # why the last fast retake was held back
         self.taking: set[str] = set()  # IPs a fast retake may be adding now: reported as held meanwhile
@@ -368,9 +369,13 @@ class Watchdog:
         """One signed heartbeat to the listener, reporting on orders carried out since the last one;
         carries out the fast takeover orders the answer brings. Returns the answer's signed part:
         orders, declared_dead, running, generation. Raises RequestFailed."""
-        from .requester import RequestFailed, listener_exchange, signed_answer
+        from .requester import Channel, RequestFailed, listener_exchange, signed_answer
 
         assert self.cfg.listener is not None
+        channel = getattr(self.channels, "listener", None)
+        if channel is None:
+            channel = self.channels.listener = Channel(self.cfg.listener.url, self.cfg.listener.timeout,
+                                                       self.cfg.listener.ca_file)
         with self.order_lock:
             done, self.order_results = self.order_results, []
         taking, by_order = set(self.taking), set(self.ordered)
@@ -400,7 +405,7 @@ class Watchdog:
                  **({"health": dict(self.health)} if self.cfg.monitor_interval else {}),
                  **({"leaving": True} if self.leaving else {}),
                  **({"connections": connections} if connections is not None else {}), **(extra or {})},
-                protocol.HEARTBEAT_PATH)
+                protocol.HEARTBEAT_PATH, channel)
             received = time.monotonic()
             part = signed_answer(self.cfg.listener, answer, signed, path)
         except RequestFailed:

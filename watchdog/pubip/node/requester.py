@@ -8,6 +8,7 @@ Event-Driven Ansible rulebook (JSON, Bearer token).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -47,6 +48,57 @@ def _http(method: str, url: str, body: bytes | None, headers: dict[str, str], ti
         raise RequestFailed(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
 
 
+class Stale(Exception):
+    """A reused connection ended before a byte of the answer: the server had closed it (idle, restarted)."""
+
+
+def _request(method_target: str, netloc: str, body: bytes, headers: dict[str, str], keep_alive: bool) -> bytes:
+    head = [f"POST {method_target} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(body)}"]
+    head += [] if keep_alive else ["Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _answer(sock: Any, url: str, until_eof: bool) -> tuple[int, bytes, bool]:
+    """Read one HTTP answer: (status, body, whether the connection may carry another request). Raises Stale
+    when the connection ends before any byte of it."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if not raw:
+                raise Stale()
+            break
+        raw += chunk
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise RequestFailed(f"POST {url}: malformed answer {lines[0][:80]!r}") from None
+    fields = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(b":") for line in lines[1:])}
+    length = fields.get(b"content-length", b"")
+    reusable = (not until_eof and length.isdigit() and fields.get(b"connection") != b"close"
+                and lines[0].startswith(b"HTTP/1.1"))
+    # Without a length to go by, the answer ends where the connection does.
+    wanted = int(length) if reusable else None
+    while wanted is None or len(payload) < wanted:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        payload += chunk
+    return status, payload, reusable
+
+
+def _result(url: str, status: int, payload: bytes) -> tuple[int, Any]:
+    if status >= 400:
+        raise RequestFailed(f"POST {url}: HTTP {status} {payload[:300].decode('utf-8', 'replace')}")
+    try:
+        return status, json.loads(payload) if payload else None
+    except ValueError:
+        return status, None
+
+
 def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str | None = None
                ) -> tuple[int, Any]:
     """HTTP/1.1 POST over a bare socket, for http:// URLs: the heartbeat every half second must not
@@ -57,33 +109,78 @@ def plain_post(url: str, body: bytes, headers: dict[str, str], timeout: float, c
     parts = urlsplit(url)
     if parts.scheme != "http":
         return _http("POST", url, body, headers, timeout, tls_context(ca_file))
-    head = [f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-            f"Host: {parts.netloc}", f"Content-Length: {len(body)}", "Connection: close"]
-    head += [f"{k}: {v}" for k, v in headers.items()]
+    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
     try:
         with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-            chunks = []
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            sock.sendall(_request(target, parts.netloc, body, headers, keep_alive=False))
+            status, payload, _reusable = _answer(sock, url, until_eof=True)
+    except Stale:
+        raise RequestFailed(f"POST {url}: connection closed without an answer") from None
     except OSError as exc:
         raise RequestFailed(f"POST {url}: {exc}") from None
-    raw = b"".join(chunks)
-    status_line, _, rest = raw.partition(b"\r\n")
-    try:
-        status = int(status_line.split()[1])
-    except (IndexError, ValueError):
-        raise RequestFailed(f"POST {url}: malformed answer {status_line[:80]!r}") from None
-    payload = rest.partition(b"\r\n\r\n")[2]
-    if status >= 400:
-        raise RequestFailed(f"POST {url}: HTTP {status} {payload[:300].decode('utf-8', 'replace')}")
-    try:
-        return status, json.loads(payload) if payload else None
-    except ValueError:
-        return status, None
+    return _result(url, status, payload)
+
+
+class Channel:
+    """One persistent HTTP/1.1 connection to the listener (http:// or https://), for a thread that calls it
+    every heartbeat: no TCP or TLS handshake per heartbeat for the node, and no connection and thread per
+    heartbeat for the listener. One per thread: not thread-safe."""
+
+    def __init__(self, url: str, timeout: float, ca_file: str | None = None) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "https"
+        self.address = (parts.hostname or "", parts.port or (443 if self.tls else 80))
+        self.netloc, self.timeout, self.ca_file = parts.netloc, timeout, ca_file
+        self.sock: Any = None
+        self.connections = 0  # opened so far (the tests and the benchmark count them)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def _connect(self) -> None:
+        import socket
+
+        sock = socket.create_connection(self.address, timeout=self.timeout)
+        if self.tls:
+            try:
+                sock = tls_context(self.ca_file).wrap_socket(sock, server_hostname=self.address[0])
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+        self.connections += 1
+
+    def post(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        """POST on the open connection, or a new one. Raises Stale when the open connection turned out to be
+        closed by the listener before it answered (the caller may send again, signed anew), RequestFailed
+        otherwise."""
+        url = f"{'https' if self.tls else 'http'}://{self.netloc}{target}"
+        reused = self.sock is not None
+        try:
+            if not reused:
+                self._connect()
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(_request(target, self.netloc, body, headers, keep_alive=True))
+            status, payload, reusable = _answer(self.sock, url, until_eof=False)
+        except (Stale, BrokenPipeError, ConnectionResetError) as exc:
+            self.close()
+            if reused:
+                raise Stale() from None
+            raise RequestFailed(f"POST {url}: {exc or 'connection closed without an answer'}") from None
+        except OSError as exc:
+            self.close()
+            raise RequestFailed(f"POST {url}: {getattr(exc, 'reason', None) or exc}") from None
+        except RequestFailed:
+            self.close()
+            raise
+        if not reusable:
+            self.close()
+        return _result(url, status, payload)
 
 
 _CONTEXTS: dict[str | None, Any] = {}
@@ -98,18 +195,29 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return _CONTEXTS[ca_file]  # type: ignore[no-any-return]
 
 
-def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None
-                      ) -> tuple[int, Any, dict[str, str], str]:
-    """One signed POST to the listener: (status, answer, the request's signed headers, the URL path)."""
+def listener_exchange(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None,
+                      channel: Channel | None = None) -> tuple[int, Any, dict[str, str], str]:
+    """One signed POST to the listener: (status, answer, the request's signed headers, the URL path). On
+    CHANNEL, its open connection; once more on a new one if the listener had closed it (signed anew)."""
     body = json.dumps(payload, sort_keys=True).encode()
     url = backend.url if path is None else backend.url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0] + path
     from urllib.parse import urlsplit
 
-    url_path = urlsplit(url).path
-    signed = protocol.sign(backend.secret, node, body, url_path)
-    status, answer = plain_post(url, body, {"Content-Type": "application/json", **signed}, backend.timeout,
-                                backend.ca_file)
-    return status, answer, signed, url_path
+    parts = urlsplit(url)
+    for _attempt in range(2):
+        signed = protocol.sign(backend.secret, node, body, parts.path)
+        headers = {"Content-Type": "application/json", **signed}
+        if channel is None:
+            status, answer = plain_post(url, body, headers, backend.timeout, backend.ca_file)
+            break
+        try:
+            status, answer = channel.post(parts.path + (f"?{parts.query}" if parts.query else ""), body, headers)
+            break
+        except Stale:
+            continue
+    else:
+        raise RequestFailed(f"POST {url}: connection closed without an answer")
+    return status, answer, signed, parts.path
 
 
 def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any], path: str | None = None) -> str:
