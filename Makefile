@@ -112,6 +112,7 @@ bench-watchdog: venv
 
 bench-listener: venv
 	$(PY) tests/bench/bench_listener_store.py
+	$(PY) tests/bench/bench_listener_http.py
 
 # The wheel (pubip + the collection as ansible_collections.pubip.cluster) and the galaxy tarball.
 build: venv

@@ -81,6 +81,11 @@ def record(entry: dict) -> None:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # as the listener's (pubip/controller/http.py): kept connections, each answer in one write
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+    timeout = 10.0
+
     def log_message(self, *args: object) -> None:
         pass
 

@@ -20,6 +20,7 @@ import pytest
 from pubip import protocol
 from pubip.controller import http
 from pubip.controller.listener import Listener
+from tests.tlscert import self_signed
 
 SECRET = "s" * 32
 ADMIN = "a" * 32
@@ -277,32 +278,6 @@ def test_ipinfo_says_where_an_ip_is_and_who_may_host_it(server: tuple[Listener, 
     info = json.loads(answer.split("\r\n\r\n", 1)[1])
     assert code == 200 and info["ip"] == "198.51.100.1/24" and info["planned"] == "node1"
     assert info["known_on"] == ["node1"] and info["interfaces"] == ["eth0"] and info["last_move"] is None
-
-
-def self_signed(tmp_path: Path) -> tuple[str, str]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pubip listener")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
 
 
 def test_tls_a_watchdog_verifies_the_listener_and_plain_http_gets_nothing(tmp_path: Path) -> None:
