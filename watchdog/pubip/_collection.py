@@ -28,6 +28,9 @@ RUN_ENV = {
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
     "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
     "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+    # ansible-core (2.19-2.21) imports cryptography's DSA classes for its ssh-agent support, and cryptography 51
+    # deprecated them: every Ansible command warns "DSA is deprecated" on a fresh install. pubip uses no DSA.
+    "PYTHONWARNINGS": "ignore:DSA is deprecated:UserWarning",
 }
 
 

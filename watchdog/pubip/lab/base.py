@@ -194,6 +194,8 @@ def controller_env(info: dict[str, Any]) -> dict[str, str]:
 
     env = dict(os.environ)
     env.update(_collection.RUN_ENV)
+    if os.environ.get("PYTHONWARNINGS"):  # the caller's filters too
+        env["PYTHONWARNINGS"] = f"{os.environ['PYTHONWARNINGS']},{_collection.RUN_ENV['PYTHONWARNINGS']}"
     env["ANSIBLE_INVENTORY"] = info["inventory"]
     env["PATH"] = f"{Path(info['python']).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     return env
