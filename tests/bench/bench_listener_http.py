@@ -64,7 +64,7 @@ def measure(d: Path, nodes: int, beats: int, kept: bool, cert: tuple[str, str] |
     inventory.write_text("all: {}\n")
     secrets = {f"node{i}": secret(i) for i in range(nodes)}
     listener = Listener(str(inventory), secrets, str(d / f"state-{nodes}-{kept}-{bool(cert)}"), fast_takeover=False)
-    server = http.Server(("127.0.0.1", 0), http.Handler, max_connections=http.MAX_CONNECTIONS + nodes,
+    server = http.Server(("127.0.0.1", 0), http.Handler, max_connections=http.connection_slots(nodes),
                          tls=http.tls_context(*cert) if cert else None)
     server.listener = listener
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()

@@ -227,6 +227,27 @@ def test_a_watchdogs_heartbeats_keep_one_connection_and_outlive_its_close(
     channel.close()
 
 
+def test_a_nodes_kept_connection_is_served_through_a_flood(server: tuple[Listener, int, http.Server],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pubip.node.requester import Channel
+
+    _listener, port, srv = server
+    monkeypatch.setattr(http.Handler, "timeout", 5.0)
+    channel = Channel(f"http://127.0.0.1:{port}{protocol.TAKEOVER_RUN_PATH}", timeout=2.0)
+    heartbeat_on(channel, port)
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]  # every other slot
+    try:
+        time.sleep(0.2)
+        assert raw(port, b"GET /v1/nothing HTTP/1.1\r\n\r\n", half_close=False)[0] == 503
+        for _ in range(5):
+            assert heartbeat_on(channel, port)["orders"] == []
+        assert channel.connections == 1 and srv.refused >= 1
+    finally:
+        for sock in flood:
+            sock.close()
+        channel.close()
+
+
 def test_cancel_drops_a_pending_moveip(server: tuple[Listener, int, http.Server]) -> None:
     listener, port, _srv = server
     listener.store.set_override("moveip", "198.51.100.1/24", "node1")  # stored, not yet carried out

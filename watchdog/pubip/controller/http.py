@@ -38,9 +38,14 @@ def peer_address(client: str, forwarded_for: str | None, trusted_proxy: str | No
     return client
 
 
-MAX_CONNECTIONS = 128  # served at once beside one per node; more are answered 503 and closed (a flood cannot
-# exhaust threads, and the nodes' own connections, kept open from heartbeat to heartbeat, stay served)
+MAX_CONNECTIONS = 128  # served at once beside the nodes'; more are answered 503 and closed (no flood exhausts threads)
 CONNECTION_TIMEOUT = 10.0  # seconds a connection may take to send its request (slowloris), or stay idle
+
+
+def connection_slots(nodes: int) -> int:
+    """Connections served at once: two per node (heartbeats, retake asks), kept open between requests and so
+    served through a flood, and MAX_CONNECTIONS more."""
+    return MAX_CONNECTIONS + 2 * nodes
 
 
 class Server(ThreadingHTTPServer):
@@ -210,7 +215,7 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 def serve(listener: Listener, bind: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     """Serve until interrupted; the listener's run queue and liveness watch run in their own threads."""
-    server = Server((bind, port), Handler, max_connections=MAX_CONNECTIONS + len(listener.secrets), tls=tls)
+    server = Server((bind, port), Handler, max_connections=connection_slots(len(listener.secrets)), tls=tls)
     server.listener = listener
     threading.Thread(target=listener.work, name="pubip-runs", daemon=True).start()
     threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()
