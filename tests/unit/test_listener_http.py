@@ -358,3 +358,50 @@ def test_status_and_metrics_need_a_signed_request_or_the_read_token(server: tupl
         assert get(port, path, protocol.read_headers({"node1": SECRET}, path))[0] == 200
         forged = protocol.read_headers({"node1": "x" * 32}, path)
         assert get(port, path, forged)[0] == 401
+
+
+def test_a_chunked_answer_is_read_whole_and_keeps_the_connection(tmp_path: Path) -> None:
+    """A proxy in front of the listener, or a webhook, may answer with chunked transfer encoding: the watchdog
+    reads the whole answer, split across reads, and the kept connection carries the next request."""
+    from pubip.node.requester import Channel, plain_post
+
+    body = json.dumps({"ok": True, "orders": [], "pad": "x" * 5000}).encode()
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000])
+                      for i in range(0, len(body), 1000)) + b"0\r\nX-Trailer: t\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n" + chunks
+    seen: list[int] = []
+    listening = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(2):  # the kept connection (two requests), then plain_post's own
+            conn, _addr = listening.accept()
+            with conn:
+                while True:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        request += data
+                    if not request:
+                        break
+                    seen.append(conn.fileno())
+                    for i in range(0, len(answer), 700):  # in pieces, as a network delivers it
+                        conn.sendall(answer[i:i + 700])
+                        time.sleep(0.001)
+                    if b"Connection: close" in request:
+                        break
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listening.getsockname()[1]}/hook"
+    try:
+        channel = Channel(url, timeout=2.0)
+        for _ in range(2):
+            status, parsed = channel.post("/hook", b"{}", {"Content-Type": "application/json"})
+            assert status == 200 and parsed["pad"] == "x" * 5000
+        assert channel.connections == 1 and len(seen) == 2
+        channel.close()
+        status, parsed = plain_post(url, b"{}", {}, timeout=2.0)
+        assert status == 200 and parsed["ok"] is True and len(seen) == 3
+    finally:
+        listening.close()

@@ -59,18 +59,28 @@ def _request(method_target: str, netloc: str, body: bytes, headers: dict[str, st
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+MAX_ANSWER = 4 << 20  # bytes; a heartbeat's answer is a few hundred
+
+
 def _answer(sock: Any, url: str, until_eof: bool) -> tuple[int, bytes, bool]:
     """Read one HTTP answer: (status, body, whether the connection may carry another request). Raises Stale
     when the connection ends before any byte of it."""
-    raw = b""
-    while b"\r\n\r\n" not in raw:
+    buf = bytearray()
+
+    def more() -> bool:
         chunk = sock.recv(65536)
-        if not chunk:
-            if not raw:
+        buf.extend(chunk)
+        if len(buf) > MAX_ANSWER:
+            raise RequestFailed(f"POST {url}: answer longer than {MAX_ANSWER} bytes")
+        return bool(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        if not more():
+            if not buf:
                 raise Stale()
             break
-        raw += chunk
-    head, _, payload = raw.partition(b"\r\n\r\n")
+    head = bytes(buf).partition(b"\r\n\r\n")[0]
+    del buf[:len(head) + 4]
     lines = head.split(b"\r\n")
     try:
         status = int(lines[0].split()[1])
@@ -78,16 +88,35 @@ def _answer(sock: Any, url: str, until_eof: bool) -> tuple[int, bytes, bool]:
         raise RequestFailed(f"POST {url}: malformed answer {lines[0][:80]!r}") from None
     fields = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(b":") for line in lines[1:])}
     length = fields.get(b"content-length", b"")
-    reusable = (not until_eof and length.isdigit() and fields.get(b"connection") != b"close"
+    chunked = fields.get(b"transfer-encoding", b"").endswith(b"chunked")
+    reusable = (not until_eof and (length.isdigit() or chunked) and fields.get(b"connection") != b"close"
                 and lines[0].startswith(b"HTTP/1.1"))
+    if chunked:  # a proxy in front of the listener, or a webhook, may answer so
+        payload = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                if not more():
+                    raise RequestFailed(f"POST {url}: answer ended inside a chunk")
+            line, _, _ = bytes(buf).partition(b"\r\n")
+            try:
+                size = int(line.split(b";")[0], 16)
+            except ValueError:
+                raise RequestFailed(f"POST {url}: malformed chunk size {line[:20]!r}") from None
+            start = len(line) + 2
+            # the last chunk (size 0) ends with trailers, if any, and an empty line
+            while (buf.find(b"\r\n\r\n", len(line)) < 0) if size == 0 else (len(buf) < start + size + 2):
+                if not more():
+                    raise RequestFailed(f"POST {url}: answer ended inside a chunk")
+            if size == 0:
+                return status, bytes(payload), reusable
+            payload += buf[start:start + size]
+            del buf[:start + size + 2]
     # Without a length to go by, the answer ends where the connection does.
     wanted = int(length) if reusable else None
-    while wanted is None or len(payload) < wanted:
-        chunk = sock.recv(65536)
-        if not chunk:
+    while wanted is None or len(buf) < wanted:
+        if not more():
             break
-        payload += chunk
-    return status, payload, reusable
+    return status, bytes(buf), reusable
 
 
 def _result(url: str, status: int, payload: bytes) -> tuple[int, Any]:
