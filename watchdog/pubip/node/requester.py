@@ -165,9 +165,17 @@ class Channel:
         self.sock: Any = None
         self.connections = 0  # opened so far (the tests and the benchmark count them)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """ABORT: the request in flight is given up - reset the connection, so that what the kernel has not yet
+        delivered of it (a partition drops it; a heal would let it through) never reaches the listener. Its
+        answer would go nowhere, and a fast takeover order in it - sent once - would be lost with it."""
         if self.sock is not None:
             with contextlib.suppress(OSError):
+                if abort:
+                    import socket
+                    import struct
+
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.sock.close()
             self.sock = None
 
@@ -197,15 +205,15 @@ class Channel:
             self.sock.sendall(_request(target, self.netloc, body, headers, keep_alive=True))
             status, payload, reusable = _answer(self.sock, url, until_eof=False)
         except (Stale, BrokenPipeError, ConnectionResetError) as exc:
-            self.close()
+            self.close(abort=True)
             if reused:
                 raise Stale() from None
             raise RequestFailed(f"POST {url}: {exc or 'connection closed without an answer'}") from None
-        except OSError as exc:
-            self.close()
+        except OSError as exc:  # a timeout among them
+            self.close(abort=True)
             raise RequestFailed(f"POST {url}: {getattr(exc, 'reason', None) or exc}") from None
         except RequestFailed:
-            self.close()
+            self.close(abort=True)
             raise
         if not reusable:
             self.close()
