@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests import labkit
+from tests.support import labkit
 
 
 def _can_build_labs() -> str | None:

@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--beats", type=int, default=1500, help="heartbeats per cell")
     ap.add_argument("--dir", default="/var/tmp", help="where the state database goes (a disk, not tmpfs)")
     args = ap.parse_args()
-    from tests.tlscert import self_signed
+    from tests.support.tlscert import self_signed
 
     records = []
     with tempfile.TemporaryDirectory(prefix="pubip-bench-", dir=args.dir) as tmp:

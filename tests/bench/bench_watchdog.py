@@ -1,6 +1,6 @@
 """`make bench-watchdog`: how fast a vanished public IP is reported, and what an idle watchdog costs.
 
-Lab of 2 hosts; a stand-in listener (tests/fake_controller.py) in the controller
+Lab of 2 hosts; a stand-in listener (tests/support/fake_controller.py) in the controller
 namespace timestamps each request with CLOCK_MONOTONIC, the clock the flush is
 timed with. Trials: the seed's network restart on node1 (flush eth0, re-add the
 host address), then the IPs are put back and the watchdog settles. With netlink
@@ -79,7 +79,8 @@ def main() -> None:
         out = Path(info["dir"]) / "requests.jsonl"
         out.write_text("")
         fake = subprocess.Popen(["ip", "netns", "exec", info["controller"]["netns"], sys.executable,
-                                 str(ROOT / "tests/fake_controller.py"), "listener", str(lab.LISTENER_PORT), str(out),
+                                 str(ROOT / "tests/support/fake_controller.py"), "listener",
+                                 str(lab.LISTENER_PORT), str(out),
                                  "--secrets", str(Path(info["dir"]) / "listener-secrets.json")],
                                 stderr=subprocess.PIPE, text=True)
         assert fake.stderr is not None and fake.stderr.readline().strip() == "ready"

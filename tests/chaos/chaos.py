@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests/bench"))
 from _report import report  # noqa: E402
 
 from pubip import lab  # noqa: E402
-from tests import labkit  # noqa: E402
+from tests.support import labkit  # noqa: E402
 
 CONVERGE_TARGET = 5.0
 UNHELD_TARGET = 10.0  # issue 14: no IP unheld longer while a live host could serve it

@@ -1,4 +1,4 @@
-"""The listener's AWX backend, and the AWX client's error handling, against tests/fake_controller.py:
+"""The listener's AWX backend, and the AWX client's error handling, against tests/support/fake_controller.py:
 a stand-in for AWX's documented API v2 (no AWX server can run here). With --run-playbook its jobs
 really run the takeover run on the lab hosts."""
 
@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from pubip import lab as labmod
-from tests import labkit
 from tests.integration.test_listener import status, wait_idle, wait_until
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
-FAKE = str(labkit.ROOT / "tests/fake_controller.py")
+FAKE = str(labkit.SUPPORT / "fake_controller.py")
 TOKEN = "awx-t0ken"
 
 

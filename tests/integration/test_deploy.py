@@ -14,7 +14,7 @@ import pytest
 
 from pubip import lab
 from pubip.node import config as wdconfig
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

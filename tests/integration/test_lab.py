@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from pubip import lab as labmod
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
-CLIENT = str(labkit.ROOT / "tests/listener_client.py")
+CLIENT = str(labkit.SUPPORT / "listener_client.py")
 URL = f"http://{labmod.CONTROLLER_ADDR}:{labmod.LISTENER_PORT}/v1/takeover-run"
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pubip.node import realtime
-from tests import labkit
 from tests.integration.test_listener import status, wait_idle, wait_until
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 MONITOR_INTERVAL = 5.0  # the watchdog's default

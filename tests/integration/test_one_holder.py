@@ -1,7 +1,7 @@
 """One holder per public IP under the faults that broke it: sshd down on a live host, partitions that keep
 carrier (one host, 3|2 with the listener on either side, 2|2), the listener cut off or killed.
 
-Every host's kernel is read on every link or address event (tests/sampler.py); IPv4 and IPv6 public IPs.
+Every host's kernel is read on every link or address event (tests/support/sampler.py); IPv4 and IPv6 public IPs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from pubip import lab
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 LabFactory = Callable[..., labkit.LabHandle]

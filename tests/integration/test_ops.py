@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import labkit
 from tests.integration.test_listener import wait_idle
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 

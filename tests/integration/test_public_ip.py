@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
 MODULE = "pubip.cluster.public_ip"
@@ -192,7 +192,7 @@ def test_a_run_releases_what_it_does_not_keep_and_marks_what_it_keeps(lab: labki
 
 
 def _capture(lab: labkit.LabHandle, seconds: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, str(labkit.ROOT / "tests/capture.py"),
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, str(labkit.SUPPORT / "capture.py"),
                              "eth0", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stderr.readline().strip() == "ready"
     return proc

@@ -13,11 +13,11 @@ import pytest
 
 from pubip import lab as labmod
 from pubip.lab.base import host_entry, kill_netns_processes
-from tests import labkit
 from tests.integration.test_listener import wait_idle, wait_until
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
-PEERS = str(labkit.ROOT / "tests/tickle_peers.py")
+PEERS = str(labkit.SUPPORT / "tickle_peers.py")
 PORT = 7000
 CLIENT6 = "2001:db8:100::fe"  # the controller's own address on the IPv6 public subnet (this lab's namespace)
 
@@ -119,7 +119,7 @@ def test_gratarp_on_demand_comes_from_the_holder(lab: labkit.LabHandle) -> None:
     wait_idle(lab)
     ip = next(ip for ip, hs in lab.holders().items() if hs == ["node3"] and ":" not in ip)
     mac = json.loads(lab.in_host("node3", "ip", "-j", "link", "show", "eth0").stdout)[0]["address"]
-    cap = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, str(labkit.ROOT / "tests/capture.py"),
+    cap = subprocess.Popen(["ip", "netns", "exec", lab.ctl, sys.executable, str(labkit.SUPPORT / "capture.py"),
                             "eth0", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert cap.stderr is not None and cap.stderr.readline().strip() == "ready"
     out = labkit.pubip("gratarp", ip, "--lab", lab.name).stdout

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from pubip import lab as labmod
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.lab
-FAKE = str(labkit.ROOT / "tests/fake_controller.py")
+FAKE = str(labkit.SUPPORT / "fake_controller.py")
 
 
 class Controller:
-    """tests/fake_controller.py in the lab's controller namespace."""
+    """tests/support/fake_controller.py in the lab's controller namespace."""
 
     def __init__(self, handle: labkit.LabHandle, mode: str = "listener", *args: str, port: int = 8750):
         self.out = handle.dir / f"fake-{mode}-{port}.jsonl"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import labkit
+from tests.support import labkit
 
 pytestmark = pytest.mark.install
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labkit import ROOT
+from tests.support.labkit import ROOT
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

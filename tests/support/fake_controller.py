@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "watchdog"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "watchdog"))
 from pubip import protocol as auth
 
 ARGS = argparse.Namespace()
 JOBS: dict[int, dict] = {}
 LAUNCHES: list[float] = []
 LOCK = threading.Lock()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def public(job: dict) -> dict:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "watchdog"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "watchdog"))
 from pubip import protocol as auth
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COLLECTION = ROOT / "collection/ansible_collections/pubip/cluster"
 VECTORS = COLLECTION / "tests/unit/plugins/module_utils/fixtures/ctdb-vectors.json"
 

@@ -20,7 +20,7 @@ import pytest
 from pubip import protocol
 from pubip.controller import http
 from pubip.controller.listener import Listener
-from tests.tlscert import self_signed
+from tests.support.tlscert import self_signed
 
 SECRET = "s" * 32
 ADMIN = "a" * 32

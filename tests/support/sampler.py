@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collection"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collection"))
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import rtdump
 
 running = True

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+SUPPORT = ROOT / "tests" / "support"  # helpers that tests start as programs
 PUBIP = [sys.executable, "-m", "pubip.cli"]
 _counter = itertools.count()
 
@@ -202,7 +203,7 @@ class Sampler:
         self.procs: dict[str, subprocess.Popen[str]] = {}
         for h in handle.hosts:
             self.procs[h["name"]] = subprocess.Popen(
-                ["ip", "netns", "exec", h["netns"], sys.executable, str(ROOT / "tests/sampler.py"), str(interval),
+                ["ip", "netns", "exec", h["netns"], sys.executable, str(SUPPORT / "sampler.py"), str(interval),
                  *handle.info["public_ips"]], stdout=subprocess.PIPE, text=True)
 
     def __enter__(self) -> Sampler:
