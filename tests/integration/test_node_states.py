@@ -149,7 +149,7 @@ def test_a_graceful_shutdown_hands_the_ips_over_at_once_and_a_watchdog_restart_m
     lost = sorted(ip for ip, hs in before.items() if hs == ["node3"])
     with labkit.Sampler(lab) as sampler:
         t0 = time.monotonic()
-        left = lab.in_host("node3", sys.executable, "-m", "pubip.node.daemon", "--leave", "--config",
+        left = lab.in_host("node3", sys.executable, "-m", "pubip.node.main", "--leave", "--config",
                            h["watchdog_config"])
         t1 = time.monotonic()
         time.sleep(0.5)

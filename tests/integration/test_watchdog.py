@@ -198,7 +198,7 @@ def test_awx_backend_launches_once_and_coalesces(lab_factory) -> None:  # type: 
     awx = Controller(handle, "awx", "--token", "s3cret-token", "--job-seconds", "60", port=8052)
     try:
         network_restart(handle, "node1")
-        once = [sys.executable, "-m", "pubip.node.daemon", "--once", "--config", str(cfg)]
+        once = [sys.executable, "-m", "pubip.node.main", "--once", "--config", str(cfg)]
         first = subprocess.run(["ip", "netns", "exec", h["netns"], *once], capture_output=True, text=True)
         assert first.returncode == 1, first.stderr
         calls = awx.requests()
@@ -223,7 +223,7 @@ def test_awx_errors_are_retried_not_fatal(lab_factory) -> None:  # type: ignore[
     awx = Controller(handle, "awx", "--token", "right", port=8052)
     try:
         network_restart(handle, "node1")
-        once = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.daemon",
+        once = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.main",
                                "--once", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
         assert once.returncode == 2  # a finding, and no request got through
         assert "HTTP 401" in (Path(h["dir"]) / "wd.log").read_text()
@@ -246,7 +246,7 @@ def test_webhook_backend_posts_the_finding_with_its_token(lab_factory) -> None: 
             cfg.write_text(Path(h["watchdog_config"]).read_text().split("backend:")[0] + "\n".join([
                 "backend: webhook", "webhook:", "  url: http://192.0.2.254:5000/endpoint", f"  token_file: {token}",
                 "retry:", "  initial: 0.1", "  max: 0.3", f"log_file: {h['dir']}/wd-eda.log", ""]))
-            once = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.daemon",
+            once = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.main",
                                    "--once", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
             assert once.returncode == code, once.stderr
         posted = hook.requests()
@@ -261,6 +261,6 @@ def test_webhook_backend_posts_the_finding_with_its_token(lab_factory) -> None: 
 def test_once_exit_codes(lab) -> None:  # type: ignore[no-untyped-def]
     h = lab.hosts[1]
     labmod.stop_watchdog(lab.info, "node2")
-    clean = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.daemon", "--once",
+    clean = subprocess.run(["ip", "netns", "exec", h["netns"], sys.executable, "-m", "pubip.node.main", "--once",
                             "--config", h["watchdog_config"]], capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr

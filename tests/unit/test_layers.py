@@ -1,4 +1,5 @@
-"""The pubip package's layers (pubip/__init__.py): who may import whom, and no import cycle."""
+"""The pubip package's layers (pubip/__init__.py): who may import whom, and no import cycle - imports under
+TYPE_CHECKING count too: a circle a type checker needs is a circle a reader must follow."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ ALLOWED = {
 }
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
+def module_name(path: Path, pkg: Path = PKG) -> str:
+    rel = path.relative_to(pkg.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -32,21 +33,19 @@ def layer(module: str) -> str:
     return module.split(".")[1]
 
 
-def imports() -> dict[str, set[str]]:
-    """module -> the pubip modules it imports (anywhere in the file, function bodies included)."""
+def imports(pkg: Path = PKG) -> dict[str, set[str]]:
+    """module -> the modules of PKG it imports (anywhere in the file: function bodies and TYPE_CHECKING blocks
+    included)."""
     graph: dict[str, set[str]] = {}
-    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    top = pkg.name
+    modules = {module_name(p, pkg): p for p in pkg.rglob("*.py")}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         found: set[str] = set()
         tree = ast.parse(path.read_text())
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
         for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue  # not imported at run time
             if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name.startswith("pubip")}
+                found |= {a.name for a in node.names if a.name.startswith(top)}
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
@@ -54,7 +53,7 @@ def imports() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                if not target.startswith("pubip"):
+                if not target.startswith(top):
                     continue
                 for alias in node.names:  # `from . import x` names a module when x is one
                     found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
@@ -78,18 +77,18 @@ def test_only_the_cli_imports_the_lab() -> None:
     assert users == []
 
 
-def test_no_import_cycle() -> None:
-    graph = imports()
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Every import cycle of GRAPH, as "a -> b -> a"."""
     # a package's __init__ importing its own submodules (a facade) is not a cycle
     edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
     state: dict[str, int] = {}
-    cycles: list[str] = []
+    found: list[str] = []
 
     def visit(m: str, path: list[str]) -> None:
         state[m] = 1
         for t in sorted(edges[m]):
             if state.get(t) == 1:
-                cycles.append(" -> ".join([*path[path.index(t):], t]))
+                found.append(" -> ".join([*path[path.index(t):], t]))
             elif t not in state:
                 visit(t, [*path, t])
         state[m] = 2
@@ -97,4 +96,17 @@ def test_no_import_cycle() -> None:
     for m in sorted(edges):
         if m not in state:
             visit(m, [m])
-    assert cycles == []
+    return found
+
+
+def test_no_import_cycle() -> None:
+    assert cycles(imports()) == []
+
+
+def test_a_circle_through_type_checking_is_found(tmp_path: Path) -> None:
+    pkg = tmp_path / "planted"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "root.py").write_text("from .part import Part\n")
+    (pkg / "part.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .root import Root\n")
+    assert cycles(imports(pkg)) == ["planted.part -> planted.root -> planted.part"]

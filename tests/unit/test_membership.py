@@ -219,7 +219,7 @@ def test_a_shun_binds_a_node_that_returns_to_its_peers_before_the_decision() -> 
 
 
 def test_the_lease_file_follows_the_lease_in_steps_and_never_says_more() -> None:
-    """What the watchdog writes for public_ip (node/daemon.py keep_lease, every STEP) while its five voters'
+    """What the watchdog writes for public_ip (node/leasekeeper.py, every STEP) while its five voters'
     acks arrive at different moments, then stop (cut off): never a later expiry than the lease's, less than a
     heartbeat behind it, and at most one write a heartbeat although the expiry moves with every ack."""
     clock = Clock()

@@ -39,6 +39,13 @@ class Timing:
         """D > (1 + rho) L + R + m: after D without a quorum hearing it, a node has released everything."""
         return (1 + self.drift) * self.lease + self.release_bound + self.margin
 
+    @property
+    def start_grace(self) -> float:
+        """How long a watchdog keeps what it holds after it starts, before it decides it lost the cluster: a
+        watchdog that was down longer than suspect_after is shunned for shun_hold after it speaks again, then
+        needs a lease and two heartbeats. The listener declares no node dead within it."""
+        return self.shun_hold + self.lease + 2 * self.heartbeat
+
 
 def majority(voters: int) -> int:
     return voters // 2 + 1

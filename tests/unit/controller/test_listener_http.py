@@ -20,30 +20,20 @@ import pytest
 from pubip import protocol
 from pubip.controller import http
 from pubip.controller.listener import Listener
+from pubip.controller.placement import Placement
+from tests.support.listeners import make_listener
 from tests.support.tlscert import self_signed
 
 SECRET = "s" * 32
 ADMIN = "a" * 32
 
 
-class NoRunner:
-    shares_run_state = False
-
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("no takeover run may start from these requests")
-
-
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Listener, int, http.Server]]:
     monkeypatch.setattr(http.Handler, "timeout", 0.5)
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all: {}\n")
-    listener = Listener(str(inventory), {"node1": SECRET, protocol.ADMIN: ADMIN}, str(tmp_path / "state"),
-                        fast_takeover=False)
-    listener.runner = NoRunner()
-    listener.last_run = {"generation": 3, "public_ips": [{"ip": "198.51.100.1/24", "node": "node1",
-                                                          "interfaces": ["eth0"]}],
-                         "assignment": {"198.51.100.1/24": "node1"}}
+    listener = make_listener(tmp_path, {"node1": SECRET, protocol.ADMIN: ADMIN}, fast_takeover=False)
+    listener.placement.set(Placement(generation=3, assignment={"198.51.100.1/24": "node1"},
+                                     public_ips=[{"ip": "198.51.100.1/24", "node": "node1", "interfaces": ["eth0"]}]))
     srv = http.Server(("127.0.0.1", 0), http.Handler, max_connections=4)
     srv.listener = listener
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -129,7 +119,7 @@ def test_a_bad_request_is_refused_naming_its_culprit_and_queues_nothing(
     assert got == code, answer
     assert culprit in answer, answer
     assert listener.store.pending() == [listener.store.pending()[0]]  # only the start-up request, nothing more
-    assert listener.accepted == 0
+    assert listener.status()["accepted_requests"] == 0
 
 
 def test_a_replayed_request_is_refused(server: tuple[Listener, int, http.Server]) -> None:
@@ -138,7 +128,7 @@ def test_a_replayed_request_is_refused(server: tuple[Listener, int, http.Server]
     assert request(port, protocol.TAKEOVER_RUN_PATH, BODY, headers)[0] == 202
     code, answer = request(port, protocol.TAKEOVER_RUN_PATH, BODY, headers)
     assert code == 401 and "replayed nonce from node node1" in answer
-    assert listener.accepted == 1
+    assert listener.status()["accepted_requests"] == 1
 
 
 def test_moveip_of_an_ip_that_is_not_public_is_refused_and_never_stored(
@@ -204,7 +194,7 @@ def test_a_watchdogs_heartbeats_keep_one_connection_and_outlive_its_close(
     channel = Channel(f"http://127.0.0.1:{port}{protocol.TAKEOVER_RUN_PATH}", timeout=2.0)
     for _ in range(20):
         assert heartbeat_on(channel, port)["lease_ack"] is True
-    assert channel.connections == 1 and listener.alive.get("node1") is True
+    assert channel.connections == 1 and listener.view.alive("node1") is True
     local = channel.sock.getsockname()
     heartbeat_on(channel, port)
     assert channel.sock.getsockname() == local  # the same TCP connection, not only the same count
@@ -261,15 +251,13 @@ def test_cancel_drops_a_pending_moveip(server: tuple[Listener, int, http.Server]
 def test_corrupt_state_files_are_set_aside_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    (state / "last_run.json").write_text("{half a file")
+    (state / "placement.json").write_text("{half a file")
     (state / "listener.sqlite").write_bytes(b"this is not a database" * 100)
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all: {}\n")
-    listener = Listener(str(inventory), {"node1": SECRET}, str(state), fast_takeover=False)
-    assert listener.last_run == {} and listener.store.pending()  # a fresh store, with its start-up request
+    listener = make_listener(tmp_path, {"node1": SECRET}, fast_takeover=False)
+    assert listener.placement.get() == Placement() and listener.store.pending()  # a fresh store, its start-up request
     aside = sorted(p.name.split(".corrupt-")[0] for p in state.iterdir() if ".corrupt-" in p.name)
-    assert aside == ["last_run.json", "listener.sqlite"]
-    assert "last_run.json is corrupt" in caplog.text and "listener.sqlite is corrupt" in caplog.text
+    assert aside == ["listener.sqlite", "placement.json"]
+    assert "placement.json is corrupt" in caplog.text and "listener.sqlite is corrupt" in caplog.text
 
 
 def admin(port: int, payload: dict[str, Any]) -> tuple[int, str]:
@@ -306,10 +294,7 @@ def test_tls_a_watchdog_verifies_the_listener_and_plain_http_gets_nothing(tmp_pa
     from pubip.node.requester import Channel, RequestFailed, listener_exchange, signed_answer
 
     cert, key = self_signed(tmp_path)
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text("all: {}\n")
-    listener = Listener(str(inventory), {"node1": SECRET}, str(tmp_path / "state"), fast_takeover=False)
-    listener.runner = NoRunner()
+    listener = make_listener(tmp_path, {"node1": SECRET}, fast_takeover=False)
     srv = http.Server(("127.0.0.1", 0), http.Handler, tls=http.tls_context(cert, key))
     srv.listener = listener
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -348,7 +333,7 @@ def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
 def test_status_and_metrics_need_a_signed_request_or_the_read_token(server: tuple[Listener, int, http.Server]
                                                                     ) -> None:
     listener, port, _srv = server
-    listener.read_token = "r" * 32
+    listener.auth.set_read_token("r" * 32)
     for path in (protocol.STATUS_PATH, protocol.METRICS_PATH):
         code, answer = get(port, path, {})
         assert code == 401 and "needs a signed request or the read token" in answer

@@ -94,10 +94,10 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pubip.node import daemon as wddaemon
+    from pubip.node import main as wdmain
 
-    code = wddaemon.main(["--config", write(tmp_path, "node: n1\nbogus: 1\n")])
-    assert code == wddaemon.EXIT_ERROR
+    code = wdmain.main(["--config", write(tmp_path, "node: n1\nbogus: 1\n")])
+    assert code == wdmain.EXIT_ERROR
     assert "unknown key 'bogus' (line 2)" in capsys.readouterr().err
 
 
@@ -105,12 +105,12 @@ def test_metrics_exporter_serves_the_counters() -> None:
     import socket
     import urllib.request
 
-    from pubip.node import daemon as wddaemon
+    from pubip.node.metrics import Metrics
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    metrics = wddaemon.Metrics(port, "127.0.0.1")
+    metrics = Metrics(port, "127.0.0.1")
     metrics.checks.labels("netlink").inc()
     metrics.findings.labels("missing").inc(2)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pubip.node import actions, daemon
+from pubip.node import actions, daemon, kernel
 from pubip.node import check as ipcheck
 from pubip.node.config import Config
 
@@ -60,8 +60,9 @@ def released(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     out: list[list[str]] = []
     monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: out.append(ips))
     first = restarted(cfg, monkeypatch, set())
-    first._carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]}, time.monotonic())
-    assert set(first.ordered) == {IP}
+    first.orders.carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]},
+                           time.monotonic(), None)
+    assert first.orders.held() == {IP}
     return out
 
 
@@ -69,7 +70,7 @@ def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_releas
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
 
     again = restarted(cfg, monkeypatch, {IP})  # the watchdog restarts; the kernel still holds IP
-    assert set(again.ordered) == {IP}
+    assert again.orders.held() == {IP}
     result = again.check()
     assert released == []
     assert not [f for f in result.findings if f.rule == ipcheck.FOREIGN]
@@ -77,14 +78,14 @@ def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_releas
 
 def test_a_run_that_records_since_or_an_empty_kernel_ends_what_a_restart_keeps(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
-    assert restarted(cfg, monkeypatch, set()).ordered == {}  # a reboot: nothing held, nothing kept
+    assert restarted(cfg, monkeypatch, set()).orders.held() == set()  # a reboot: nothing held, nothing kept
 
     actions._record.write(cfg.record_path, record(5))  # a run recorded generation 5, still giving IP to node3
     again = restarted(cfg, monkeypatch, {IP})
     again.check()
-    assert again.ordered == {}
+    assert again.orders.held() == set()
     assert released == [[IP]]  # the record speaks again
-    assert restarted(cfg, monkeypatch, {IP}).ordered == {}
+    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()
 
 
 def test_a_node_that_lost_the_cluster_forgets_the_ips_it_took_on_orders_with_their_release(
@@ -92,12 +93,12 @@ def test_a_node_that_lost_the_cluster_forgets_the_ips_it_took_on_orders_with_the
     """Chaos (seed 7): a node cut off with the listener released an IP it held on an order; its heartbeats still
     reported it held, so nobody saw it unheld and runs that could not reach the node pinned it there: 48 s."""
     wd = restarted(cfg, monkeypatch, {IP})
-    assert set(wd.ordered) == {IP}
+    assert wd.orders.held() == {IP}
     monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [IP])
     monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # released
     wd.release_all(wd.nl)
-    assert wd.ordered == {}
-    assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too
+    assert wd.orders.held() == set()
+    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()  # the file forgot it too
 
 
 def test_a_node_that_lost_the_cluster_also_forgets_ordered_ips_released_before(
@@ -107,10 +108,10 @@ def test_a_node_that_lost_the_cluster_also_forgets_ordered_ips_released_before(
     wd = restarted(cfg, monkeypatch, {IP})
     monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [])
     wd.release_all(wd.nl)  # the kernel still holds it (a release that failed): kept
-    assert set(wd.ordered) == {IP}
+    assert wd.orders.held() == {IP}
     monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())
     wd.release_all(wd.nl)
-    assert wd.ordered == {}
+    assert wd.orders.held() == set()
 
 
 def test_an_ip_taken_on_an_order_and_gone_from_the_kernel_is_forgotten(
@@ -119,23 +120,22 @@ def test_an_ip_taken_on_an_order_and_gone_from_the_kernel_is_forgotten(
     it held (what it took on orders), so the listener ordered it to nobody and runs planned it there: 20 s."""
     wd = restarted(cfg, monkeypatch, {IP})
     wd.check()
-    assert set(wd.ordered) == {IP}  # still held: kept
+    assert wd.orders.held() == {IP}  # still held: kept
     monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # flushed
-    wd.taking = {IP}  # a fast path adding it right now: kept
+    monkeypatch.setattr(wd.retake, "taking", lambda: {IP})  # a fast path adding it right now: kept
     wd.check()
-    assert set(wd.ordered) == {IP}
-    wd.taking = set()
+    assert wd.orders.held() == {IP}
+    monkeypatch.setattr(wd.retake, "taking", set)
     wd.check()
-    assert wd.ordered == {}
-    assert restarted(cfg, monkeypatch, {IP}).ordered == {}  # the file forgot it too
+    assert wd.orders.held() == set()
+    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()  # the file forgot it too
 
 
 def test_the_heartbeat_names_the_run_whose_mark_the_record_carries(cfg: Config, monkeypatch: pytest.MonkeyPatch
                                                                    ) -> None:
     """After a listener restart cut a run short, the new listener learns from it which nodes' releases are done
-    (ordering.order_cut_short_moves)."""
-    wd = restarted(cfg, monkeypatch, set())
-    assert wd.record_report() == {"generation": 4, "marked": False}
+    (drops.cut_short_moves)."""
+    assert kernel.record_report(cfg, None) == {"generation": 4, "marked": False}
     marked = actions._record.mark(record(4), "node1", 10.0, "r5", 300.0)
     actions._record.write(cfg.record_path, marked)
-    assert wd.record_report() == {"generation": 4, "marked": True, "run_id": "r5"}
+    assert kernel.record_report(cfg, None) == {"generation": 4, "marked": True, "run_id": "r5"}

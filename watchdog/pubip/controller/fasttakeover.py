@@ -1,6 +1,6 @@
 """Fast takeover: who takes a dead node's public IPs, decided by the listener without an Ansible run.
 
-Pure: the last completed takeover run's plan (the listener's last_run) and the
+Pure: the last placement (the last completed takeover run's plan, placement.py) and the
 dead nodes in, takeover orders out. It calls the takeover run's own planner
 with what that run left behind as the gathered state, the dead nodes missing
 (DISCONNECTED), so the verifying run that follows finds every IP already where
@@ -23,19 +23,19 @@ def preload() -> None:
         import numpy  # noqa: F401
 
 
-def orders(last_run: dict[str, Any], dead: list[str], unavailable: set[str] | frozenset[str] = frozenset()
+def orders(placement: dict[str, Any], dead: list[str], unavailable: set[str] | frozenset[str] = frozenset()
            ) -> dict[str, list[dict[str, Any]]]:
     """node -> [{ip, interfaces, from}] for every IP of a dead node that a live node should take now, and
-    for every IP a failed run's taker left untaken (last_run's "untaken": held by nobody, "from" None).
+    for every IP a failed run's taker left untaken (the placement's "untaken": held by nobody, "from" None).
     UNAVAILABLE: live nodes that get no order (not heard lately: they may have no lease)."""
     takeover = module_utils("takeover")
-    records = last_run.get("public_ips") or []
-    known = last_run.get("nodes") or {}
-    untaken = {str(ip) for ip in last_run.get("untaken") or []
+    records = placement.get("public_ips") or []
+    known = placement.get("nodes") or {}
+    untaken = {str(ip) for ip in placement.get("untaken") or []
                if any(e["ip"] == ip and e.get("node") is None for e in records)}
     if not records or not known or not (dead or untaken):
         return {}
-    allowed = last_run.get("allowed") or {}
+    allowed = placement.get("allowed") or {}
     nodes = sorted(({"name": name, "pnn": int(n["pnn"]), "state": n["state"]}
                     for name, n in known.items()), key=lambda n: n["pnn"])
     ips = [{"ip": e["ip"], "address": e["ip"].split("/", 1)[0], "interfaces": list(e["interfaces"]),
@@ -52,8 +52,8 @@ def orders(last_run: dict[str, Any], dead: list[str], unavailable: set[str] | fr
         }
     if not gathered:
         return {}
-    result = takeover.plan(nodes, ips, gathered, algorithm=last_run.get("algorithm") or "lcp2",
-                           **(last_run.get("options") or {}))
+    result = takeover.plan(nodes, ips, gathered, algorithm=placement.get("algorithm") or "lcp2",
+                           **(placement.get("options") or {}))
     by_ip = {e["ip"]: e for e in records}
     out: dict[str, list[dict[str, Any]]] = {}
     for move in result["moves"]:

@@ -152,9 +152,9 @@ class Handler(BaseHTTPRequestHandler):
         if path not in (protocol.STATUS_PATH, protocol.METRICS_PATH):
             return self.send(404, {"error": "not found"})
         try:
-            listener.authorize_read(dict(self.headers.items()), path)
+            listener.auth.authorize_read(dict(self.headers.items()), path)
         except protocol.Rejected as exc:
-            listener.reject(peer_address(self.client_address[0], self.headers.get("X-Forwarded-For"),
+            listener.auth.reject(peer_address(self.client_address[0], self.headers.get("X-Forwarded-For"),
                                          listener.trusted_proxy), exc)
             return self.send(exc.code, {"error": exc.reason})
         if path == protocol.STATUS_PATH:
@@ -174,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(length)
             if len(body) < length:
                 raise protocol.Rejected(400, f"body ended after {len(body)} of {length} bytes")
-            node = listener.authenticate(dict(self.headers.items()), body, url.path)
+            node = listener.auth.authenticate(dict(self.headers.items()), body, url.path)
             payload = json.loads(body or b"{}")
             if not isinstance(payload, dict):
                 raise protocol.Rejected(400, "body is not a JSON object")
@@ -182,22 +182,22 @@ class Handler(BaseHTTPRequestHandler):
                 check_heartbeat(payload)
             wait = wait_seconds(url.query) if url.path == protocol.TAKEOVER_RUN_PATH else 0.0
         except protocol.Rejected as exc:
-            listener.reject(peer, exc)
+            listener.auth.reject(peer, exc)
             return self.send(exc.code, {"error": exc.reason})
         except (ValueError, json.JSONDecodeError):
-            listener.reject(peer, protocol.Rejected(400, "malformed request"))
+            listener.auth.reject(peer, protocol.Rejected(400, "malformed request"))
             return self.send(400, {"error": "malformed request"})
         if url.path == protocol.HEARTBEAT_PATH:
             signed = listener.heartbeat_answer(node, peer, payload)
             # Signed: a watchdog acts on orders only with the listener's signature over them.
-            sig = protocol.answer_signature(listener.secrets[node], dict(self.headers.items()), url.path,
+            sig = protocol.answer_signature(listener.auth.secret(node), dict(self.headers.items()), url.path,
                                             json.dumps(signed, sort_keys=True).encode())
             return self.send(200, {"ok": True, **signed, "signature": sig})
         if url.path == protocol.ADMIN_PATH:
             try:
                 return self.send(200, listener.operation(payload))
             except protocol.Rejected as exc:
-                listener.reject(peer, exc)
+                listener.auth.reject(peer, exc)
                 return self.send(exc.code, {"error": exc.reason})
         listener.heartbeat(node, peer)
         request_id = listener.takeover_request(node, payload)
@@ -215,12 +215,12 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 def serve(listener: Listener, bind: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     """Serve until interrupted; the listener's run queue and liveness watch run in their own threads."""
-    server = Server((bind, port), Handler, max_connections=connection_slots(len(listener.secrets)), tls=tls)
+    server = Server((bind, port), Handler, max_connections=connection_slots(len(listener.auth.nodes())), tls=tls)
     server.listener = listener
     threading.Thread(target=listener.work, name="pubip-runs", daemon=True).start()
     threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()
     log.info("Listener on %s:%d%s for %d nodes; inventory %s", bind, port, " (TLS)" if tls else "",
-             len(listener.secrets), listener.inventory)
+             len(listener.auth.nodes()), listener.inventory)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

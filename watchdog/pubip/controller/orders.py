@@ -101,6 +101,18 @@ class Orders:
             self._orders, self._next, self.sealed = orders, int(state["next"]), None
             self.issued_for = None if state["issued_for"] is None else int(state["issued_for"])
 
+    def seal(self, generation: int | None) -> None:
+        """The batches of GENERATION before a restart are unknown: no more orders of it."""
+        with self._lock:
+            self.issued_for = self.sealed = generation
+
+    def last_generation(self) -> int | None:
+        """The generation of the last batch."""
+        return self.issued_for
+
+    def sealed_generation(self) -> int | None:
+        return self.sealed
+
     def _changed(self) -> None:
         if self.saver is not None:
             self.saver(self._state())
@@ -196,5 +208,6 @@ class Orders:
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         with self._lock:
             return [{"id": o.id, "node": o.node, "generation": o.generation, "ips": [i["ip"] for i in o.ips],
-                     "delivered": o.delivered is not None, "withdrawn": o.withdrawn, "result": o.result}
+                     "delivered": o.delivered is not None, "withdrawn": o.withdrawn, "result": o.result,
+                     "run_id": o.run_id}
                     for o in self._orders[-limit:]]

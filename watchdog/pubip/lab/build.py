@@ -292,7 +292,7 @@ def start_watchdog(info: dict[str, Any], host: str) -> int:
     """Start HOST's watchdog as a process inside its namespace (no systemd in the lab)."""
     h = host_entry(info, host)
     log = open(Path(h["dir"]) / "watchdog.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.node.daemon",
+    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.node.main",
                              "--config", h["watchdog_config"]], stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     log.close()

@@ -17,23 +17,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from .. import protocol
-from ..membership import Ears
-from .lease import Lease
+from .leasekeeper import LeaseKeeper
 
 log = logging.getLogger("pubip.watchdog")
 
 
 class Peers:
-    def __init__(self, me: str, addresses: dict[str, str], port: int, bind: str, secret: str, lease: Lease,
-                 ears: Ears, lock: threading.Lock, interval: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, me: str, addresses: dict[str, str], port: int, bind: str, secret: str, keeper: LeaseKeeper,
+                 interval: float, clock: Callable[[], float] = time.monotonic):
         self.me = me
         self.addresses = addresses
         self.port = port
         self.bind = bind
         self.secret = secret
-        self.lease = lease
-        self.ears = ears
-        self.lock = lock  # guards lease and ears, shared with the listener heartbeat and the lease loop
+        self.keeper = keeper  # this node's lease and ears
         self.interval = interval
         self.clock = clock
         self.seq = time.time_ns() // 1000
@@ -99,15 +96,11 @@ class Peers:
                 self.rejected += 1  # replayed or reordered
                 return
             self.last_seq[sender] = seq
-            with self.lock:
-                self.ears.hear(sender)
-                shun = self.ears.shuns(sender)
-            if not shun:
+            if not self.keeper.hear_from(sender):
                 with contextlib.suppress(OSError):
                     sock.sendto(protocol.pack_peer(self.secret, {"k": "ack", "n": self.me, "to": sender, "s": seq}),
                                 (self.addresses[sender], self.port))
         elif msg.get("k") == "ack" and msg.get("to") == self.me:
             sent = self.sent.get(seq)
             if sent is not None:
-                with self.lock:
-                    self.lease.acknowledged(sender, sent)
+                self.keeper.acknowledged(sender, sent)

@@ -281,7 +281,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import hooks as _hooks
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import host as _host
-from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease as _lease
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import leasefile as _lease
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import netlink as _netlink
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import record as _record
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip.addresses import SpecError, parse_specs

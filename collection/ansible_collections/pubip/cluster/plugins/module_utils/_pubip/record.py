@@ -22,7 +22,7 @@ import json
 import time
 
 from ansible_collections.pubip.cluster.plugins.module_utils._pubip import files as _files
-from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease as _lease
+from ansible_collections.pubip.cluster.plugins.module_utils._pubip import leasefile as _lease
 
 VERSION = 1
 

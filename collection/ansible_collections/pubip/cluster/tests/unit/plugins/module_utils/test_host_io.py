@@ -94,7 +94,7 @@ def test_the_take_phase_marking_again_keeps_what_the_release_phase_said():
 
 
 def test_lease_file_states(tmp_path):
-    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import leasefile as lease
 
     path = str(tmp_path / "lease.json")
     assert lease.state(path) == lease.NONE and lease.state(None) == lease.NONE

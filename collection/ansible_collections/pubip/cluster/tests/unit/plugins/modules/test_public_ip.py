@@ -98,7 +98,7 @@ def test_a_corrupt_record_is_an_error_not_an_empty_one(run_module, tmp_path):
 
 
 def test_a_take_without_a_lease_is_refused_before_any_change_and_says_what_the_host_holds(run_module, tmp_path):
-    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import leasefile as lease
 
     lease.write(str(tmp_path / "lease.json"), "n1", 0.0)  # ran out long ago: this node lost the cluster
     out = run_module(dict(paths(tmp_path), state="present", node="n1", lease_path=str(tmp_path / "lease.json"),
@@ -109,7 +109,7 @@ def test_a_take_without_a_lease_is_refused_before_any_change_and_says_what_the_h
 
 def test_a_take_without_a_lease_takes_back_what_the_run_kept_here_so_the_watchdog_retakes_none_of_it(
         run_module, tmp_path):
-    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import lease, record
+    from ansible_collections.pubip.cluster.plugins.module_utils._pubip import leasefile as lease, record
 
     lease.write(str(tmp_path / "lease.json"), "n1", 0.0)
     marked = record.mark(record.from_run(RECORD, "n1"), "n1", 20.0, "run-4", 600.0, keep=["198.51.100.2/24"])

@@ -1,0 +1,55 @@
+"""The listener's side of the retake gate: what a heartbeat answer tells a node that asks to retake IPs from its
+record (fast retake), and what the listener notes from its own answer. The node decides by
+protocol.retake_refused over the answer; the listener computes the same verdict, so the IPs a node asks for
+count as held by it exactly when it may go ahead.
+
+Rules:
+- while a run has not gathered the node, only a retake of what the run's snapshot pins to it goes ahead;
+- never beside a node whose kernel holds the IP (its latest heartbeat);
+- a refused retake's IPs are not held, whatever the heartbeat that asked reported;
+- an ask held back only by the starting run counts for that run's snapshot (runqueue.asked_to_pin).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import protocol
+from . import decisions
+from .holdings import Holdings
+from .nodeview import NodeView
+from .runners import Runner
+from .runs import CurrentRun
+
+
+class RetakeGate:
+    def __init__(self, holdings: Holdings, view: NodeView, run: CurrentRun, runner: Runner) -> None:
+        self._holdings, self._view, self._run, self._runner = holdings, view, run, runner
+
+    def waits(self, node: str, wanted: Any) -> bool:
+        """The answer's hold_retake: a retake of WANTED waits for the running run."""
+        return decisions.retake_wait(self._run.running() is not None, node in self._runner.gathered,
+                                     self._holdings.pinned(node), wanted)
+
+    def held_elsewhere(self, node: str, wanted: Any) -> dict[str, str]:
+        """The IPs NODE asks to retake that another live node's heartbeat says it holds: it may not."""
+        if not isinstance(wanted, list) or not wanted:
+            return {}
+        others = self._holdings.held_by_others(node, self._view.live())
+        return {str(ip): others[str(ip)] for ip in wanted if str(ip) in others}
+
+    def answered(self, node: str, payload: dict[str, Any], answer: dict[str, Any]) -> None:
+        """After the answer to NODE's heartbeat PAYLOAD: drop what a refused retake reported held, and remember an
+        ask that only the starting run held back."""
+        record, taking, wanted = payload.get("record"), payload.get("taking"), payload.get("retake")
+        if not (isinstance(record, dict) and isinstance(record.get("generation"), int) and isinstance(wanted, list)):
+            return
+        generation = record["generation"]
+        if isinstance(taking, list) and protocol.retake_refused(answer, generation) is not None:
+            drop = {str(ip) for ip in taking} & {str(ip) for ip in wanted}
+            report, holds = payload.get("membership"), payload.get("holds")
+            if drop and isinstance(report, dict) and isinstance(holds, list):
+                self._holdings.drop_refused(node, report.get("tick"), holds, drop)
+        if answer.get("hold_retake") and wanted and \
+                protocol.retake_refused({**answer, "hold_retake": False}, generation) is None:
+            self._holdings.note_ask(node, wanted, generation)
