@@ -48,9 +48,10 @@ def client(url: str, nodes: int, beats: int, kept: bool, ca_file: str | None) ->
     for n in range(beats):
         i = n % nodes
         ip = f"198.51.100.{i + 1}/24"
-        payload = {"node": f"node{i}", "holds": [ip], "held": [ip], "record": {"generation": 3},
-                   "membership": {"tick": 1.0, "lease": 1.0, "lease_left": 0.9,
-                                  "heard": {f"node{j}": 0.1 for j in range(min(nodes, 8))}}}
+        payload = protocol.Heartbeat(f"node{i}", holds=[ip], held=[ip], record=protocol.RecordReport(3),
+                                     membership=protocol.Membership(
+                                         tick=1.0, lease=1.0, lease_left=0.9,
+                                         hears={f"node{j}": 0.1 for j in range(min(nodes, 8))})).wire()
         t = time.perf_counter()
         _status, answer, signed, path = listener_exchange(backends[i], f"node{i}", payload,
                                                           protocol.HEARTBEAT_PATH, channels[i])

@@ -108,10 +108,7 @@ class Handler(BaseHTTPRequestHandler):
             if not ok:
                 return self.answer(401, {"error": "bad signature"})
             if self.path == "/v1/heartbeat":  # signed, as the listener answers: no orders, never declared dead
-                part: dict[str, Any] = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False,
-                                        "generation": None, "completed": None,
-                                        "lease_ack": True, "tick": time.monotonic(), "step_down": None,
-                                        "leave": False, "gratarp": [], "held_elsewhere": {}}
+                part: dict[str, Any] = auth.HeartbeatAnswer(lease_ack=True, tick=time.monotonic()).wire()
                 sig = auth.answer_signature(secrets[node], dict(self.headers.items()), self.path,
                                             json.dumps(part, sort_keys=True).encode())
                 return self.answer(200, {"ok": True, **part, "signature": sig})

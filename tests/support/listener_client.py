@@ -41,7 +41,7 @@ def main() -> None:
 
     def one(i: int) -> None:
         node = nodes[i % len(nodes)]
-        body = json.dumps({"node": node, "reason": f"test {mode} {i}"}).encode()
+        body = json.dumps({"node": node, "version": auth.VERSION, "reason": f"test {mode} {i}"}).encode()
         if mode == "burst":
             headers = auth.sign(secrets[node], node, body)
         else:
@@ -65,13 +65,13 @@ def main() -> None:
         with lock:
             codes.append(code)
 
-    replay_body = json.dumps({"node": nodes[0], "reason": "original"}).encode()
+    replay_body = json.dumps({"node": nodes[0], "version": auth.VERSION, "reason": "original"}).encode()
     replay_headers = auth.sign(secrets[nodes[0]], nodes[0], replay_body)
     if mode == "forged":  # the original goes through once (it is genuine, and waits for its run); replays must not
         print(json.dumps({"original": post(url + "?wait=120", replay_body, replay_headers)}), flush=True)
     if mode == "wait":
         node = nodes[0]
-        body = json.dumps({"node": node, "reason": "waiting"}).encode()
+        body = json.dumps({"node": node, "version": auth.VERSION, "reason": "waiting"}).encode()
         req = urllib.request.Request(url + "?wait=120", data=body, method="POST",
                                      headers={"Content-Type": "application/json", **auth.sign(secrets[node], node,
                                                                                              body)})

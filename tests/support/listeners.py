@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pubip import protocol
 from pubip.controller.listener import Listener
 from pubip.controller.runners import Outcome
 
@@ -36,6 +37,21 @@ def make_listener(tmp_path: Path, secrets: dict[str, str], *, fast_takeover: boo
         inventory.write_text("all: {}\n")
     return Listener(str(inventory), secrets, str(tmp_path / "state"), fast_takeover=fast_takeover,
                     runner=options.pop("runner", None) or ScriptedRunner(), **options)
+
+
+def heartbeat(listener: Listener, node: str, peer: str | None = None, payload: dict[str, Any] | None = None
+              ) -> list[protocol.Order]:
+    """NODE's heartbeat, as the HTTP front hands it over: parsed, strictly (an unknown key is a test's error)."""
+    return listener.heartbeat(node, peer, parse(node, payload))
+
+
+def heartbeat_answer(listener: Listener, node: str, peer: str | None = None, payload: dict[str, Any] | None = None
+                     ) -> protocol.HeartbeatAnswer:
+    return listener.heartbeat_answer(node, peer, parse(node, payload))
+
+
+def parse(node: str, payload: dict[str, Any] | None) -> protocol.Heartbeat:
+    return protocol.Heartbeat.parse({"node": node, "version": protocol.VERSION, **(payload or {})})
 
 
 def runner_of(listener: Listener) -> ScriptedRunner:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pubip import protocol
 from pubip import protocol as auth
 from pubip._collection import module_utils
 from pubip.controller import fasttakeover
@@ -37,7 +39,7 @@ def gathered_from(holdings: dict[str, list[str]], ips: list[dict[str, Any]], ali
                    "interfaces": [{"name": "eth0"}]} for name in alive}
 
 
-def last_run_of(plan: dict[str, Any]) -> dict[str, Any]:
+def placement_of(plan: dict[str, Any]) -> dict[str, Any]:
     """What the listener keeps of a finished run (listener.run_playbook)."""
     return {"generation": plan["generation"], "public_ips": plan["record"]["public_ips"],
             "nodes": plan["record"]["nodes"], "algorithm": plan["algorithm"], "options": plan["options"],
@@ -57,7 +59,7 @@ def test_orders_leave_nothing_for_the_verifying_run_to_move(n_nodes: int, n_ips:
         if node:
             holdings.setdefault(node, []).append(ip)
     dead = names[-min(dead_count, n_nodes - 1):]
-    orders = fasttakeover.orders(last_run_of(first), dead)
+    orders = fasttakeover.orders(placement_of(first), dead)
     # Only dead nodes' IPs, only to live nodes, each IP once.
     ordered = [o["ip"] for batch in orders.values() for o in batch]
     assert len(ordered) == len(set(ordered))
@@ -74,13 +76,13 @@ def test_orders_leave_nothing_for_the_verifying_run_to_move(n_nodes: int, n_ips:
             assert new is None or ip in holdings.get(new, []), (ip, new, orders)
 
 
-def test_no_orders_without_a_last_run_or_without_dead_nodes() -> None:
+def test_no_orders_without_a_placement_or_without_dead_nodes() -> None:
     nodes, ips = cluster(3, 6)
     first = takeover.plan(nodes, ips, gathered_from({}, ips, ["node1", "node2", "node3"]))
     assert fasttakeover.orders({}, ["node3"]) == {}
-    assert fasttakeover.orders(last_run_of(first), []) == {}
+    assert fasttakeover.orders(placement_of(first), []) == {}
     # every node dead: nobody to order
-    assert fasttakeover.orders(last_run_of(first), ["node1", "node2", "node3"]) == {}
+    assert fasttakeover.orders(placement_of(first), ["node1", "node2", "node3"]) == {}
 
 
 def test_restricted_ips_go_only_to_allowed_nodes() -> None:
@@ -89,7 +91,7 @@ def test_restricted_ips_go_only_to_allowed_nodes() -> None:
     first = takeover.plan(nodes, ips, gathered_from({}, ips, names))
     allowed = {ip["ip"]: ip["nodes"] for ip in ips}
     for dead in names:
-        for node, batch in fasttakeover.orders(last_run_of(first), [dead]).items():
+        for node, batch in fasttakeover.orders(placement_of(first), [dead]).items():
             assert all(node in allowed[o["ip"]] for o in batch)
 
 
@@ -198,10 +200,7 @@ def test_undelivered_orders_are_withdrawn_and_delivered_ones_expire() -> None:
 
 def listener_answer(secret: str, request_headers: dict[str, str], **part: Any) -> dict[str, Any]:
     """A heartbeat answer as the listener signs it."""
-    part = {"orders": [], "declared_dead": None, "running": False, "hold_retake": False, "generation": None,
-            "completed": None,
-            "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], "held_elsewhere": {},
-            **part}
+    part = {**protocol.HeartbeatAnswer(lease_ack=True, tick=12.5).wire(), **part}
     sig = auth.answer_signature(secret, request_headers, "/v1/heartbeat", json.dumps(part, sort_keys=True).encode())
     return {"ok": True, **part, "signature": sig}
 
@@ -209,12 +208,11 @@ def listener_answer(secret: str, request_headers: dict[str, str], **part: Any) -
 def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
     backend = ListenerBackend(url="http://192.0.2.254:8750/v1/takeover-run", secret="s3cret")
     signed = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")
-    orders = [{"id": 1, "generation": 4, "ips": [{"ip": "198.51.100.1/24", "interfaces": ["eth0"]}]}]
-    good = listener_answer("s3cret", signed, orders=orders, generation=4)
-    assert signed_answer(backend, good, signed, "/v1/heartbeat") == {
-        "orders": orders, "declared_dead": None, "running": False, "hold_retake": False, "generation": 4,
-        "completed": None,
-        "lease_ack": True, "tick": 12.5, "step_down": None, "leave": False, "gratarp": [], "held_elsewhere": {}}
+    order = protocol.Order(1, 4, [{"ip": "198.51.100.1/24", "interfaces": ["eth0"]}])
+    orders = [order.wire()]
+    good = listener_answer("s3cret", signed, orders=orders, retake_floor=4)
+    assert signed_answer(backend, good, signed, "/v1/heartbeat") == protocol.HeartbeatAnswer(
+        orders=[order], retake_floor=4, lease_ack=True, tick=12.5)
     other_request = auth.sign("s3cret", "node1", b"{}", "/v1/heartbeat")  # a replay of another answer
     for answer, headers in ((listener_answer("wrong", signed, orders=orders), signed),
                             ({k: v for k, v in good.items() if k != "signature"}, signed),
@@ -230,6 +228,9 @@ def test_a_watchdog_acts_only_on_answers_the_listener_signed() -> None:
             assert "without a valid listener signature" in str(exc)
         else:
             raise AssertionError("an unsigned, altered or forged answer was accepted")
+    older = listener_answer("s3cret", signed, version=1)  # signed, by a listener of another protocol version
+    with pytest.raises(RequestFailed, match="the listener speaks protocol 1, this watchdog speaks protocol 2"):
+        signed_answer(backend, older, signed, "/v1/heartbeat")
 
 
 def test_an_ip_whose_every_order_was_refused_may_be_ordered_again_but_not_to_its_refuser() -> None:

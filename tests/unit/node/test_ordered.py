@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pubip import protocol
 from pubip.node import actions, daemon, kernel
 from pubip.node import check as ipcheck
 from pubip.node.config import Config
@@ -60,8 +61,7 @@ def released(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     out: list[list[str]] = []
     monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: out.append(ips))
     first = restarted(cfg, monkeypatch, set())
-    first.orders.carry_out({"id": 12, "generation": 4, "ips": [{"ip": IP, "interfaces": ["eth0"]}]},
-                           time.monotonic(), None)
+    first.orders.carry_out(protocol.Order(12, 4, [{"ip": IP, "interfaces": ["eth0"]}]), time.monotonic(), None)
     assert first.orders.held() == {IP}
     return out
 
@@ -135,7 +135,7 @@ def test_the_heartbeat_names_the_run_whose_mark_the_record_carries(cfg: Config, 
                                                                    ) -> None:
     """After a listener restart cut a run short, the new listener learns from it which nodes' releases are done
     (drops.cut_short_moves)."""
-    assert kernel.record_report(cfg, None) == {"generation": 4, "marked": False}
+    assert kernel.record_report(cfg, None) == protocol.RecordReport(4)
     marked = actions._record.mark(record(4), "node1", 10.0, "r5", 300.0)
     actions._record.write(cfg.record_path, marked)
-    assert kernel.record_report(cfg, None) == {"generation": 4, "marked": True, "run_id": "r5"}
+    assert kernel.record_report(cfg, None) == protocol.RecordReport(4, marked=True, run_id="r5")

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from pubip import protocol
 from pubip.membership import Timing
 from pubip.node import gate
 from pubip.node.config import Config, PeersConfig
@@ -25,16 +26,20 @@ def test_one_gate_says_why_a_node_takes_nothing_now() -> None:
 
 
 def test_a_heartbeat_reports_the_kernel_and_what_a_retake_or_an_order_adds() -> None:
-    beat = heartbeat_payload("node1", {"tick": 5.0}, {IP1}, {IP2}, {IP3}, [{"id": 1, "taken": [IP3]}],
-                             {"generation": 4, "marked": False}, {"ok": True, "hook": "", "message": ""}, False,
+    beat = heartbeat_payload("node1", protocol.Membership(tick=5.0), {IP1}, {IP2}, {IP3},
+                             [protocol.OrderResult(1, [IP3])], protocol.RecordReport(4), protocol.Health(True), False,
                              None)
-    assert beat["holds"] == [IP1, IP2, IP3] and beat["held"] == [IP1] and beat["taking"] == [IP2]
-    assert beat["done"] == [{"id": 1, "taken": [IP3]}] and beat["record"]["generation"] == 4
-    assert "leaving" not in beat and "connections" not in beat
+    assert beat.holds == [IP1, IP2, IP3] and beat.held == [IP1] and beat.taking == [IP2]
+    wire = beat.wire()
+    assert wire["done"] == [{"id": 1, "taken": [IP3], "errors": [], "refused": None}]
+    assert wire["record"]["generation"] == 4 and wire["version"] == protocol.VERSION
+    assert "leaving" not in wire and "connections" not in wire
+    assert protocol.Heartbeat.parse(wire) == beat  # the listener reads what the watchdog wrote
 
 
 def test_a_heartbeat_without_a_kernel_reading_claims_nothing() -> None:
-    beat = heartbeat_payload("node1", {}, None, {IP2}, set(), [], None, None, True, {IP1: []}, {"retake": [IP2]})
+    beat = heartbeat_payload("node1", protocol.Membership(), None, {IP2}, set(), [], None, None, True, {IP1: []},
+                             [IP2]).wire()
     assert beat["holds"] is None and "held" not in beat and "taking" not in beat and "done" not in beat
     assert beat["leaving"] is True and beat["connections"] == {IP1: []} and beat["retake"] == [IP2]
 
@@ -52,10 +57,10 @@ def test_monitor_failures_in_a_row_make_the_node_unhealthy_and_one_success_heals
     health.run_hooks()
     assert health.ok()  # one failure of two
     health.run_hooks()
-    assert not health.ok() and health.report()["hook"] == "50.check"
+    assert not health.ok() and health.report().hook == "50.check"
     hook(tmp_path, 0)
     health.run_hooks()
-    assert health.ok() and health.report() == {"ok": True, "hook": "", "message": ""}
+    assert health.ok() and health.report() == protocol.Health(True)
 
 
 def test_the_lease_keeper_reports_its_start_up_grace_and_no_lease_without_acks(tmp_path: Path) -> None:
@@ -65,9 +70,9 @@ def test_the_lease_keeper_reports_its_start_up_grace_and_no_lease_without_acks(t
     keeper = LeaseKeeper(cfg, clock=lambda: now[0])
     assert keeper.on() and not keeper.has_lease()
     report = keeper.report(7.0)
-    assert report["tick"] == 7.0 and report["lease_left"] == 0.0
-    assert math.isclose(report["grace"], Timing(lease=1.0).start_grace)
+    assert report.tick == 7.0 and report.lease_left == 0.0
+    assert report.grace is not None and math.isclose(report.grace, Timing(lease=1.0).start_grace)
     keeper.acknowledged("_listener", now[0])  # the listener and this node: 2 of 3 voters
-    assert keeper.has_lease() and keeper.report(None)["lease_left"] == 1.0
+    assert keeper.has_lease() and keeper.report(None).lease_left == 1.0
     now[0] += Timing(lease=1.0).start_grace
-    assert "grace" not in keeper.report(None) and not keeper.has_lease()
+    assert keeper.report(None).grace is None and not keeper.has_lease()

@@ -26,11 +26,13 @@ def fetch(url: str, secrets_file: str) -> dict[str, Any]:
     req = urllib.request.Request(url.rstrip("/") + protocol.STATUS_PATH, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
-            return dict(json.loads(resp.read()))
+            return protocol.Status.parse(json.loads(resp.read())).wire()
     except urllib.error.HTTPError as exc:
         raise PubipError(f"the listener refused the status: HTTP {exc.code} {exc.read()[:200].decode()}") from None
     except OSError as exc:
         raise PubipError(f"cannot reach the listener at {url}: {exc}") from None
+    except (ValueError, protocol.Rejected) as exc:
+        raise PubipError(f"the listener's status is not pubip's: {exc}") from None
 
 
 def _when(t: float | None) -> str:

@@ -24,7 +24,7 @@ def listener_quorum(heard: dict[str, float], nodes: list[str], now: float, suspe
 
 
 def retake_wait(running: bool, gathered: bool, pinned: frozenset[str] | None, wanted: Any) -> bool:
-    """Whether a node's fast retake of WANTED waits for the running run (the heartbeat answer's hold_retake).
+    """Whether a node's fast retake of WANTED waits for the running run (the heartbeat answer's retake_wait).
     A run that has not GATHERED the node would, if it then cannot reach it, pin it with what it reported
     after the run was marked (PINNED): a retake of those IPs agrees with that, any other waits for the
     gather. Before the run takes its snapshot of the reports (PINNED None), every retake waits."""
@@ -36,8 +36,8 @@ def retake_wait(running: bool, gathered: bool, pinned: frozenset[str] | None, wa
 def retake_verdict(retake_generation: int | None, declared_dead: int | None, held_elsewhere: dict[str, str],
                    generation: int) -> str | None:
     """Why a node with a record of GENERATION may not retake (protocol.retake_refused), the run aside."""
-    return protocol.retake_refused({"generation": retake_generation, "declared_dead": declared_dead,
-                                    "held_elsewhere": held_elsewhere}, generation)
+    return protocol.retake_refused(protocol.HeartbeatAnswer(retake_floor=retake_generation, declared_dead=declared_dead,
+                                                            held_elsewhere=held_elsewhere), generation)
 
 
 def untaken(planned: Any, achieved: list[Any]) -> list[str]:

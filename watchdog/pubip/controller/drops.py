@@ -165,15 +165,15 @@ class Drops:
                             "before from another node, or sealed by a listener restart)", ", ".join(refused),
                             generation)
 
-    def cancel_for_dropped(self, said: dict[str, Any] | None = None) -> None:
+    def cancel_for_dropped(self, run_state: dict[str, Any] | None = None) -> None:
         """A run is running and has changed no host yet, and IPs were dropped since it started: cancel it, so
         that they are ordered at once and a new run follows, instead of waiting for its takes."""
         generation = int(self._placement.completed() or 0)
         if not generation or not self._run.running() or self._run.state_file() is None:
             return
-        said = said or self._run.read()
-        if said["cancelled"] or said["changing"]:  # cancelled already; or too late: what its releases let go is
-            return  # no drop
+        run_state = run_state or self._run.read()
+        if run_state["cancelled"] or run_state["changing"]:  # cancelled already; or too late (what its releases let
+            return  # go is no drop)
         new = {(generation, ip) for ip in self.dropped(generation)} - self._cancelled_for
         if not new:
             return
@@ -184,21 +184,21 @@ class Drops:
         log.warning("Takeover run %s cancelled before it changed any host (%s dropped: no node can retake them): "
                     "fast takeover now, then a new run", self._run.running(), ", ".join(sorted(ip for _g, ip in new)))
 
-    def order_untaken_during_run(self, said: dict[str, Any] | None = None) -> None:
+    def order_untaken_during_run(self, run_state: dict[str, Any] | None = None) -> None:
         """A run's takes are all done and its takers refused some IPs before changing anything: held by nobody,
         they are ordered now, not when the run ends. Once per run and set of IPs."""
         if self._run.state_file() is None:
             return
-        said = said or self._run.read()
-        if not isinstance(said["taken"], dict) or not isinstance(said["taken"].get("public_ips"), list):
+        run_state = run_state or self._run.read()
+        if not isinstance(run_state["taken"], dict) or not isinstance(run_state["taken"].get("public_ips"), list):
             return
-        missed = decisions.untaken((said["plan"] or {}).get("public_ips"), said["taken"]["public_ips"])
+        missed = decisions.untaken((run_state["plan"] or {}).get("public_ips"), run_state["taken"]["public_ips"])
         if not missed or self._untaken_during == (self._run.running(), missed):
             return
         self._untaken_during = (self._run.running(), missed)
         log.warning("Takeover run %s: its takers refused %s before changing anything: held by nobody, ordered to "
                     "other nodes now", self._run.running(), ", ".join(missed))
-        planned = {str(e.get("ip")): e.get("node") for e in (said["plan"] or {}).get("public_ips") or []
+        planned = {str(e.get("ip")): e.get("node") for e in (run_state["plan"] or {}).get("public_ips") or []
                    if isinstance(e, dict)}
         self._policy.issue(exclude=self._view.suspected() | {str(planned[ip]) for ip in missed})  # no lease
 

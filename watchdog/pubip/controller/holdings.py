@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from typing import Any
 
 from .. import protocol
@@ -44,41 +45,34 @@ class Holdings:
         self._last_seen: dict[str, float] = {}
 
     # --- a heartbeat's report -------------------------------------------------------------------------------
-    def report(self, node: str, payload: dict[str, Any]) -> None:
+    def report(self, node: str, beat: protocol.Heartbeat) -> None:
         now = self._clock()
-        report = payload.get("membership")
+        m = beat.membership
         with self._lock:
             self._last_seen[node] = now
-            if isinstance(report, dict):
-                self._reports[node] = _report(now, report, self._nodes)
-                if protocol.is_number(report.get("lease")):
-                    self._leases[node] = float(report["lease"])
-                holds = payload.get("holds")
-                tick = report.get("tick")
-                if isinstance(holds, list) and len(holds) <= 4096 and protocol.is_number(tick):
-                    self._holds[node] = (sorted({str(ip)[:64] for ip in holds}), float(tick))
-                    held = payload.get("held")
-                    self._held[node] = sorted({str(ip)[:64] for ip in (held if isinstance(held, list) else holds)})
-                    taking = payload.get("taking")
-                    self._taking[node] = {str(ip)[:64] for ip in taking} if isinstance(taking, list) else set()
-                left = report.get("lease_left")
-                if protocol.is_number(left) and float(left) > 0 and not self._has_lease(node, now):
+            if m is not None:
+                self._reports[node] = death.Report(now, m.tick, {k: v for k, v in m.hears.items() if k in self._nodes},
+                                                   {k: v for k, v in m.shuns.items() if k in self._nodes})
+                if m.lease is not None:
+                    self._leases[node] = m.lease
+                if beat.holds is not None and m.tick is not None:
+                    self._holds[node] = (sorted(set(beat.holds)), m.tick)
+                    self._held[node] = sorted(set(beat.held if beat.held is not None else beat.holds))
+                    self._taking[node] = set(beat.taking)
+                if m.lease_left is not None and m.lease_left > 0 and not self._has_lease(node, now):
                     self._lease_back[node] = now
-                self._lease_left[node] = (float(left), now) if protocol.is_number(left) else None
-                grace = report.get("grace")
-                if protocol.is_number(grace) and 0 < float(grace) <= 3600:
-                    self._in_grace(node, now + float(grace) * (1 + self._timing.drift))
-                    self._longest_grace[node] = max(self._longest_grace.get(node, 0.0), float(grace))
-            conns = payload.get("connections")
-            if isinstance(conns, dict) and len(conns) <= 1024:
-                self._store_connections(node, conns)
-            record = payload.get("record")
-            if isinstance(record, dict) and isinstance(record.get("generation"), int):
-                self._records[node] = (record["generation"], record.get("marked") is True)
-                self._marked_by[node] = str(record["run_id"])[:64] if record.get("marked") is True \
-                    and record.get("run_id") else None
-                if isinstance(record.get("public_ips"), list) and isinstance(record.get("nodes"), dict):
-                    self._newer_record = record
+                self._lease_left[node] = (m.lease_left, now) if m.lease_left is not None else None
+                if m.grace is not None and 0 < m.grace <= 3600:
+                    self._in_grace(node, now + m.grace * (1 + self._timing.drift))
+                    self._longest_grace[node] = max(self._longest_grace.get(node, 0.0), m.grace)
+            if beat.connections is not None:
+                self._store_connections(node, beat.connections)
+            record = beat.record
+            if record is not None:
+                self._records[node] = (record.generation, record.marked)
+                self._marked_by[node] = record.run_id if record.marked and record.run_id else None
+                if record.public_ips is not None and record.nodes is not None:
+                    self._newer_record = asdict(record)
 
     def _store_connections(self, node: str, conns: dict[str, Any]) -> None:
         """A node's TCP connection lists (validated: [port, client address, client port] each)."""
@@ -290,15 +284,3 @@ class Holdings:
     def last_holds(self) -> dict[str, set[str]]:
         with self._lock:
             return {node: set(ips) for node, (ips, _tick) in self._holds.items()}
-
-
-def _report(received: float, report: dict[str, Any], nodes: set[str]) -> death.Report:
-    """A node's membership report, with anything malformed left out (a missing entry is never a vote)."""
-    def table(key: str) -> dict[str, float]:
-        raw = report.get(key)
-        if not isinstance(raw, dict):
-            return {}
-        return {str(k): float(v) for k, v in raw.items() if k in nodes and protocol.is_number(v) and v >= 0}
-
-    tick = report.get("tick")
-    return death.Report(received, float(tick) if protocol.is_number(tick) else None, table("hears"), table("shuns"))

@@ -109,12 +109,6 @@ def wait_seconds(query: str) -> float:
     return min(wait, 600.0)
 
 
-def check_heartbeat(payload: dict[str, Any]) -> None:
-    done = payload.get("done")
-    if done is not None and not (isinstance(done, list) and all(isinstance(d, dict) for d in done)):
-        raise protocol.Rejected(400, "heartbeat: 'done' must be a list of order results")
-
-
 class Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = CONNECTION_TIMEOUT
@@ -158,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
                                          listener.trusted_proxy), exc)
             return self.send(exc.code, {"error": exc.reason})
         if path == protocol.STATUS_PATH:
-            return self.send(200, listener.status())
+            return self.send(200, listener.status().wire())
         if path == protocol.METRICS_PATH:
             return self.send(200, listener.metrics(), "text/plain; version=0.0.4")
         return self.send(404, {"error": "not found"})
@@ -178,8 +172,11 @@ class Handler(BaseHTTPRequestHandler):
             payload = json.loads(body or b"{}")
             if not isinstance(payload, dict):
                 raise protocol.Rejected(400, "body is not a JSON object")
-            if url.path == protocol.HEARTBEAT_PATH:
-                check_heartbeat(payload)
+            beat = protocol.Heartbeat.parse(payload) if url.path == protocol.HEARTBEAT_PATH else None
+            request = protocol.TakeoverRequest.parse(payload) if url.path == protocol.TAKEOVER_RUN_PATH else None
+            for message in (beat, request):
+                if message is not None and message.node not in ("", node):
+                    raise protocol.Rejected(400, f"a request signed by {node} names node {message.node!r}")
             wait = wait_seconds(url.query) if url.path == protocol.TAKEOVER_RUN_PATH else 0.0
         except protocol.Rejected as exc:
             listener.auth.reject(peer, exc)
@@ -187,8 +184,8 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, json.JSONDecodeError):
             listener.auth.reject(peer, protocol.Rejected(400, "malformed request"))
             return self.send(400, {"error": "malformed request"})
-        if url.path == protocol.HEARTBEAT_PATH:
-            signed = listener.heartbeat_answer(node, peer, payload)
+        if beat is not None:
+            signed = listener.heartbeat_answer(node, peer, beat).wire()
             # Signed: a watchdog acts on orders only with the listener's signature over them.
             sig = protocol.answer_signature(listener.auth.secret(node), dict(self.headers.items()), url.path,
                                             json.dumps(signed, sort_keys=True).encode())
@@ -199,8 +196,9 @@ class Handler(BaseHTTPRequestHandler):
             except protocol.Rejected as exc:
                 listener.auth.reject(peer, exc)
                 return self.send(exc.code, {"error": exc.reason})
+        assert request is not None
         listener.heartbeat(node, peer)
-        request_id = listener.takeover_request(node, payload)
+        request_id = listener.takeover_request(node, request)
         if wait > 0:
             return self.send(200, listener.wait_for(request_id, wait))
         return self.send(202, {"request": request_id, "queued": True})

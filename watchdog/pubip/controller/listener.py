@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import _collection
+from .. import _collection, protocol
 from ..awx import AwxBackend
 from ..membership import Timing
 from . import fasttakeover, recovery
@@ -104,8 +104,8 @@ class Listener:
 
     def _recover(self, runner_dir: Path) -> None:
         cut_short = self.store.unfinished_runs()
-        unchanged, said = recovery.cancel_cut_short(runner_dir) if cut_short else (False, None)
-        plan = recovery.plan(cut_short, unchanged, said, self.placement.get())
+        unchanged, run_state = recovery.cancel_cut_short(runner_dir) if cut_short else (False, None)
+        plan = recovery.plan(cut_short, unchanged, run_state, self.placement.get())
         for run_id, known in plan.redo:
             self.store.abandon(run_id)
             self.store.add_request("listener", f"redo of run {run_id}")
@@ -123,28 +123,22 @@ class Listener:
                 self.policy.want()
 
     # --- the four entries ----------------------------------------------------------------------------------------
-    def heartbeat_answer(self, node: str, peer: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """What a heartbeat's signed answer carries (protocol.ANSWER_FIELDS)."""
-        orders = self.heartbeat(node, peer, payload)
-        wanted = payload.get("retake")
+    def heartbeat_answer(self, node: str, peer: str | None, beat: protocol.Heartbeat) -> protocol.HeartbeatAnswer:
+        """What a heartbeat's signed answer carries."""
+        orders = self.heartbeat(node, peer, beat)
         ack = not self.view.shuns(node)
         step_down = self.states.step_down(node, self.view.live())  # before the tick: a later report echoes it
-        answer = {"orders": orders,
-                  "declared_dead": self.placement.declared_dead(node),
-                  "running": self.run.running() is not None,
-                  "hold_retake": self.gate.waits(node, wanted),
-                  "generation": self.placement.retake_generation(node),
-                  "completed": self.placement.completed(),  # the last run known to have completed
-                  "lease_ack": ack, "tick": self.clock(),
-                  "step_down": step_down,
-                  "leave": self.view.is_leaving(node),
-                  "gratarp": self.operations.gratarp_for(node),
-                  "held_elsewhere": self.gate.held_elsewhere(node, wanted)}
-        self.gate.answered(node, payload, answer)
+        answer = protocol.HeartbeatAnswer(
+            orders=orders, declared_dead=self.placement.declared_dead(node), running=self.run.running() is not None,
+            retake_wait=self.gate.waits(node, beat.retake), retake_floor=self.placement.retake_generation(node),
+            generation=self.placement.completed(), lease_ack=ack, tick=self.clock(), step_down=step_down,
+            leave=self.view.is_leaving(node), gratarp=self.operations.gratarp_for(node),
+            held_elsewhere=self.gate.held_elsewhere(node, beat.retake))
+        self.gate.answered(node, beat, answer)
         return answer
 
-    def takeover_request(self, node: str, payload: dict[str, Any]) -> int:
-        reason = str(payload.get("reason", ""))[:500]
+    def takeover_request(self, node: str, request: protocol.TakeoverRequest) -> int:
+        reason = request.reason[:500]
         request_id = self.requests.ask(reason, node=node)
         self._accepted += 1
         log.info("Takeover run requested by %s (request %d): %s", node, request_id, reason or "no reason given")
@@ -153,7 +147,7 @@ class Listener:
     def operation(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self.operations.operation(payload)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> protocol.Status:
         return self.statusview.status()
 
     def metrics(self) -> str:
@@ -163,25 +157,24 @@ class Listener:
         return self.queue.wait_for(request_id, timeout)
 
     # --- heartbeats ----------------------------------------------------------------------------------------------
-    def heartbeat(self, node: str, peer: str | None = None, payload: dict[str, Any] | None = None
-                  ) -> list[dict[str, Any]]:
+    def heartbeat(self, node: str, peer: str | None = None, beat: protocol.Heartbeat | None = None
+                  ) -> list[protocol.Order]:
         """A sign of life; returns the fast takeover orders for NODE (orders.py)."""
-        payload = payload or {}
+        beat = beat or protocol.Heartbeat(node)
         self.view.hear(node, peer)
-        self.holdings.report(node, payload)
-        health = payload.get("health")
-        if isinstance(health, dict) and isinstance(health.get("ok"), bool):
-            change = self.states.health_report(node, health)
+        self.holdings.report(node, beat)
+        if beat.health is not None:
+            change = self.states.health_report(node, beat.health)
             if change:
                 self.queue.replan(change)
         self.queue.adopt_record()
-        self.policy.acknowledge(node, list(payload.get("done") or []))
-        if payload.get("leave") is True and self.view.leave(node):
+        self.policy.acknowledge(node, beat.done)
+        if beat.leave and self.view.leave(node):
             log.warning("Node %s is leaving (graceful shutdown): it drops its public IPs, the others take them", node)
         if self.view.leaving_since(node) is not None:
             self._leave_when_empty(node)
         self._hand_over(node)
-        if self.view.has_left(node) and payload.get("leaving") is True:
+        if self.view.has_left(node) and beat.leaving:
             return []  # the leaving watchdog's last heartbeats: not back yet
         if self.view.back(node):
             log.warning("Node %s is back (heartbeat): takeover run to bring it back", node)
@@ -239,9 +232,9 @@ class Listener:
                 self.drops.order_dropped(exclude=exclude)
             elif self._fast and not died and self.run.running() and self.view.hears_quorum(leases_on) \
                     and self.run.state_file():
-                said = self.run.read()  # once a tick, for both
-                self.drops.cancel_for_dropped(said)
-                self.drops.order_untaken_during_run(said)
+                run_state = self.run.read()  # once a tick, for both
+                self.drops.cancel_for_dropped(run_state)
+                self.drops.order_untaken_during_run(run_state)
             if died:
                 for d in died:
                     self.node_died(d.node, d.silent_for, d.why)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import protocol
 from .runs import Requests
 from .store import Store
 
@@ -135,21 +136,20 @@ class NodeStates:
             self._requests.ask(f"ban of {', '.join(ended)} ended")
         return ended
 
-    def health_report(self, node: str, health: dict[str, Any]) -> str | None:
+    def health_report(self, node: str, health: protocol.Health) -> str | None:
         """A node's monitor verdict, from its heartbeat; a change (returned, for a replan) asks for a run."""
         was = self._health.get(node, {}).get("ok")
-        self._health[node] = {"ok": health["ok"], "hook": str(health.get("hook") or "")[:200],
-                              "message": str(health.get("message") or "")[:500]}
-        if (was is None and health["ok"]) or was == health["ok"]:
+        self._health[node] = {"ok": health.ok, "hook": health.hook, "message": health.message}
+        if (was is None and health.ok) or was == health.ok:
             return None
-        if health["ok"]:
+        if health.ok:
             log.warning("Node %s is healthy again: takeover run to give it its share", node)
             self._rebalance.add(node)
         else:
             log.warning("Node %s is UNHEALTHY (monitor hook %s: %s): takeover run to move its IPs away", node,
                         self._health[node]["hook"] or "?", self._health[node]["message"] or "failed")
-        self._requests.ask(f"node {node} {'healthy' if health['ok'] else 'unhealthy'}")
-        return f"node {node} is {'healthy again' if health['ok'] else 'UNHEALTHY'}"
+        self._requests.ask(f"node {node} {'healthy' if health.ok else 'unhealthy'}")
+        return f"node {node} is {'healthy again' if health.ok else 'UNHEALTHY'}"
 
     # --- stepping down -------------------------------------------------------------------------------------------
     def step_down(self, node: str, live: set[str]) -> str | None:

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import _collection
+from .. import _collection, protocol
 from . import decisions, fasttakeover
 from .holdings import Holdings
 from .nodestates import NodeStates
@@ -97,8 +97,8 @@ class OrderPolicy:
     def refusers(self, generation: int) -> set[str]:
         return self._orders.refusers(generation)
 
-    def deliver(self, node: str) -> list[dict[str, Any]]:
-        return [o.wire() for o in self._orders.deliver(node)]
+    def deliver(self, node: str) -> list[protocol.Order]:
+        return [o.message() for o in self._orders.deliver(node)]
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         return self._orders.recent(limit)
@@ -111,8 +111,8 @@ class OrderPolicy:
         if not cancelled:
             self._cancelled_for = frozenset()  # a run got to plan with them: a death from now on is news
 
-    def acknowledge(self, node: str, done: list[dict[str, Any]]) -> None:
-        for order in self._orders.acknowledge(node, done):
+    def acknowledge(self, node: str, done: list[protocol.OrderResult]) -> None:
+        for order in self._orders.acknowledge(node, [d.wire() for d in done]):
             res = order.result or {}
             if res.get("refused"):
                 log.warning("Fast takeover order %d refused by %s: %s; its IPs go to another node", order.id, node,

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import protocol
+
 
 @dataclass
 class Order:
@@ -45,9 +47,8 @@ class Order:
     acked: float | None = None  # when its result came
     run_id: str | None = None  # issued while that takeover run records: its takes are done
 
-    def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "generation": self.generation, "ips": self.ips,
-                **({"run_id": self.run_id} if self.run_id is not None else {})}
+    def message(self) -> protocol.Order:
+        return protocol.Order(self.id, self.generation, self.ips, self.run_id)
 
 
 @dataclass

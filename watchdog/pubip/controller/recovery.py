@@ -29,7 +29,7 @@ def cancel_cut_short(runner_dir: Path) -> tuple[bool, dict[str, Any] | None]:
     once a host may have changed; (False, None) without such a file (AWX)."""
     leftovers = sorted(runner_dir.glob("runstate-*.json"))
     unchanged = bool(leftovers) and all([_runstate.cancel(str(p)) for p in leftovers])
-    changing = [said for p in leftovers if not (said := _runstate.read(str(p)))["cancelled"]]
+    changing = [run_state for p in leftovers if not (run_state := _runstate.read(str(p)))["cancelled"]]
     for path in leftovers:  # a cancelled file stays a while: a run still going finds it and changes nothing
         if not _runstate.read(str(path))["cancelled"] or time.time() - path.stat().st_mtime > 86400:
             for leftover in (path, Path(f"{path}.lock")):
@@ -47,10 +47,11 @@ class Recovery:
     skipped: list[str] = field(default_factory=list)  # the deaths it skipped: their IPs are ordered
 
 
-def plan(cut_short: list[int], unchanged: bool, said: dict[str, Any] | None, placement: Placement) -> Recovery:
-    """What runs CUT_SHORT leave: UNCHANGED and SAID as cancel_cut_short returned them."""
+def plan(cut_short: list[int], unchanged: bool, run_state: dict[str, Any] | None, placement: Placement
+         ) -> Recovery:
+    """What runs CUT_SHORT leave: UNCHANGED and RUN_STATE as cancel_cut_short returned them."""
     out = Recovery()
-    taken = (said or {}).get("taken")
+    taken = (run_state or {}).get("taken")
     if not isinstance(taken, dict) or not isinstance(taken.get("public_ips"), list) or \
             not isinstance(taken.get("generation"), int) or taken["generation"] <= int(placement.newest() or 0):
         taken = None
@@ -68,23 +69,23 @@ def plan(cut_short: list[int], unchanged: bool, said: dict[str, Any] | None, pla
         # placement, and no retake from an older record, until a run completes (as after a failed run)
         settled = int(p.planned_generation or 0) <= int(p.generation or 0)
         p.planned_generation = max(int(p.planned_generation or 0), int(p.generation or 0) + 1)
-        run_plan = (said or {}).get("plan") or {}
-        if said is not None and settled and isinstance(run_plan.get("generation"), int) and \
+        run_plan = (run_state or {}).get("plan") or {}
+        if run_state is not None and settled and isinstance(run_plan.get("generation"), int) and \
                 isinstance(run_plan.get("connected"), list):
             # Its nodes (but those it declared dead) may still retake from their records: it gathered them, so it
             # releases on each (marking it) before any take, and takes nothing a node failed to release. Its
             # plan's generation is on no host before its takes are all done.
             p.cut_short = {"generation": p.newest(), "retake_ok": sorted(set(map(str, run_plan["connected"]))
-                                                                           - set(said["dead"])),
-                           "plan": run_plan, "released": said["released"], "dead": said["dead"]}
+                                                                           - set(run_state["dead"])),
+                           "plan": run_plan, "released": run_state["released"], "dead": run_state["dead"]}
         out.placement = p
-    if taken is not None and said is not None:
+    if taken is not None and run_state is not None:
         # As a run that failed after its takes: its hosts record where its takes left every IP, and it takes
         # nothing more. Its orders go to the nodes it released; the deaths it skipped are ordered.
         out.adopt = {"generation": taken["generation"], "algorithm": taken.get("algorithm"),
                      "options": taken.get("options"), "allowed": taken.get("allowed"),
                      "record": {"nodes": taken.get("nodes"), "public_ips": taken["public_ips"]}}
-        out.recorded_on = sorted(set(said["released"]) - set(said["dead"]))
-        out.untaken = untaken((said.get("plan") or {}).get("public_ips"), taken["public_ips"])
-        out.skipped = list(said["dead"])
+        out.recorded_on = sorted(set(run_state["released"]) - set(run_state["dead"]))
+        out.untaken = untaken((run_state.get("plan") or {}).get("public_ips"), taken["public_ips"])
+        out.skipped = list(run_state["dead"])
     return out

@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .. import protocol
@@ -27,7 +28,7 @@ class RetakeGate:
         self._holdings, self._view, self._run, self._runner = holdings, view, run, runner
 
     def waits(self, node: str, wanted: Any) -> bool:
-        """The answer's hold_retake: a retake of WANTED waits for the running run."""
+        """The answer's retake_wait: a retake of WANTED waits for the running run."""
         return decisions.retake_wait(self._run.running() is not None, node in self._runner.gathered,
                                      self._holdings.pinned(node), wanted)
 
@@ -38,18 +39,16 @@ class RetakeGate:
         others = self._holdings.held_by_others(node, self._view.live())
         return {str(ip): others[str(ip)] for ip in wanted if str(ip) in others}
 
-    def answered(self, node: str, payload: dict[str, Any], answer: dict[str, Any]) -> None:
-        """After the answer to NODE's heartbeat PAYLOAD: drop what a refused retake reported held, and remember an
-        ask that only the starting run held back."""
-        record, taking, wanted = payload.get("record"), payload.get("taking"), payload.get("retake")
-        if not (isinstance(record, dict) and isinstance(record.get("generation"), int) and isinstance(wanted, list)):
+    def answered(self, node: str, beat: protocol.Heartbeat, answer: protocol.HeartbeatAnswer) -> None:
+        """After the answer to NODE's heartbeat BEAT: drop what a refused retake reported held, and remember an ask
+        that only the starting run held back."""
+        record, wanted = beat.record, beat.retake
+        if record is None or wanted is None:
             return
-        generation = record["generation"]
-        if isinstance(taking, list) and protocol.retake_refused(answer, generation) is not None:
-            drop = {str(ip) for ip in taking} & {str(ip) for ip in wanted}
-            report, holds = payload.get("membership"), payload.get("holds")
-            if drop and isinstance(report, dict) and isinstance(holds, list):
-                self._holdings.drop_refused(node, report.get("tick"), holds, drop)
-        if answer.get("hold_retake") and wanted and \
-                protocol.retake_refused({**answer, "hold_retake": False}, generation) is None:
-            self._holdings.note_ask(node, wanted, generation)
+        if protocol.retake_refused(answer, record.generation) is not None:
+            drop = set(beat.taking) & set(wanted)
+            if drop and beat.membership is not None and beat.holds is not None:
+                self._holdings.drop_refused(node, beat.membership.tick, beat.holds, drop)
+        if answer.retake_wait and wanted and \
+                protocol.retake_refused(replace(answer, retake_wait=False), record.generation) is None:
+            self._holdings.note_ask(node, wanted, record.generation)

@@ -89,13 +89,14 @@ class RunQueue:
         self._store.cover(pending, run_id)  # everything queued so far: later requests wait for the next run
         self._run.begin(run_id, dead)
         moves = self._store.overrides("moveip")
-        state = self._run.state_file()
+        state_file = self._run.state_file()
         extravars: dict[str, Any] = {}
         try:
-            if state and self._run.read()["cancelled"]:
+            if state_file and self._run.read()["cancelled"]:
                 ok, generation, detail = False, None, "cancelled before it started"
             else:
-                extravars = {**self.extravars(dead, moves, pin=True), **({"pubip_run_state": state} if state else {})}
+                extravars = {**self.extravars(dead, moves, pin=True),
+                             **({"pubip_run_state": state_file} if state_file else {})}
                 with self._run_lock:
                     ok, generation, detail = self.run(run_id, dead, extravars)
             if ok and moves:
@@ -103,8 +104,8 @@ class RunQueue:
         except Exception as exc:  # a broken run must not stop the queue
             log.exception("Takeover run %d could not run", run_id)
             ok, generation, detail = False, None, f"{type(exc).__name__}: {exc}"
-        said = self._run.read()
-        if said["cancelled"]:
+        run_state = self._run.read()
+        if run_state["cancelled"]:
             detail = "cancelled before it changed any host (the cluster changed: replanned)"
             log.info("Takeover run %d %s", run_id, detail)
         self._store.finish_run(run_id, ok, generation, detail)
@@ -112,17 +113,17 @@ class RunQueue:
             self._store.uncover(run_id)  # its requests wait for the next run
         with self._order_lock:  # only now: a status never shows the cluster idle with a run to come
             self._run.end()
-            self._policy.run_ended(said["cancelled"])
-            if said["dead"] and self._fast:
+            self._policy.run_ended(run_state["cancelled"])
+            if run_state["dead"] and self._fast:
                 # The deaths it skipped: their IPs go to the others, and a node among them that is back holds
                 # nothing (it lost its lease before it was declared dead) and is no order's target.
-                self._policy.want_gone(set(said["dead"]) - set(self._view.dead()))
-        self._run.remove_file(state)
-        if (said["dead"] or self._last_found.get("untaken")) and self._fast:
+                self._policy.want_gone(set(run_state["dead"]) - set(self._view.dead()))
+        self._run.remove_file(state_file)
+        if (run_state["dead"] or self._last_found.get("untaken")) and self._fast:
             self._policy.issue(exclude=self._view.suspected())  # the deaths it skipped, the IPs it left untaken
         # A run cancelled, or incomplete only because nodes died during it (its plan stands, a retry follows at
         # once): an operation waiting on it gets the next run's answer
-        retried = said["cancelled"] or (not ok and self._last_found.get("plan_stands") is True)
+        retried = run_state["cancelled"] or (not ok and self._last_found.get("plan_stands") is True)
         for request_id in set(pending) & self._awaited if not retried else ():
             self._attempts[request_id] = {"run": run_id, "success": ok, "generation": generation,
                                           "detail": detail, "done": True}
@@ -130,7 +131,7 @@ class RunQueue:
             self._states.run_completed()
             self._states.given_back(list(extravars.get("pubip_rebalance_nodes") or []))
             return self._retry_initial
-        if said["cancelled"]:
+        if run_state["cancelled"]:
             return delay  # not a failure: the next run starts at once
         self._states.charge((self._last_found.get("problem_nodes") or []) if extravars else [], self._view.live(),
                             run_id)

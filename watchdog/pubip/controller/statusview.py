@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import protocol
 from ..membership import Timing
 from .auth import Auth
 from .holdings import Holdings
@@ -26,7 +27,7 @@ class StatusView:
         self._states, self._store, self._run, self._policy = states, store, run, policy
         self._timing, self._accepted, self._clock = timing, accepted, clock
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> protocol.Status:
         now = self._clock()
         nodes = {}
         p = self._placement.get()
@@ -47,10 +48,10 @@ class StatusView:
                            "runtime_state": states.get(node, "enabled"),
                            "banned_for": round(bans[node] - wall, 1) if bans.get(node, 0) > wall else None,
                            "health": self._states.health_of(node), "ban_credits": self._states.credits_of(node)}
-        return {"nodes": nodes, "generation": p.generation, "public_ips": self.where_now(now),
-                "pending_requests": len(self._store.pending()), "running": self._run.running(),
-                "runs": self._store.last_runs(5), "accepted_requests": self._accepted(),
-                "rejections": self._auth.rejections(), "fast_takeover_orders": self._policy.recent()}
+        return protocol.Status(nodes=nodes, public_ips=self.where_now(now), generation=p.generation,
+                               pending_requests=len(self._store.pending()), running=self._run.running(),
+                               runs=self._store.last_runs(5), accepted_requests=self._accepted(),
+                               rejections=self._auth.rejections(), fast_takeover_orders=self._policy.recent())
 
     def where_now(self, now: float, fresh: float = 2.0) -> list[dict[str, Any]]:
         """Each public IP of the last placement: where it is now (`node`, `holders`: what live nodes said they
@@ -77,7 +78,7 @@ class StatusView:
         return out
 
     def metrics(self) -> str:
-        st = self.status()
+        st = self.status().wire()
         lines = [
             "# TYPE pubip_listener_requests_accepted_total counter",
             f"pubip_listener_requests_accepted_total {self._accepted()}",

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from .. import protocol
 from .._collection import module_utils
 from . import actions, kernel
 from . import check as ipcheck
@@ -145,10 +146,10 @@ class Watchdog:
         if key == self._last_request and time.monotonic() - self._last_request_at < self.cfg.retry_max:
             return
         self._last_request, self._last_request_at = key, time.monotonic()
-        payload = {"node": self.cfg.node, "generation": key[0], "trigger": trigger,
-                   "reason": "; ".join(f.message for f in result.findings)[:1000],
-                   "findings": [{"rule": f.rule, "ip": f.ip} for f in result.findings]}
-        self.requester.request(payload)
+        generation = key[0] if isinstance(key[0], int) else None
+        self.requester.request(protocol.TakeoverRequest(
+            self.cfg.node, "; ".join(f.message for f in result.findings)[:1000], trigger, generation,
+            [{"rule": f.rule, "ip": f.ip} for f in result.findings]).wire())
 
     def safe_check(self) -> bool:
         try:
@@ -168,8 +169,8 @@ class Watchdog:
         """The lease is back: its own IPs by a fast retake now, if nobody moved them meanwhile; and a run, to give
         this node its share (CTDB rebalances a node that comes back)."""
         self.recheck_soon(0.0)
-        self.requester.request({"node": self.cfg.node, "trigger": "lease",
-                                "reason": "Lease regained: this node can host public IPs again", "findings": []})
+        self.requester.request(protocol.TakeoverRequest(
+            self.cfg.node, "Lease regained: this node can host public IPs again", "lease").wire())
 
     # --- waking the check -------------------------------------------------------------------------------------------
     def recheck_soon(self, delay: float = 0.1) -> None:

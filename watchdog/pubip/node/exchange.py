@@ -26,22 +26,20 @@ _record = module_utils("record")
 log = logging.getLogger("pubip.watchdog")
 
 
-def heartbeat_payload(node: str, membership: dict[str, Any], kernel_held: set[str] | None, taking: set[str],
-                      by_order: set[str], done: list[dict[str, Any]], record: dict[str, Any] | None,
-                      health: dict[str, Any] | None, leaving: bool, connections: dict[str, Any] | None,
-                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def heartbeat_payload(node: str, membership: protocol.Membership, kernel_held: set[str] | None, taking: set[str],
+                      by_order: set[str], done: list[protocol.OrderResult], record: protocol.RecordReport | None,
+                      health: protocol.Health | None, leaving: bool, connections: dict[str, Any] | None,
+                      retake: list[str] | None = None) -> protocol.Heartbeat:
     """A heartbeat. HOLDS: what the kernel holds (KERNEL_HELD; None: unknown), with what a fast retake is adding
     (TAKING) and what orders put here (BY_ORDER): a run that cannot reach this node keeps those here (pinned).
     HELD: the kernel alone - the listener puts no IP beside it. TAKING: what HOLDS names only because a retake
-    may be adding it (dropped when the listener refuses the retake this heartbeat asks for)."""
-    holds = None if kernel_held is None else sorted(kernel_held | taking | by_order)
-    return {"node": node, "membership": membership, "holds": holds, **({"done": done} if done else {}),
-            **({"held": sorted(kernel_held)} if kernel_held is not None else {}),
-            **({"taking": sorted(taking - kernel_held - by_order)} if taking and kernel_held is not None else {}),
-            **({"record": record} if record else {}),
-            **({"health": health} if health is not None else {}),
-            **({"leaving": True} if leaving else {}),
-            **({"connections": connections} if connections is not None else {}), **(extra or {})}
+    may be adding it (dropped when the listener refuses the retake this heartbeat asks for: RETAKE)."""
+    return protocol.Heartbeat(
+        node=node, membership=membership,
+        holds=None if kernel_held is None else sorted(kernel_held | taking | by_order),
+        held=None if kernel_held is None else sorted(kernel_held),
+        taking=sorted(taking - kernel_held - by_order) if kernel_held is not None else [],
+        done=done, record=record, health=health, connections=connections, retake=retake, leaving=leaving)
 
 
 class Exchange:
@@ -51,7 +49,7 @@ class Exchange:
         self._channels = threading.local()  # each thread's open connection to the listener
         self._lock = threading.Lock()
         self._tick: float | None = None  # the listener's clock in its last answer, echoed in the next
-        self._generation: Any = None  # the last run's generation the listener knows (its last answer)
+        self._generation: int | None = None  # the retake floor in the listener's last answer
         self._connections: dict[str, list[list[Any]]] | None = None  # listed since the last heartbeat carried them
         self._stepped_down: str | None = None  # why the listener said to hold nothing (banned, unhealthy)
         self._leaving = False  # this host is shutting down: it holds and takes nothing
@@ -68,9 +66,9 @@ class Exchange:
         """The TCP connections to the public IPs held here (tickle_interval): sent with the next heartbeat."""
         self._connections = connections
 
-    def exchange(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One signed heartbeat to the listener, reporting on orders carried out since the last one; carries out
-        the orders the answer brings. Returns the answer's signed part. Raises RequestFailed."""
+    def exchange(self, retake: list[str] | None = None) -> protocol.HeartbeatAnswer:
+        """One signed heartbeat to the listener, reporting on orders carried out since the last one (and asking to
+        RETAKE those IPs); carries out the orders the answer brings. Returns the answer. Raises RequestFailed."""
         assert self._cfg.listener is not None
         channel = getattr(self._channels, "listener", None)
         if channel is None:
@@ -80,42 +78,41 @@ class Exchange:
         connections, self._connections = self._connections, None
         with self._lock:
             tick, known = self._tick, self._generation
-        payload = heartbeat_payload(
+        beat = heartbeat_payload(
             self._cfg.node, self._keeper.report(tick), kernel.held_public(self._cfg), self._taking(),
             self._orders.held(), done, kernel.record_report(self._cfg, known),
-            self._health.report() if self._cfg.monitor_interval else None, self._leaving, connections, extra)
+            self._health.report() if self._cfg.monitor_interval else None, self._leaving, connections, retake)
         sent = time.monotonic()
         try:
-            _status, answer, signed, path = listener_exchange(self._cfg.listener, self._cfg.node, payload,
-                                                              protocol.HEARTBEAT_PATH, channel)
+            _status, raw, signed, path = listener_exchange(self._cfg.listener, self._cfg.node, beat.wire(),
+                                                           protocol.HEARTBEAT_PATH, channel)
             received = time.monotonic()
-            part = signed_answer(self._cfg.listener, answer, signed, path)
+            answer = signed_answer(self._cfg.listener, raw, signed, path)
         except RequestFailed:
             self._orders.put_back(done)
             raise
         with self._lock:
-            if isinstance(part.get("tick"), (int, float)):
-                self._tick = float(part["tick"])
-            self._generation = part.get("generation")
-        if part.get("lease_ack") is True:
+            if answer.tick is not None:
+                self._tick = answer.tick
+            self._generation = answer.retake_floor
+        if answer.lease_ack:
             self._keeper.acknowledged(LISTENER, sent)
-        if part.get("leave") is True and not self._leaving:
+        if answer.leave and not self._leaving:
             log.warning("Leaving the cluster (graceful shutdown): releasing all public IPs for the others to take")
             self._leaving = True
-        self._step_down("leaving" if self._leaving else part.get("step_down"))
-        if isinstance(part.get("gratarp"), list) and part["gratarp"]:
+        self._step_down("leaving" if self._leaving else answer.step_down)
+        if answer.gratarp:
             announced = actions.announce(self._cfg, self._orders.netlink(), _record.read(self._cfg.record_path),
-                                         [str(ip) for ip in part["gratarp"]])
+                                         answer.gratarp)
             log.info("Gratuitous ARP / NA on the listener's word: %s", ", ".join(announced) or "none held here")
-        for order in part["orders"] if self._cfg.fast_takeover else []:
+        for order in answer.orders if self._cfg.fast_takeover else []:
             self._orders.carry_out(order, received, self.blocker())
-        return part
+        return answer
 
-    def _step_down(self, why: Any) -> None:
+    def _step_down(self, why: str | None) -> None:
         """The listener says this node must hold nothing - banned, UNHEALTHY while another node is healthy, or
         leaving: it drops every public IP by itself (no hooks: a node banned for failing releases must still let
         go) and takes none meanwhile; the listener hands them to the others once a heartbeat says none is held."""
-        why = str(why) if isinstance(why, str) and why else None
         if why and why != self._stepped_down:
             if why == "banned":
                 log.error("Banned by the listener: releasing all public IPs; none taken until the ban ends")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import protocol
 from .._collection import module_utils
 from .config import Config
 
@@ -26,9 +27,9 @@ class Health:
     def ok(self) -> bool:
         return bool(self._verdict["ok"])
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> protocol.Health:
         """For the heartbeat."""
-        return dict(self._verdict)
+        return protocol.Health(**self._verdict)
 
     def tick(self) -> None:
         """Every second at most (the scheduler's job): the hooks, when due."""

@@ -3,8 +3,7 @@ the listener needs it. Reads only."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from .. import protocol
 from .._collection import module_utils
 from .config import Config
 
@@ -23,7 +22,7 @@ def held_public(cfg: Config) -> set[str] | None:
     return {public[a] for _i, _f, a, _p, _s in addrs if a in public}
 
 
-def record_report(cfg: Config, known: Any) -> dict[str, Any] | None:
+def record_report(cfg: Config, known: int | None) -> protocol.RecordReport | None:
     """This host's record for the listener: its generation and whether a run marks it (and which run), and all
     of it when it is newer than KNOWN, the generation the listener last said it knows (a run the listener did
     not start: it adopts it once every live node has recorded it)."""
@@ -33,9 +32,12 @@ def record_report(cfg: Config, known: Any) -> dict[str, Any] | None:
         return None
     if not record:
         return None
-    out = {"generation": record.get("generation"), "marked": _record.marked(record)}
-    if out["marked"] and record.get("run_id"):
-        out["run_id"] = record["run_id"]  # the run that marked it: after a listener restart, its release is done
-    if not out["marked"] and isinstance(known, int) and int(record.get("generation") or 0) > known:
-        out.update({k: record.get(k) for k in ("public_ips", "nodes", "run_started", "run_finished")})
-    return out
+    generation, marked = record.get("generation"), _record.marked(record)
+    if not isinstance(generation, int):
+        return None
+    # the run that marked it: after a listener restart, its release is done
+    run_id = str(record["run_id"]) if marked and record.get("run_id") else None
+    if not marked and known is not None and generation > known:
+        return protocol.RecordReport(generation, marked, run_id, record.get("public_ips"), record.get("nodes"),
+                                     record.get("run_started"), record.get("run_finished"))
+    return protocol.RecordReport(generation, marked, run_id)

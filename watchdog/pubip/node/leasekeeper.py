@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import protocol
 from .._collection import module_utils
 from ..membership import LISTENER, Ears, Timing
 from .config import Config
@@ -66,17 +67,16 @@ class LeaseKeeper:
         """How long this watchdog may still hold public IPs without a lease (its start-up grace)."""
         return self.timing.start_grace - (self._clock() - self._started)
 
-    def report(self, tick: float | None) -> dict[str, Any]:
+    def report(self, tick: float | None) -> protocol.Membership:
         """The membership part of a heartbeat: the listener's last TICK echoed, the lease, whom it hears and
         shuns, and the start-up grace left (the listener declares it dead only after)."""
         with self._lock:
-            membership = {"tick": tick, "lease": self._cfg.lease,
-                          "lease_left": round(self._lease.remaining(), 3) if self._lease else None,
-                          **self._ears.report()}
+            ears = self._ears.report()
+            left = round(self._lease.remaining(), 3) if self._lease else None
             grace = self.grace_left()
-            if self._lease is not None and grace > 0:
-                membership["grace"] = math.ceil(grace * 1000) / 1000
-        return membership
+        return protocol.Membership(tick=tick, lease=self._cfg.lease, lease_left=left,
+                                   grace=math.ceil(grace * 1000) / 1000 if self._lease is not None and grace > 0
+                                   else None, hears=ears["hears"], shuns=ears["shuns"])
 
     def keep(self, stopped: threading.Event, release_all: Callable[[Any], None], regained: Callable[[], None]
              ) -> None:

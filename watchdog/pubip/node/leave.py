@@ -38,8 +38,8 @@ def _holders(cfg: Config) -> dict[str, list[str]]:
                                  headers=protocol.read_headers({cfg.node: cfg.listener.secret}, protocol.STATUS_PATH))
     context = tls_context(cfg.listener.ca_file) if base.startswith("https://") else None
     with urllib.request.urlopen(req, timeout=cfg.listener.timeout, context=context) as resp:
-        status = json.loads(resp.read())
-    return {e["ip"]: list(e.get("holders") or []) for e in status.get("public_ips") or []}
+        status = protocol.Status.parse(json.loads(resp.read()))
+    return {e["ip"]: list(e.get("holders") or []) for e in status.public_ips}
 
 
 def leave(cfg: Config, timeout: float = 15.0) -> bool:
@@ -52,10 +52,11 @@ def leave(cfg: Config, timeout: float = 15.0) -> bool:
     mine = _held(cfg, nl)
     log.warning("Leaving the cluster: asking the listener to move %s away", ", ".join(mine) or "nothing")
     try:
-        _status, answer, signed, path = listener_exchange(cfg.listener, cfg.node, {
-            "node": cfg.node, "leave": True, "leaving": True}, protocol.HEARTBEAT_PATH)
+        _status, answer, signed, path = listener_exchange(
+            cfg.listener, cfg.node, protocol.Heartbeat(cfg.node, leave=True, leaving=True).wire(),
+            protocol.HEARTBEAT_PATH)
         signed_answer(cfg.listener, answer, signed, path)
-    except RequestFailed as exc:
+    except (RequestFailed, protocol.Rejected) as exc:
         log.error("Leave: the listener did not answer (%s); nothing moved", exc)
         return False
     while _held(cfg, nl) and time.monotonic() < deadline:  # the running watchdog releases them
@@ -65,7 +66,7 @@ def leave(cfg: Config, timeout: float = 15.0) -> bool:
     while time.monotonic() < deadline:
         try:
             holders = _holders(cfg)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, protocol.Rejected) as exc:
             log.warning("Leave: cannot read the listener's status: %s", exc)
             holders = {}
         if mine and all(set(holders.get(ip) or []) - {cfg.node} for ip in mine):

@@ -1,10 +1,9 @@
 """The public IPs this node took on the listener's fast takeover orders and no run has recorded yet.
 
 The record still gives them to the node the order took them from, so a watchdog that forgot them would
-release them as foreign: a watchdog restart between the order and the next recorded run left such an IP
-unheld until a later run (chaos, seed 1: 28 s). They are kept in a file beside the lease file - in /run,
-so a reboot, which empties the kernel of them too, forgets them - and a restarted watchdog keeps only
-those its kernel still holds: it carries out no order while it is down.
+release them as foreign, and nobody would hold them until a later run. They are kept in a file beside the
+lease file - in /run, so a reboot, which empties the kernel of them too, forgets them - and a restarted
+watchdog keeps only those its kernel still holds: it carries out no order while it is down.
 
     {"version": 1, "ordered": {"198.51.100.5/24": {"generation": 7, "run_id": "..."}}}
 """

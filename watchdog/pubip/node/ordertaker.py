@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import protocol
 from .._collection import module_utils
 from . import actions, ordered
 from .config import Config
@@ -26,7 +27,7 @@ class OrderTaker:
     def __init__(self, cfg: Config, kernel: Callable[[], set[str] | None]) -> None:
         self._cfg, self._kernel = cfg, kernel
         self._lock = threading.Lock()  # orders arrive with any heartbeat, from two threads
-        self._results: list[dict[str, Any]] = []  # sent back with the next heartbeat
+        self._results: list[protocol.OrderResult] = []  # sent back with the next heartbeat
         self._nl: Any = None
         self._path = ordered.path_beside(cfg.lease_path)
         # taken on an order before a restart and still held: kept, not released as foreign
@@ -44,32 +45,32 @@ class OrderTaker:
         return self._nl
 
     # --- orders and their results -------------------------------------------------------------------------------
-    def carry_out(self, order: dict[str, Any], received: float, refusal: str | None) -> None:
+    def carry_out(self, order: protocol.Order, received: float, refusal: str | None) -> None:
         """ORDER, received at RECEIVED; REFUSAL: why the gate says no."""
         if refusal:
-            log.warning("Fast takeover order %s refused: %s", order.get("id"), refusal)
+            log.warning("Fast takeover order %s refused: %s", order.id, refusal)
             with self._lock:
-                self._results.append({"id": order.get("id"), "taken": [], "errors": [], "refused": refusal})
+                self._results.append(protocol.OrderResult(order.id, refused=refusal))
             return
         with self._lock:
             nl = self.netlink()
-            ips = [str(e.get("ip")) for e in order.get("ips") or [] if isinstance(e, dict)]
+            ips = [str(e.get("ip")) for e in order.ips]
             for ip in ips:  # before the take: its netlink events wake a check that must know
-                self._ordered[ip] = {"generation": order.get("generation"), "run_id": order.get("run_id")}
+                self._ordered[ip] = {"generation": order.generation, "run_id": order.run_id}
             self._save()
-            result = actions.take_ordered(self._cfg, nl, order, received)
+            result = actions.take_ordered(self._cfg, nl, order.wire(), received)
             for ip in set(ips) - set(result["taken"]):
                 self._ordered.pop(ip, None)
             self._save()
-            self._results.append(result)
+            self._results.append(protocol.OrderResult(order.id, result["taken"], result["errors"], result["refused"]))
 
-    def results(self) -> list[dict[str, Any]]:
+    def results(self) -> list[protocol.OrderResult]:
         """The results for the next heartbeat (handed over: put_back if it fails)."""
         with self._lock:
             done, self._results = self._results, []
             return done
 
-    def put_back(self, done: list[dict[str, Any]]) -> None:
+    def put_back(self, done: list[protocol.OrderResult]) -> None:
         with self._lock:
             self._results = done + self._results
 

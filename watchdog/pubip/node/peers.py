@@ -9,6 +9,9 @@ wall clock in microseconds), so a replayed heartbeat or ack is worth nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
 import socket
 import threading
@@ -16,7 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .. import protocol
 from .leasekeeper import LeaseKeeper
 
 log = logging.getLogger("pubip.watchdog")
@@ -78,13 +80,13 @@ class Peers:
         self.sent[self.seq] = now
         while len(self.sent) > 64:
             self.sent.popitem(last=False)
-        data = protocol.pack_peer(self.secret, {"k": "hb", "n": self.me, "s": self.seq})
+        data = pack_peer(self.secret, {"k": "hb", "n": self.me, "s": self.seq})
         for address in self.addresses.values():
             with contextlib.suppress(OSError):  # a peer unreachable now: its silence speaks for itself
                 sock.sendto(data, (address, self.port))
 
     def handle(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
-        msg = protocol.unpack_peer(self.secret, data)
+        msg = unpack_peer(self.secret, data)
         sender = msg.get("n") if msg else None
         seq = msg.get("s") if msg else None
         if msg is None or sender not in self.addresses or not isinstance(seq, int):
@@ -98,9 +100,33 @@ class Peers:
             self.last_seq[sender] = seq
             if not self.keeper.hear_from(sender):
                 with contextlib.suppress(OSError):
-                    sock.sendto(protocol.pack_peer(self.secret, {"k": "ack", "n": self.me, "to": sender, "s": seq}),
+                    sock.sendto(pack_peer(self.secret, {"k": "ack", "n": self.me, "to": sender, "s": seq}),
                                 (self.addresses[sender], self.port))
         elif msg.get("k") == "ack" and msg.get("to") == self.me:
             sent = self.sent.get(seq)
             if sent is not None:
                 self.keeper.acknowledged(sender, sent)
+
+
+# --- the datagrams ------------------------------------------------------------------------------------------
+_PEER_CONTEXT = b"pubip-peer\n"  # a peer MAC never verifies as a request signature, nor the other way round
+
+
+def pack_peer(secret: str, message: dict[str, object]) -> bytes:
+    """One datagram: hex HMAC-SHA256, a space, the JSON message."""
+    body = json.dumps(message, sort_keys=True, separators=(",", ":")).encode()
+    mac = hmac.new(secret.encode(), _PEER_CONTEXT + body, hashlib.sha256).hexdigest().encode()
+    return mac + b" " + body
+
+
+def unpack_peer(secret: str, data: bytes) -> dict[str, object] | None:
+    """The message of a datagram whose MAC holds; None for anything else."""
+    mac, _sep, body = data.partition(b" ")
+    expected = hmac.new(secret.encode(), _PEER_CONTEXT + body, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

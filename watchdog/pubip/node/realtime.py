@@ -2,8 +2,7 @@
 
 The lease rule (README: D > (1 + rho) L + R + m) allows m = 0.2 s of scheduling delay between this
 node's lease running out and its release of every public IP. On a host whose CPUs are busy a normal
-process can wait longer than that - chaos on a loaded 2-core machine saw a node release 4 s late,
-after the survivors had taken its IPs. A SCHED_FIFO process runs before every normal one, so the
+process can wait seconds longer than that. A SCHED_FIFO process runs before every normal one, so the
 lease loop and the release keep to m. Set before the watchdog starts its threads: they inherit it.
 Hooks go back to normal scheduling in the child (hooks.py); the kernel's real-time throttling
 (sched_rt_runtime_us, 95 % by default) keeps a runaway watchdog from taking a whole CPU.

@@ -262,19 +262,19 @@ def listener_send(backend: ListenerBackend, node: str, payload: dict[str, Any], 
     return f"listener answered {status}: {answer}"
 
 
-def signed_answer(backend: ListenerBackend, answer: Any, signed: dict[str, str], path: str) -> dict[str, Any]:
-    """The signed part of a heartbeat answer - fast takeover orders, the generation under which this
-    node's IPs were last given away (declared_dead), whether a takeover run is running, and the last
-    run's generation - if the listener's signature over it holds."""
+def signed_answer(backend: ListenerBackend, answer: Any, signed: dict[str, str], path: str
+                  ) -> protocol.HeartbeatAnswer:
+    """A heartbeat's answer, if the listener's signature over it holds and it speaks this watchdog's protocol."""
     if not isinstance(answer, dict):
         raise RequestFailed("heartbeat answer is not a JSON object")
-    part = {key: answer.get(key) for key in protocol.ANSWER_FIELDS}
-    part["orders"] = part["orders"] or []
+    part = {key: value for key, value in answer.items() if key not in ("ok", "signature")}
     raw = json.dumps(part, sort_keys=True).encode()
-    if not isinstance(part["orders"], list) or not protocol.verify_answer(backend.secret, signed, path, raw,
-                                                                      str(answer.get("signature", ""))):
+    if not protocol.verify_answer(backend.secret, signed, path, raw, str(answer.get("signature", ""))):
         raise RequestFailed("heartbeat answer without a valid listener signature: ignored")
-    return part
+    try:
+        return protocol.HeartbeatAnswer.parse(answer)
+    except protocol.Rejected as exc:
+        raise RequestFailed(exc.reason) from None
 
 
 def awx_send(backend: AwxBackend, node: str, payload: dict[str, Any]) -> str:

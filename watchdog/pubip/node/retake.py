@@ -27,12 +27,12 @@ log = logging.getLogger("pubip.watchdog")
 
 class FastRetake:
     def __init__(self, cfg: Config, nl: Any, on_retake: Callable[[], None], blocked: Callable[[], str | None],
-                 ask: Callable[[dict[str, Any]], dict[str, Any]], recheck: Callable[[float], None],
+                 ask: Callable[[list[str]], protocol.HeartbeatAnswer], recheck: Callable[[float], None],
                  stopped: threading.Event) -> None:
         self._cfg, self._nl, self._on_retake = cfg, nl, on_retake
         self._blocked, self._ask, self._recheck, self._stopped = blocked, ask, recheck, stopped
         self._taking: set[str] = set()  # IPs a fast retake may be adding now: reported as held meanwhile
-        self._held_back: str | None = None  # why the last retake was held back (said once while it lasts)
+        self._refused: str | None = None  # why the last retake was refused (said once while it lasts)
 
     def taking(self) -> set[str]:
         return set(self._taking)
@@ -49,22 +49,22 @@ class FastRetake:
             if why:
                 self._taking = set()
         if why:
-            log.log(logging.DEBUG if why == self._held_back else logging.WARNING,
-                    "Fast retake held back: %s; a takeover run decides", why)
-        self._held_back = why
+            log.log(logging.DEBUG if why == self._refused else logging.WARNING,
+                    "Fast retake refused: %s; a takeover run decides", why)
+        self._refused = why
         return why is None
 
     def _listener_refuses(self, generation: int, wanted: list[str]) -> str | None:
         for attempt in range(3):  # a network restart flushes this host's own address too: it comes back soon
             try:
-                answer = self._ask({"retake": wanted})
+                answer = self._ask(wanted)
                 break
             except RequestFailed as exc:
                 if attempt == 2 or self._stopped.wait(0.1):
                     return f"the listener did not answer ({exc})"
         # Once the running run has gathered this node it releases what it does not keep here: no reason to wait.
-        # Before that, the listener holds back a retake of IPs its snapshot did not pin here, briefly.
-        if answer.get("hold_retake"):
+        # Before that, a retake of IPs its snapshot did not pin here waits, briefly.
+        if answer.retake_wait:
             self._recheck(0.1)
         return protocol.retake_refused(answer, generation)
 

@@ -10,7 +10,7 @@ import pytest
 from pubip import protocol
 from pubip.controller.listener import Listener
 from pubip.controller.placement import Placement
-from tests.support.listeners import Clock, make_listener, runner_of
+from tests.support.listeners import Clock, heartbeat, heartbeat_answer, make_listener, runner_of
 
 IP1, IP2 = "198.51.100.1/24", "198.51.100.2/24"
 
@@ -21,7 +21,7 @@ def listener(tmp_path: Path) -> Listener:
 
 
 def report(lst: Listener, node: str, holds: list[str], tick: float) -> None:
-    lst.heartbeat(node, None, {"membership": {"tick": tick, "lease": 3.0, "hears": {}}, "holds": holds})
+    heartbeat(lst, node, None, {"membership": {"tick": tick, "lease": 3.0, "hears": {}}, "holds": holds})
 
 
 def start_run(lst: Listener) -> None:
@@ -64,7 +64,7 @@ def test_a_node_without_a_report_after_the_mark_may_hold_what_it_last_reported_a
     in time, and the run could not gather it: from the records alone the run gave IP2 to another node."""
     report(listener, "node2", [IP1], tick=listener.clock() - 5)  # before the mark
     listener.policy.issue_batch(4, {"node2": [{"ip": IP2, "from": "node3", "interfaces": ["eth0"]}]})
-    assert [o["id"] for o in listener.policy.deliver("node2")] == [1]
+    assert [o.id for o in listener.policy.deliver("node2")] == [1]
     start_run(listener)
     report(listener, "node1", [IP1], tick=listener.clock())
     variables = listener.queue.extravars([], {}, pin=True)
@@ -83,10 +83,10 @@ def test_a_preview_does_not_change_what_the_running_run_pinned(listener: Listene
     assert listener.gate.waits("node1", [IP2]) is True
 
 
-def ask(lst: Listener, node: str, held: list[str], wanted: list[str], generation: int) -> dict[str, object]:
+def ask(lst: Listener, node: str, held: list[str], wanted: list[str], generation: int) -> protocol.HeartbeatAnswer:
     """A node's heartbeat asking to retake WANTED: it reports them as held already (and says so in "taking")."""
-    return lst.heartbeat_answer(node, "192.0.2.1", {
-        "membership": {"tick": lst.clock(), "lease": 3.0, "heard": {}}, "holds": sorted({*held, *wanted}),
+    return heartbeat_answer(lst, node, "192.0.2.1", {
+        "membership": {"tick": lst.clock(), "lease": 3.0, "hears": {}}, "holds": sorted({*held, *wanted}),
         "taking": wanted, "retake": wanted, "record": {"generation": generation, "marked": False}})
 
 
@@ -97,7 +97,7 @@ def test_a_refused_retake_is_not_counted_as_held_so_no_run_pins_it_to_a_node_it_
     listener.placement.set(Placement.from_json({"generation": 5}))
     start_run(listener)
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
-    assert answer["hold_retake"] is True  # refused: the run has not gathered node1, and its record is old
+    assert answer.retake_wait is True  # refused: the run has not gathered node1, and its record is old
     assert listener.queue.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP2]}
     assert listener.gate.waits("node1", [IP1]) is True
 
@@ -110,12 +110,12 @@ def test_an_ask_held_back_only_by_the_starting_run_is_pinned_by_its_snapshot_and
     listener.placement.set(Placement.from_json({"generation": 3}))
     start_run(listener)
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
-    assert answer["hold_retake"] is True and protocol.retake_refused(answer, 3) == \
+    assert answer.retake_wait is True and protocol.retake_refused(answer, 3) == \
         "a takeover run has not gathered this node yet"
     assert listener.holdings.holds_of("node1")[0] == [IP2]  # not counted as held while refused
     assert listener.queue.extravars([], {}, pin=True)["pubip_reported_holds"] == {"node1": [IP1, IP2]}
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
-    assert answer["hold_retake"] is False and protocol.retake_refused(answer, 3) is None
+    assert answer.retake_wait is False and protocol.retake_refused(answer, 3) is None
 
 
 def test_a_starting_runs_snapshot_pins_no_ask_that_is_stale_or_now_refused_for_another_reason(
@@ -146,7 +146,7 @@ def test_a_retake_refused_for_an_old_record_is_not_counted_as_held(listener: Lis
 def test_an_allowed_retake_counts_as_held_from_the_asking_heartbeat_on(listener: Listener) -> None:
     listener.placement.set(Placement.from_json({"generation": 3}))
     answer = ask(listener, "node1", [IP2], [IP1], generation=3)
-    assert answer["hold_retake"] is False and listener.holdings.holds_of("node1")[0] == [IP1, IP2]
+    assert answer.retake_wait is False and listener.holdings.holds_of("node1")[0] == [IP1, IP2]
 
 
 def test_no_retake_of_an_ip_another_live_nodes_heartbeat_says_it_holds(listener: Listener) -> None:
@@ -154,9 +154,9 @@ def test_no_retake_of_an_ip_another_live_nodes_heartbeat_says_it_holds(listener:
     could not reach, still held; node5 retook it beside node2. The listener's heartbeats knew better."""
     report(listener, "node2", [IP1], tick=listener.clock())
     answer = ask(listener, "node1", [], [IP1, IP2], generation=3)
-    assert answer["held_elsewhere"] == {IP1: "node2"}
+    assert answer.held_elsewhere == {IP1: "node2"}
     assert protocol.retake_refused(answer, 3) == f"{IP1} is held by node2 (its heartbeat)"
     assert listener.holdings.holds_of("node1")[0] == []  # refused: not counted as held
     listener.view.set_alive("node2", False)  # a dead node holds nothing: its last report no longer counts
     answer = ask(listener, "node1", [], [IP1], generation=3)
-    assert answer["held_elsewhere"] == {} and protocol.retake_refused(answer, 3) is None
+    assert answer.held_elsewhere == {} and protocol.retake_refused(answer, 3) is None
