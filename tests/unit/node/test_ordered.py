@@ -48,9 +48,18 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     return cfg
 
 
-def restarted(cfg: Config, monkeypatch: pytest.MonkeyPatch, kernel: set[str]) -> daemon.Watchdog:
-    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set(kernel))
-    wd = daemon.Watchdog(cfg)
+class Kernel:
+    """The public IPs the host's kernel holds, as the test says."""
+
+    def __init__(self, *ips: str) -> None:
+        self.ips = set(ips)
+
+    def __call__(self) -> set[str]:
+        return set(self.ips)
+
+
+def restarted(cfg: Config, kernel: Kernel) -> daemon.Watchdog:
+    wd = daemon.Watchdog(cfg, kernel=kernel)
     wd.nl = KernelWithIP()
     return wd
 
@@ -60,7 +69,7 @@ def released(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """What the watchdogs release as foreign, after a first watchdog took IP on order 12 (generation 4)."""
     out: list[list[str]] = []
     monkeypatch.setattr(actions, "release_foreign", lambda cfg, nl, rec, ips, spare=set: out.append(ips))
-    first = restarted(cfg, monkeypatch, set())
+    first = restarted(cfg, Kernel())
     first.orders.carry_out(protocol.Order(12, 4, [{"ip": IP, "interfaces": ["eth0"]}]), time.monotonic(), None)
     assert first.orders.held() == {IP}
     return out
@@ -69,7 +78,7 @@ def released(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_release_it(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
 
-    again = restarted(cfg, monkeypatch, {IP})  # the watchdog restarts; the kernel still holds IP
+    again = restarted(cfg, Kernel(IP))  # the watchdog restarts; the kernel still holds IP
     assert again.orders.held() == {IP}
     result = again.check()
     assert released == []
@@ -78,38 +87,40 @@ def test_a_restarted_watchdog_keeps_what_it_took_on_an_order_and_does_not_releas
 
 def test_a_run_that_records_since_or_an_empty_kernel_ends_what_a_restart_keeps(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
-    assert restarted(cfg, monkeypatch, set()).orders.held() == set()  # a reboot: nothing held, nothing kept
+    assert restarted(cfg, Kernel()).orders.held() == set()  # a reboot: nothing held, nothing kept
 
     actions._record.write(cfg.record_path, record(5))  # a run recorded generation 5, still giving IP to node3
-    again = restarted(cfg, monkeypatch, {IP})
+    again = restarted(cfg, Kernel(IP))
     again.check()
     assert again.orders.held() == set()
     assert released == [[IP]]  # the record speaks again
-    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()
+    assert restarted(cfg, Kernel(IP)).orders.held() == set()
 
 
 def test_a_node_that_lost_the_cluster_forgets_the_ips_it_took_on_orders_with_their_release(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
     """Chaos (seed 7): a node cut off with the listener released an IP it held on an order; its heartbeats still
     reported it held, so nobody saw it unheld and runs that could not reach the node pinned it there: 48 s."""
-    wd = restarted(cfg, monkeypatch, {IP})
+    kernel = Kernel(IP)
+    wd = restarted(cfg, kernel)
     assert wd.orders.held() == {IP}
     monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [IP])
-    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # released
+    kernel.ips.clear()  # released
     wd.release_all(wd.nl)
     assert wd.orders.held() == set()
-    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()  # the file forgot it too
+    assert restarted(cfg, Kernel(IP)).orders.held() == set()  # the file forgot it too
 
 
 def test_a_node_that_lost_the_cluster_also_forgets_ordered_ips_released_before(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
     """An IP taken on an order and released on link loss just before the lease ran out: not among what the
     lost-cluster release releases, and held no more all the same."""
-    wd = restarted(cfg, monkeypatch, {IP})
+    kernel = Kernel(IP)
+    wd = restarted(cfg, kernel)
     monkeypatch.setattr(actions, "release_all", lambda cfg, nl, rec: [])
     wd.release_all(wd.nl)  # the kernel still holds it (a release that failed): kept
     assert wd.orders.held() == {IP}
-    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())
+    kernel.ips.clear()
     wd.release_all(wd.nl)
     assert wd.orders.held() == set()
 
@@ -118,17 +129,18 @@ def test_an_ip_taken_on_an_order_and_gone_from_the_kernel_is_forgotten(
         cfg: Config, monkeypatch: pytest.MonkeyPatch, released: list[list[str]]) -> None:
     """Chaos (seed 21): a network restart flushed an IP a node held on an order; its heartbeats went on reporting
     it held (what it took on orders), so the listener ordered it to nobody and runs planned it there: 20 s."""
-    wd = restarted(cfg, monkeypatch, {IP})
+    kernel = Kernel(IP)
+    wd = restarted(cfg, kernel)
     wd.check()
     assert wd.orders.held() == {IP}  # still held: kept
-    monkeypatch.setattr(daemon.Watchdog, "held_public", lambda self: set())  # flushed
+    kernel.ips.clear()  # flushed
     monkeypatch.setattr(wd.retake, "taking", lambda: {IP})  # a fast path adding it right now: kept
     wd.check()
     assert wd.orders.held() == {IP}
     monkeypatch.setattr(wd.retake, "taking", set)
     wd.check()
     assert wd.orders.held() == set()
-    assert restarted(cfg, monkeypatch, {IP}).orders.held() == set()  # the file forgot it too
+    assert restarted(cfg, Kernel(IP)).orders.held() == set()  # the file forgot it too
 
 
 def test_the_heartbeat_names_the_run_whose_mark_the_record_carries(cfg: Config, monkeypatch: pytest.MonkeyPatch

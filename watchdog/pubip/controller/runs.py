@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class CurrentRun:
     def set_marked(self, when: float) -> None:
         self._marked = when
 
-    def set(self, run_id: int | None, state: str | None, dead: list[str] | frozenset[str] = frozenset()) -> None:
+    def set(self, run_id: int | None, state: str | None, dead: Iterable[str] = ()) -> None:
         """The run in progress, as a whole (a test's starting state)."""
         self._id, self._state, self._dead = run_id, state, frozenset(dead)
 

@@ -17,12 +17,14 @@ import datetime
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol
 from .._collection import module_utils
-from . import actions, kernel
+from . import actions
 from . import check as ipcheck
+from . import kernel as kernel_reader
 from .config import Config
 from .exchange import Exchange
 from .health import Health
@@ -39,8 +41,11 @@ log = logging.getLogger("pubip.watchdog")
 
 
 class Watchdog:
-    def __init__(self, cfg: Config, metrics: Metrics | None = None):
+    def __init__(self, cfg: Config, metrics: Metrics | None = None,
+                 kernel: Callable[[], set[str] | None] | None = None):
+        """KERNEL: what reads the public IPs the kernel holds (kernel.held_public)."""
         self.cfg = cfg
+        self._kernel = kernel or (lambda: kernel_reader.held_public(cfg))
         self.metrics = metrics or Metrics(0, "")
         self.requester = Requester(cfg, on_result=self._request_result)
         self.nl = _netlink.Netlink()
@@ -48,7 +53,7 @@ class Watchdog:
         self.scheduler: Any = None
         self.keeper = LeaseKeeper(cfg)
         self.health = Health(cfg)
-        self.orders = OrderTaker(cfg, lambda: self.held_public())
+        self.orders = OrderTaker(cfg, self.held_public)
         self.exchange = Exchange(cfg, self.keeper, self.orders, self.health, lambda: self.retake.taking())
         self.retake = FastRetake(cfg, self.nl, self.metrics.fast_retakes.inc, self.exchange.blocker,
                                  self.exchange.exchange, self.recheck_soon, self.stopped)
@@ -61,7 +66,7 @@ class Watchdog:
         self._expired_run: Any = None  # the run_started of a dead run's mark, once logged
 
     def held_public(self) -> set[str] | None:
-        return kernel.held_public(self.cfg)
+        return self._kernel()
 
     def _request_result(self, ok: bool) -> None:
         self.metrics.requests.labels("sent" if ok else "failed").inc()
