@@ -110,3 +110,22 @@ def test_a_circle_through_type_checking_is_found(tmp_path: Path) -> None:
     (pkg / "root.py").write_text("from .part import Part\n")
     (pkg / "part.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .root import Root\n")
     assert cycles(imports(pkg)) == ["planted.part -> planted.root -> planted.part"]
+
+
+# A value that mirrors a file's schema, one field per documented key, is not a part with state.
+SCHEMAS = {"pubip.node.config.Config": "the watchdog's YAML file, one field per key"}
+
+
+def test_no_module_over_500_lines_and_no_class_over_25_attributes() -> None:
+    long = sorted(f"{module_name(p)}: {n} lines" for p in PKG.rglob("*.py")
+                  if (n := len(p.read_text().splitlines())) > 500)
+    big = []
+    for path in PKG.rglob("*.py"):
+        for cls in [c for c in ast.walk(ast.parse(path.read_text())) if isinstance(c, ast.ClassDef)]:
+            fields = {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                      and isinstance(n.value, ast.Name) and n.value.id == "self"}
+            fields |= {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            name = f"{module_name(path)}.{cls.name}"
+            if len(fields) > 25 and name not in SCHEMAS:
+                big.append(f"{name}: {len(fields)} attributes")
+    assert long == [] and sorted(big) == []
