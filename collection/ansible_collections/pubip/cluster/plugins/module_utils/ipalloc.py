@@ -67,6 +67,45 @@ def ip_key(text):
     return int(addr)
 
 
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_input(nodes, public_ips, options):
+    """Raise AllocationInputError naming the first field of the wrong shape (the values are checked later)."""
+    if not isinstance(nodes, list):
+        raise AllocationInputError("'nodes' must be a list")
+    if not isinstance(public_ips, list):
+        raise AllocationInputError("'public_ips' must be a list")
+    if not isinstance(options, dict):
+        raise AllocationInputError("'options' must be an object")
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise AllocationInputError("nodes[%d] must be an object, got %r" % (i, node))
+        for field in ("flags", "runstate"):
+            if field in node and not _integer(node[field]):
+                raise AllocationInputError("nodes[%d]: '%s' must be an integer, got %r" % (i, field, node[field]))
+    for i, entry in enumerate(public_ips):
+        if not isinstance(entry, dict):
+            raise AllocationInputError("public_ips[%d] must be an object, got %r" % (i, entry))
+        if entry.get("current_pnn") is not None and not _integer(entry["current_pnn"]):
+            raise AllocationInputError("public_ips[%d]: 'current_pnn' must be an integer, got %r"
+                                       % (i, entry["current_pnn"]))
+        for field in ("known_on", "available_on"):
+            listed = entry.get(field)
+            if listed is not None and not (isinstance(listed, list) and all(_integer(p) for p in listed)):
+                raise AllocationInputError("public_ips[%d]: '%s' must be a list of pnns, got %r" % (i, field, listed))
+    for key in ("no_ip_takeover", "no_ip_failback", "no_ip_host_on_all_disabled"):
+        if options.get(key) is not None and not isinstance(options[key], (bool, int)):
+            raise AllocationInputError("option '%s' must be true or false, got %r" % (key, options[key]))
+    rebalance = options.get("force_rebalance_nodes")
+    if rebalance is not None and not (isinstance(rebalance, list) and all(_integer(p) for p in rebalance)):
+        raise AllocationInputError("option 'force_rebalance_nodes' must be a list of pnns, got %r" % (rebalance,))
+    home = options.get("home_nodes")
+    if home is not None and not isinstance(home, list):
+        raise AllocationInputError("option 'home_nodes' must be a list of {ip, pnn}, got %r" % (home,))
+
+
 def node_can_host(node):
     return (int(node.get("flags", 0)) & FLAGS_CANNOT_HOST) == 0 and int(
         node.get("runstate", RUNSTATE_RUNNING)) == RUNSTATE_RUNNING
@@ -81,6 +120,7 @@ def allocate(nodes, public_ips, algorithm="lcp2", options=None):
     Returns ``{"assignments": [{"ip", "pnn"}], "unassigned": [ip], "log": [(level, line)]}``,
     assignments in CTDB's processing order (descending address key).
     """
+    check_input(nodes, public_ips, options if options is not None else {})
     state = _State(nodes, public_ips, algorithm, options or {})
     {"lcp2": _lcp2, "det": _det, "nondet": _nondet}[state.algorithm](state)
     return state.result()
