@@ -52,7 +52,7 @@ demo: venv
 	$(BIN)/pubip lab status --name $(LAB)
 	$(BIN)/pubip lab kill --name $(LAB) --host node$(NODES) --wait
 	sleep 5
-	$(BIN)/pubip status --lab $(LAB)
+	-$(BIN)/pubip status --lab $(LAB)  # exits 1: node$(NODES) is dead
 
 # The quick tier: lint and the unit tests (no lab), under two minutes.
 check: lint test-unit

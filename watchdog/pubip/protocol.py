@@ -131,6 +131,13 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _moment(v: Any) -> float:
+    """A wall-clock time (seconds since the epoch): finite, of any size."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+        raise TypeError(f"must be a time in seconds, not {v!r}"[:120])
+    return float(v)
+
+
 def _integer(v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise TypeError(f"must be an integer, not {v!r}"[:120])
@@ -231,7 +238,7 @@ class RecordReport:
             raise Rejected(400, "heartbeat record: 'generation' is missing")
         out = cls(generation, marked=r.get("marked", _flag, False), run_id=r.get("run_id", _text(64)),
                   public_ips=r.get("public_ips", _objects), nodes=r.get("nodes", _object),
-                  run_started=r.get("run_started", _number), run_finished=r.get("run_finished", _number))
+                  run_started=r.get("run_started", _moment), run_finished=r.get("run_finished", _moment))
         r.done()
         return out
 
@@ -413,7 +420,7 @@ class TakeoverRequest:
         return asdict(self)
 
 
-STATUS_NODE_KEYS = ("alive", "pnn", "state", "last_heartbeat_ago", "lease_left", "does_not_hear", "runtime_state",
+STATUS_NODE_KEYS = ("alive", "liveness", "pnn", "state", "last_heartbeat_ago", "lease_left", "does_not_hear", "runtime_state",
                     "banned_for", "health", "ban_credits")
 STATUS_IP_KEYS = ("ip", "node", "holders", "planned", "from_plan")
 
@@ -421,10 +428,12 @@ STATUS_IP_KEYS = ("ip", "node", "holders", "planned", "from_plan")
 @dataclass(frozen=True)
 class Status:
     """The cluster as the listener sees it (GET /v1/status, `pubip status --json`): nodes (each with
-    STATUS_NODE_KEYS), public IPs (each with STATUS_IP_KEYS), runs and orders."""
+    STATUS_NODE_KEYS; liveness is alive, unreachable - not heard for longer than the death threshold, yet not
+    declared dead - or dead), public IPs (each with STATUS_IP_KEYS), runs and orders."""
 
     nodes: dict[str, dict[str, Any]]
     public_ips: list[dict[str, Any]]
+    failover: bool = True  # every node runs with a lease: a silent one is declared dead and its IPs move
     generation: int | None = None
     pending_requests: int = 0
     running: int | None = None
@@ -450,7 +459,8 @@ class Status:
 
         nodes = r.get("nodes", lambda v: entries("a node", STATUS_NODE_KEYS)(_object(v)), {})
         public = r.get("public_ips", lambda v: entries("a public IP", STATUS_IP_KEYS)(_objects(v)), [])
-        out = cls(nodes, public, r.get("generation", _integer), r.get("pending_requests", _integer, 0),
+        out = cls(nodes, public, r.get("failover", _flag, True), r.get("generation", _integer),
+                  r.get("pending_requests", _integer, 0),
                   r.get("running", _integer), r.get("runs", _objects, []), r.get("accepted_requests", _integer, 0),
                   r.get("rejections", _object, {}), r.get("fast_takeover_orders", _objects, []), version)
         r.done()

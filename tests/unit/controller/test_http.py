@@ -411,3 +411,22 @@ def test_behind_the_trusted_proxy_it_is_the_address_the_proxy_saw() -> None:
     assert peer_address("192.0.2.250", "2001:db8::3", "192.0.2.250") == "2001:db8::3"
     assert peer_address("192.0.2.250", "not-an-ip", "192.0.2.250") == "192.0.2.250"
     assert peer_address("192.0.2.250", None, "192.0.2.250") == "192.0.2.250"
+
+
+def test_pubip_status_exits_0_when_all_is_well_and_1_naming_what_is_not(
+        server: tuple[Listener, int, http.Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from pubip.cli import status as status_cli
+
+    listener, port, _srv = server
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({protocol.ADMIN: ADMIN}))
+    secrets.chmod(0o600)
+    args = argparse.Namespace(listener=f"http://127.0.0.1:{port}", secrets=str(secrets), json=True)
+    assert status_cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["public_ips"][0]["holders"] == ["node1"]
+    listener.node_died("node1", 3.0, "a quorum shuns it")
+    assert status_cli.main(args) == 1
+    assert capsys.readouterr().err.splitlines() == ["pubip status: node node1 is dead",
+                                                    "pubip status: public IP 198.51.100.1/24 is held by no node"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 from pubip import protocol
@@ -35,6 +36,16 @@ def test_a_heartbeat_reports_the_kernel_and_what_a_retake_or_an_order_adds() -> 
     assert wire["record"]["generation"] == 4 and wire["version"] == protocol.VERSION
     assert "leaving" not in wire and "connections" not in wire
     assert protocol.Heartbeat.parse(wire) == beat  # the listener reads what the watchdog wrote
+
+
+def test_a_heartbeat_with_a_whole_record_reads_back_as_the_watchdog_wrote_it() -> None:
+    """A lab found it: run_started is a wall-clock time, beyond the bound the heartbeat's small numbers have; the
+    listener refused every heartbeat carrying a whole record."""
+    record = protocol.RecordReport(5, public_ips=[{"ip": IP1, "node": "node1", "interfaces": ["eth0"]}], nodes={},
+                                   run_started=time.time() - 2, run_finished=time.time())
+    beat = heartbeat_payload("node1", protocol.Membership(tick=1.5, lease=1.0, lease_left=0.8), {IP1}, set(), set(),
+                             [], record, None, False, None)
+    assert protocol.Heartbeat.parse(beat.wire()) == beat
 
 
 def test_a_heartbeat_without_a_kernel_reading_claims_nothing() -> None:

@@ -213,7 +213,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--log-file")
     ls.set_defaults(func=_listen)
 
-    stp = sub.add_parser("status", help="public IPs and holders, nodes and liveness, the last takeover runs")
+    stp = sub.add_parser("status", help="public IPs and holders, nodes and liveness, the last takeover runs",
+                         description="Exit status: 0 all is well; 1 a node is dead or unreachable, or a public IP is "
+                                     "held by no node or by two (each named on stderr); 2 no answer")
     where = stp.add_mutually_exclusive_group(required=True)
     where.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
     where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")

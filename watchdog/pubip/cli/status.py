@@ -74,10 +74,32 @@ def _ip_row(e: dict[str, Any]) -> list[Any]:
     return [e["ip"], now, "" if holders == [planned] else (planned or "-1 (unassigned)")]
 
 
+def _liveness(v: dict[str, Any]) -> str:
+    return str(v.get("liveness") or ("alive" if v.get("alive") else "dead"))
+
+
+FAILOVER_OFF = ("WARNING: failover is OFF: not every node runs with a lease (watchdogs without peers), so no node "
+                "is ever declared dead and a dead node's public IPs stay unheld")
+
+
+def problems(st: dict[str, Any]) -> list[str]:
+    """What keeps the cluster from being well, as `ctdb status` would say it: a node dead or unreachable, a public
+    IP held by no node or by two. `pubip status` exits 1 when there is any."""
+    out = [f"node {node} is {_liveness(v)}" for node, v in st["nodes"].items() if _liveness(v) != "alive"]
+    for e in st.get("public_ips") or []:
+        holders = e.get("holders") or []
+        if not holders:
+            out.append(f"public IP {e['ip']} is held by no node")
+        elif len(holders) > 1:
+            out.append(f"public IP {e['ip']} is held by {' and '.join(holders)}")
+    return out
+
+
 def render_status(st: dict[str, Any]) -> str:
-    out = [render(["Node", "PNN", "State", "Health", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
+    out = [FAILOVER_OFF, ""] if st.get("failover") is False else []
+    out += [render(["Node", "PNN", "State", "Health", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
                   [[n, v.get("pnn") if v.get("pnn") is not None else "-", _state(v), _health(v.get("health")),
-                    "alive" if v["alive"] else "DEAD",
+                    _liveness(v) if _liveness(v) == "alive" else _liveness(v).upper(),
                     f"{v['last_heartbeat_ago']:.1f}s ago" if v.get("last_heartbeat_ago") is not None else "never",
                     _lease(v.get("lease_left")), ", ".join(v.get("does_not_hear") or []) or "-"]
                    for n, v in st["nodes"].items()]), ""]
@@ -110,4 +132,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(render_status(st))
-    return 0
+    wrong = problems(st)
+    for line in wrong:
+        print(f"pubip status: {line}", file=sys.stderr)
+    return 1 if wrong else 0

@@ -111,6 +111,12 @@ class Holdings:
         longest = max([self._timing.lease, *self._leases.values()])
         return self._timing if longest == self._timing.lease else Timing(lease=longest)
 
+    def failover(self) -> bool:
+        """Whether failover is on: every node heard so far runs with a lease (and one was heard). Without leases
+        no node is ever declared dead: a silent node's IPs never move."""
+        with self._lock:
+            return bool(self._leases) and all(lease > 0 for lease in self._leases.values())
+
     def leases_on(self) -> bool:
         """Whether any node reported running with a lease."""
         with self._lock:

@@ -74,6 +74,15 @@ class NodeView:
         with self._lock:
             return self._ears.shuns(node)
 
+    def liveness(self, node: str, now: float, dead_after: float) -> str:
+        """dead (declared), unreachable (not heard for DEAD_AFTER, without a verdict: no quorum, or no leases),
+        or alive."""
+        if not self._alive.get(node, True):
+            return "dead"
+        with self._lock:
+            heard = self._ears.heard.get(node, now)
+        return "unreachable" if now - heard > dead_after else "alive"
+
     def quorum_back(self) -> float | None:
         return self._quorum_back
 

@@ -34,13 +34,16 @@ class StatusView:
         known = p.nodes or {}
         live = self._view.live()
         states, bans, wall = self._states.effective(live), self._states.bans(), time.time()
+        dead_after = self._holdings.timing().dead_after
         for node in self._auth.nodes():
             seen = self._holdings.last_seen(node)
             report = self._holdings.report_of(node)
             left = self._holdings.lease_left(node, now)
             silent = sorted(peer for peer, ago in (report.hears if report else {}).items()
                             if ago >= self._timing.suspect_after)
-            nodes[node] = {"alive": self._view.alive(node), "pnn": (known.get(node) or {}).get("pnn"),
+            liveness = self._view.liveness(node, now, dead_after)
+            nodes[node] = {"alive": liveness == "alive", "liveness": liveness,
+                           "pnn": (known.get(node) or {}).get("pnn"),
                            "state": (known.get(node) or {}).get("state"),
                            "last_heartbeat_ago": round(now - seen, 3) if seen is not None else None,
                            "lease_left": round(left, 3) if left is not None else None,
@@ -48,7 +51,8 @@ class StatusView:
                            "runtime_state": states.get(node, "enabled"),
                            "banned_for": round(bans[node] - wall, 1) if bans.get(node, 0) > wall else None,
                            "health": self._states.health_of(node), "ban_credits": self._states.credits_of(node)}
-        return protocol.Status(nodes=nodes, public_ips=self.where_now(now), generation=p.generation,
+        return protocol.Status(nodes=nodes, public_ips=self.where_now(now), failover=self._holdings.failover(),
+                               generation=p.generation,
                                pending_requests=len(self._store.pending()), running=self._run.running(),
                                runs=self._store.last_runs(5), accepted_requests=self._accepted(),
                                rejections=self._auth.rejections(), fast_takeover_orders=self._policy.recent())

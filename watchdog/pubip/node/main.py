@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from .. import logs
+from .. import __version__, logs, protocol
 from . import realtime, sdnotify
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .daemon import Watchdog
@@ -102,7 +102,9 @@ def _logging(cfg: Config, verbose: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pubip-watchdog", description="CTDB's recovery-daemon check on each host")
-    ap.add_argument("--config", default=DEFAULT_PATH)
+    ap.add_argument("--version", action="version",
+                    version=f"pubip-watchdog {__version__} (protocol {protocol.VERSION})")
+    ap.add_argument("--config", default=DEFAULT_PATH, help="the watchdog's YAML configuration (default: %(default)s)")
     ap.add_argument("--once", action="store_true",
                     help="run one check and exit: 0 clean (or skipped), 1 finding (a run was requested), 2 error")
     ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
