@@ -420,8 +420,8 @@ class TakeoverRequest:
         return asdict(self)
 
 
-STATUS_NODE_KEYS = ("alive", "liveness", "pnn", "state", "last_heartbeat_ago", "lease_left", "does_not_hear", "runtime_state",
-                    "banned_for", "health", "ban_credits")
+STATUS_NODE_KEYS = ("alive", "liveness", "pnn", "state", "last_heartbeat_ago", "lease_left", "does_not_hear",
+                    "runtime_state", "banned_for", "health", "ban_credits")
 STATUS_IP_KEYS = ("ip", "node", "holders", "planned", "from_plan")
 
 
