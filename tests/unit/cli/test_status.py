@@ -10,7 +10,7 @@ IP1, IP2, IP3 = "198.51.100.1/24", "198.51.100.2/24", "198.51.100.3/24"
 
 
 def status(liveness: dict[str, str], holders: dict[str, list[str]], failover: bool = True) -> dict[str, Any]:
-    nodes = {n: {"alive": state == "alive", "liveness": state, "pnn": i, "state": "enabled",
+    nodes: dict[str, dict[str, Any]] = {n: {"alive": state == "alive", "liveness": state, "pnn": i, "state": "enabled",
                  "last_heartbeat_ago": 0.1, "lease_left": 1.0, "does_not_hear": [], "runtime_state": "enabled",
                  "banned_for": None, "health": {"ok": True}, "ban_credits": 0}
              for i, (n, state) in enumerate(liveness.items())}
