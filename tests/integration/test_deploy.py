@@ -75,8 +75,12 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
     assert " changed=0 " in second.stdout.replace("changed=0    ", " changed=0 ")
 
 
-def test_deploy_with_the_webhook_backend_for_event_driven_ansible(lab_factory) -> None:  # type: ignore
+def test_deploy_refuses_a_cluster_without_leases_and_runs_the_webhook_backend(lab_factory) -> None:  # type: ignore
     handle = lab_factory("--nodes", "1", "--vips", "1", "--no-watchdog", "--no-takeover")
+    refused = deploy(handle, "-e", "watchdog_peer_secret=")  # the role's default: no peer secret
+    assert refused.returncode != 0
+    assert "watchdog_peer_secret is empty: without it the watchdogs hold no lease" in refused.stdout
+    assert not (Path(handle.hosts[0]["dir"]) / "etc").exists()  # nothing changed on the host
     done = deploy(handle, "-e", "watchdog_backend=webhook", "-e", "watchdog_webhook_url=http://192.0.2.254:5000/endpoint",
                   "-e", "watchdog_webhook_token=eda-t0ken", "-e", "watchdog_release_foreign=false")
     assert done.returncode == 0, done.stdout[-3000:]

@@ -22,6 +22,10 @@ retry:
   max: 10
 metrics:
   port: 9750
+peers:
+  secret_file: {secret}
+  nodes:
+    node2: 192.0.2.2
 """
 
 
@@ -91,6 +95,18 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
         wdconfig.load(write(tmp_path, "node: [unclosed\n"))
     with pytest.raises(wdconfig.ConfigError, match="cannot read"):
         wdconfig.load(str(tmp_path / "nope.yml"))
+
+
+def test_the_listener_backend_without_peers_is_refused_unless_the_cluster_is_one_node(tmp_path: Path,
+                                                                                      secret: Path) -> None:
+    """Without peers no node ever holds a lease, so the listener never declares one dead: no failover at all."""
+    alone = GOOD.format(secret=secret).split("peers:")[0]
+    with pytest.raises(wdconfig.ConfigError, match=r"backend listener without 'peers': .* \(no failover\)"):
+        wdconfig.load(write(tmp_path, alone))
+    cfg = wdconfig.load(write(tmp_path, alone + "single_node: true\n"))
+    assert cfg.single_node and cfg.peers is None and cfg.lease == 0.0
+    with pytest.raises(wdconfig.ConfigError, match="'single_node: true' and 'peers' contradict each other"):
+        wdconfig.load(write(tmp_path, GOOD.format(secret=secret) + "single_node: true\n"))
 
 
 def test_daemon_refuses_to_start_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,7 @@ class Config:
     tickle_interval: float = 5.0  # how often the TCP connections to held public IPs are listed; 0 = off
     announce_refresh: float = 0.0  # re-announce held public IPs this often (gratuitous ARP / NA); 0 = off
     realtime: bool = True  # SCHED_FIFO 1, as CTDB runs ctdbd: a loaded host must not delay a lost lease's release
+    single_node: bool = False  # a cluster of one node: the listener backend without peers (no failover possible)
 
 
 # key: (type, required)
@@ -106,6 +107,7 @@ TOP = {
     "peers": (dict, False), "lease": (float, False), "lease_path": (str, False),
     "monitor_interval": (float, False), "monitor_timeout": (float, False), "monitor_failures": (int, False),
     "tickle_interval": (float, False), "announce_refresh": (float, False), "realtime": (bool, False),
+    "single_node": (bool, False),
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
@@ -177,7 +179,7 @@ def load(path: str = DEFAULT_PATH) -> Config:
                 "order_max_age", "release_on_link_loss", "release_foreign", "announce_count",
                 "announce_interval", "heartbeat_interval", "log_level", "log_file", "backend", "hook_dir",
                 "monitor_interval", "monitor_timeout", "monitor_failures", "tickle_interval", "announce_refresh",
-                "realtime"):
+                "realtime", "single_node"):
         if key in top:
             setattr(cfg, key, top[key])
     _positive(where, "interval", cfg.interval)
@@ -246,6 +248,14 @@ def load(path: str = DEFAULT_PATH) -> Config:
         if cfg.lease and cfg.peers is None:
             raise ConfigError(f"{where}: 'lease' needs a 'peers' section (the other nodes' addresses and the peer "
                               f"secret): without peers a listener outage would take every public IP down")
+    if cfg.backend == "listener" and cfg.peers is None and not cfg.single_node:
+        raise ConfigError(f"{where}: backend listener without 'peers': this node would never hold a lease, so the "
+                          f"listener could never declare it dead and its public IPs would never move (no failover). "
+                          f"Give 'peers' (the other nodes' addresses and the peer secret), or 'single_node: true' "
+                          f"for a cluster of one node")
+    if cfg.single_node and cfg.peers is not None:
+        raise ConfigError(f"{where}: 'single_node: true' and 'peers' contradict each other: a node with peers is not "
+                          f"alone")
     if "lease_path" in top:
         cfg.lease_path = top["lease_path"]
     if "metrics" in top:
