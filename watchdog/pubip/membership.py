@@ -1,5 +1,5 @@
 """Membership rules shared by watchdogs and the listener (pure): the voters, what a quorum is, and the
-timing that makes declaring a node dead safe. The argument is in README.md, "Safety: one holder".
+timing that makes declaring a node dead safe. The argument is in docs/safety.md.
 
 Voters are the nodes and the listener (V = N + 1). A set of voters is a quorum when it holds more than
 half of them, or exactly half *with the listener* (the tie-break for an even V: the listener's side wins).

@@ -1,6 +1,6 @@
 """When is a silent node dead? The listener's decision (pure; times on the listener's monotonic clock).
 
-A node X is dead only when all of these hold (README.md, "Safety: one holder"):
+A node X is dead only when all of these hold (docs/safety.md):
 - the listener has not heard X for suspect_after (it shuns X: its heartbeat answers no longer renew X's lease);
 - a quorum of voters shuns X: the listener and every node whose fresh report says it shuns X, with the shun
   still holding now (the report echoes the listener's tick, so it was made after that tick);

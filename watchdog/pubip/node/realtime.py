@@ -1,6 +1,6 @@
 """Real-time scheduling for the watchdog, as CTDB gives ctdbd (SCHED_FIFO, priority 1).
 
-The lease rule (README: D > (1 + rho) L + R + m) allows m = 0.2 s of scheduling delay between this
+The lease rule (docs/safety.md: D > (1 + rho) L + R + m) allows m = 0.2 s of scheduling delay between this
 node's lease running out and its release of every public IP. On a host whose CPUs are busy a normal
 process can wait seconds longer than that. A SCHED_FIFO process runs before every normal one, so the
 lease loop and the release keep to m. Set before the watchdog starts its threads: they inherit it.
