@@ -81,6 +81,9 @@ def test_deploy_refuses_a_cluster_without_leases_and_runs_the_webhook_backend(la
     assert refused.returncode != 0
     assert "watchdog_peer_secret is empty: without it the watchdogs hold no lease" in refused.stdout
     assert not (Path(handle.hosts[0]["dir"]) / "etc").exists()  # nothing changed on the host
+    bad = deploy(handle, "-e", "watchdog_interval=often", "-e", "watchdog_mode=cron")  # checked by the role's spec
+    assert bad.returncode != 0 and "watchdog_interval" in bad.stdout and "watchdog_mode" in bad.stdout, bad.stdout
+    assert not (Path(handle.hosts[0]["dir"]) / "etc").exists()
     done = deploy(handle, "-e", "watchdog_backend=webhook", "-e", "watchdog_webhook_url=http://192.0.2.254:5000/endpoint",
                   "-e", "watchdog_webhook_token=eda-t0ken", "-e", "watchdog_release_foreign=false")
     assert done.returncode == 0, done.stdout[-3000:]
