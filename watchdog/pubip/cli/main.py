@@ -157,6 +157,12 @@ def _op(args: argparse.Namespace) -> int:
     return ops.main(args)
 
 
+def _secrets(args: argparse.Namespace) -> int:
+    from . import secrets
+
+    return secrets.main(args)
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import plan
 
@@ -174,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--input", required=True, help="JSON file, or - for standard input")
     pl.add_argument("--explain", action="store_true", help="also print the moves, unassigned IPs and log lines")
     pl.set_defaults(func=_plan)
+
+    se = sub.add_parser("secrets", help="make every secret a cluster needs, for an Ansible inventory's group_vars")
+    se.add_argument("--nodes", required=True, help="the nodes' inventory names, comma-separated")
+    se.add_argument("--out", required=True, help="a group_vars directory: vault.yml (secrets) and pubip.yml go there")
+    se.add_argument("--force", action="store_true", help="replace an existing vault.yml (new secrets everywhere)")
+    se.set_defaults(func=_secrets)
 
     ls = sub.add_parser("listen", help="the listener: coalesced takeover runs on request, node liveness")
     ls.add_argument("--inventory", required=True)
@@ -213,15 +225,21 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--log-file")
     ls.set_defaults(func=_listen)
 
-    stp = sub.add_parser("status", help="public IPs and holders, nodes and liveness, the last takeover runs",
-                         description="Exit status: 0 all is well; 1 a node is dead or unreachable, or a public IP is "
-                                     "held by no node or by two (each named on stderr); 2 no answer")
-    where = stp.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
-    where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")
-    stp.add_argument("--secrets", help="the listener's secrets file (its _admin secret signs the request)")
-    stp.add_argument("--json", action="store_true")
-    stp.set_defaults(func=_status)
+    for name, helptext, description in (
+            ("status", "public IPs and holders, nodes and liveness, the last takeover runs",
+             "Exit status: 0 all is well; 1 a node is dead or unreachable, or a public IP is held by no node or by "
+             "two (each named on stderr); 2 no answer"),
+            ("ip", "public IPs and their holders, now and by plan (CTDB's ctdb ip)",
+             "Exit status: 0 every public IP held by one node; 1 one held by none or by two (named on stderr); 2 "
+             "no answer")):
+        stp = sub.add_parser(name, help=helptext, description=description + ". Without --listener and --secrets: "
+                             "PUBIP_LISTENER and PUBIP_SECRETS, else /etc/pubip/cli.yml (listener, secrets).")
+        where = stp.add_mutually_exclusive_group()
+        where.add_argument("--listener", help="the listener's URL, e.g. http://192.0.2.254:8750")
+        where.add_argument("--lab", help="a local lab's name: ask its listener from the controller namespace")
+        stp.add_argument("--secrets", help="the listener's secrets file (its _admin secret signs the request)")
+        stp.add_argument("--json", action="store_true", help="the status as JSON (the listener's own)")
+        stp.set_defaults(func=_status, ips=name == "ip")
 
     from .ops import add_parsers
 

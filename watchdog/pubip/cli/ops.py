@@ -51,8 +51,9 @@ def main(args: argparse.Namespace) -> int:
         payload["ip"] = args.ip
     if getattr(args, "seconds", None) is not None:
         payload["seconds"] = args.seconds
-    if not args.listener or not args.secrets:
-        raise PubipError(f"pubip {args.op} needs --listener and --secrets (or --lab)")
+    from .defaults import fill
+
+    fill(args)
     try:
         result = call(args.listener, args.secrets, payload)
     except Refused as exc:

@@ -124,9 +124,16 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.secrets:
-        raise PubipError("pubip status needs --secrets (the listener's secrets file) with --listener, or --lab")
+    from .defaults import fill
+
+    fill(args)
     st = fetch(args.listener, args.secrets)
+    if getattr(args, "ips", False):
+        print(render(["Public IP", "Node", "Planned"], [_ip_row(e) for e in st.get("public_ips") or []]))
+        wrong = [line for line in problems(st) if line.startswith("public IP")]
+        for line in wrong:
+            print(f"pubip ip: {line}", file=sys.stderr)
+        return 1 if wrong else 0
     if args.json:
         json.dump(st, sys.stdout, indent=2)
         sys.stdout.write("\n")
