@@ -343,9 +343,10 @@ def test_a_silent_watchdog_on_a_live_host_is_not_a_dead_node(lab: labkit.LabHand
     labmod.stop_watchdog(lab.info, "node3")  # heartbeats stop, but the host and its IPs are fine
     log_path = lab.dir / "listener.log"
     wait_until(lambda: "Node node3 sent no heartbeat" in log_path.read_text(), 30, lab)
+    # not declared dead (its host answers), and not shown alive either once unheard past the death threshold
+    wait_until(lambda: status(lab)["nodes"]["node3"]["liveness"] == "unreachable", 15, lab)
     time.sleep(1.0)
     st = wait_idle(lab)
-    # not declared dead (its host answers), and never shown alive either: unheard past the death threshold
     assert st["nodes"]["node3"]["alive"] is False and st["nodes"]["node3"]["liveness"] == "unreachable"
     assert lab.holders() == before  # nothing moved, nothing on two hosts
     assert "Node node3 is dead" not in log_path.read_text()
