@@ -154,32 +154,42 @@ def test_deploy_installs_from_a_wheel_and_the_installed_watchdogs_fail_over(lab_
 
 def test_deploy_the_listener_role_on_the_controller(tmp_path: Path) -> None:
     """The listener role into a prefix of this machine (no systemd here): secrets 0600, a state directory of its
-    own, a unit that passes systemd-analyze; without a bind address it refuses, naming the setting."""
+    own, its settings in a file that pubip listen --check-config passed, a Type=notify unit that passes
+    systemd-analyze; without a bind address, or with one that is not this host's, it refuses, naming it."""
     inventory = tmp_path / "inventory.yml"
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+    (tmp_path / "cluster.yml").write_text("all: {}\n")  # the cluster's inventory, there before the listener
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "listener_user": "root",
             "listener_install": False, "listener_venv": VENV, "listener_manage_service": False,
             "listener_config_dir": str(tmp_path / "etc"), "listener_unit_dir": str(tmp_path / "units"),
             "listener_state_dir": str(tmp_path / "state"), "listener_inventory": str(tmp_path / "cluster.yml"),
-            "listener_secrets": {"node1": "s1", "node2": "s2", "_admin": "a"}}
+            "listener_secrets": {"node1": "s1" * 16, "node2": "s2" * 16, "_admin": "a" * 32}}
     inventory.write_text(json.dumps({"all": {"children": {"pubip_controller": {"hosts": {"ctl": host}}}}}))
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collection")}
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "pubip.cluster.deploy"]
     refused = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert refused.returncode != 0 and "listener_bind" in refused.stdout
-    done = subprocess.run([*cmd, "-e", "listener_bind=192.0.2.254"], capture_output=True, text=True, env=env,
+    elsewhere = subprocess.run([*cmd, "-e", "listener_bind=192.0.2.254"], capture_output=True, text=True, env=env,
+                               cwd=tmp_path, timeout=300)
+    assert elsewhere.returncode != 0 and "listener_bind 192.0.2.254 is not an address of this host" in elsewhere.stdout
+    assert not (tmp_path / "etc").exists()  # refused before any change
+    done = subprocess.run([*cmd, "-e", "listener_bind=127.0.0.1"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     secrets = tmp_path / "etc/listener-secrets.json"
-    assert json.loads(secrets.read_text())["node1"] == "s1" and stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert json.loads(secrets.read_text())["node1"] == "s1" * 16 and stat.S_IMODE(secrets.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     unit = tmp_path / "units/pubip-listener.service"
     text = unit.read_text()
-    assert "--bind 192.0.2.254 --port 8750 --lease 1.0" in text and "NoNewPrivileges=yes" in text
+    assert f"listen --config {tmp_path}/etc/listener.yml" in text and "Type=notify" in text
+    assert "WatchdogSec=30" in text and "NoNewPrivileges=yes" in text
+    settings = (tmp_path / "etc/listener.yml").read_text()
+    assert 'bind: "127.0.0.1"' in settings and "port: 8750" in settings
+    assert "listener: http://127.0.0.1:8750" in (tmp_path / "etc/cli.yml").read_text()
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
     security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
                               text=True)
     assert security.returncode == 0, security.stderr
-    again = subprocess.run([*cmd, "-e", "listener_bind=192.0.2.254"], capture_output=True, text=True, env=env,
+    again = subprocess.run([*cmd, "-e", "listener_bind=127.0.0.1"], capture_output=True, text=True, env=env,
                            cwd=tmp_path, timeout=300)
     assert again.returncode == 0 and "changed=0" in again.stdout

@@ -188,7 +188,11 @@ def parser() -> argparse.ArgumentParser:
     se.set_defaults(func=_secrets)
 
     ls = sub.add_parser("listen", help="the listener: coalesced takeover runs on request, node liveness")
-    ls.add_argument("--inventory", required=True)
+    ls.add_argument("--config", help="a YAML file of these settings (some_option for --some-option); the command "
+                    "line goes over it")
+    ls.add_argument("--check-config", action="store_true",
+                    help="check the settings, the files they name and the bind address; change nothing")
+    ls.add_argument("--inventory", help="the inventory of the cluster's nodes (required)")
     ls.add_argument("--playbook", default=None,
                     help="the takeover run's playbook (default: the collection's pubip.cluster.takeover_run)")
     ls.add_argument("--trusted-proxy", default=None,
@@ -196,33 +200,35 @@ def parser() -> argparse.ArgumentParser:
                     "are taken to come from the last X-Forwarded-For address (the node, for liveness probes)")
     ls.add_argument("--ansible-cfg", default=None,
                     help="an ansible.cfg for the runs, instead of pubip's settings (pipelining, ControlPersist)")
-    ls.add_argument("--secrets", required=True, help="JSON file: node name -> secret (mode 0600)")
-    ls.add_argument("--state-dir", default="/var/lib/pubip/listener")
-    ls.add_argument("--bind", required=True,
-                    help="the address to listen on (explicit: the nodes' network, never all interfaces by accident)")
-    ls.add_argument("--port", type=int, default=8750)
+    ls.add_argument("--secrets",
+                    help="JSON file: node name -> secret, and _admin -> the operators' (mode 0600; required)")
+    ls.add_argument("--state-dir", help="the listener's state (default: /var/lib/pubip/listener)")
+    ls.add_argument("--bind",
+                    help="the address to listen on (required, explicit: the nodes' network, never all interfaces by "
+                    "accident)")
+    ls.add_argument("--port", type=int, help="the TCP port (default: 8750)")
     ls.add_argument("--read-token-file", help="file (mode 0600) with a Bearer token that may GET /v1/status and "
                     "/metrics (Prometheus); otherwise those need a request signed with a node's or _admin's secret")
     ls.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")
     ls.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    ls.add_argument("--ban-credits", type=int, default=3,
+    ls.add_argument("--ban-credits", type=int,
                     help="takeover runs in a row a live node may keep from completing before it is banned")
-    ls.add_argument("--ban-period", type=float, default=300.0, help="seconds such a ban lasts (CTDB's 300)")
-    ls.add_argument("--lease", type=float, default=1.0,
+    ls.add_argument("--ban-period", type=float, help="seconds such a ban lasts (default: CTDB's 300)")
+    ls.add_argument("--lease", type=float,
                     help="the nodes' lease in seconds (watchdog 'lease'); a silent node is dead after "
                     "(1+1e-3) x lease + 0.5 s without a quorum hearing it")
-    ls.add_argument("--probe-port", type=int, default=22,
+    ls.add_argument("--probe-port", type=int,
                     help="TCP port knocked on before a silent node is declared dead (any answer: alive)")
-    ls.add_argument("--no-fast-takeover", action="store_true",
+    ls.add_argument("--no-fast-takeover", action="store_true", default=None,
                     help="a dead node's IPs wait for the takeover run instead of being ordered to survivors")
-    ls.add_argument("--backend", choices=["runner", "awx"], default="runner",
+    ls.add_argument("--backend", choices=["runner", "awx"],
                     help="run takeover runs here with ansible-runner, or as jobs of an AWX job template")
     ls.add_argument("--awx-url", help="AWX / Automation Controller URL, e.g. https://awx.example.com")
     ls.add_argument("--awx-job-template", type=int, help="id of the takeover-run job template")
     ls.add_argument("--awx-token-file", help="file (mode 0600) holding an OAuth2 token")
-    ls.add_argument("--awx-api-prefix", default="/api/v2/", help="/api/controller/v2/ for AAP 2.5 and newer")
-    ls.add_argument("--awx-insecure", action="store_true", help="do not verify AWX's TLS certificate")
-    ls.add_argument("--log-file")
+    ls.add_argument("--awx-api-prefix", help="/api/v2/ (the default), or /api/controller/v2/ for AAP 2.5 and newer")
+    ls.add_argument("--awx-insecure", action="store_true", default=None, help="do not verify AWX's TLS certificate")
+    ls.add_argument("--log-file", help="log here as well as to standard error")
     ls.set_defaults(func=_listen)
 
     for name, helptext, description in (

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
-from .. import protocol
+from .. import protocol, sdnotify
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -219,6 +219,7 @@ def serve(listener: Listener, bind: str, port: int, tls: ssl.SSLContext | None =
     threading.Thread(target=listener.watch_liveness, name="pubip-liveness", daemon=True).start()
     log.info("Listener on %s:%d%s for %d nodes; inventory %s", bind, port, " (TLS)" if tls else "",
              len(listener.auth.nodes()), listener.inventory)
+    sdnotify.notify("READY=1")
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

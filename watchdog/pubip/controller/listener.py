@@ -18,13 +18,14 @@ Lock order (a thread holding one may take only those below it):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import _collection, protocol
+from .. import _collection, protocol, sdnotify
 from ..awx import AwxBackend
 from ..membership import Timing
 from . import fasttakeover, recovery
@@ -212,7 +213,11 @@ class Listener:
         partition) are declared dead together, in one batch of orders: a death waits (up to BATCH_WAIT) for the
         other nodes a quorum already shuns. Between deaths, the IPs dropped are ordered (drops.py)."""
         ready_since: float | None = None
+        pinged = -math.inf
         while not self.stopping.is_set():
+            if self.clock() - pinged >= 1.0:  # systemd restarts a listener whose liveness watch hangs
+                sdnotify.notify("WATCHDOG=1")
+                pinged = self.clock()
             leases_on = self.holdings.leases_on()
             self.view.hears_quorum(leases_on)  # also while a run runs: awaits_retakes must know a partition
             died, shunned = self.view.verdicts(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,22 @@ log = logging.getLogger("pubip.listener")
 def main(args: Any) -> int:
     import signal
 
+    from .settings import check, load_secrets, settle
+
+    settle(args)
+    if args.check_config:
+        problems = check(args)
+        for problem in problems:
+            print(f"pubip listen: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"{args.config or 'the command line'}: valid")
+        return 2 if problems else 0
     logging.getLogger("pubip").addHandler(logs.handler("pubip-listener", args.log_file))
     logging.getLogger("pubip").setLevel(logging.INFO)
     secrets = load_secrets(args.secrets)
     lock = state_lock(args.state_dir)  # held for the life of the process
     awx = None
     if args.backend == "awx":
-        if not (args.awx_url and args.awx_job_template and args.awx_token_file):
-            raise SystemExit("pubip listen: --backend awx needs --awx-url, --awx-job-template and --awx-token-file")
         awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
                          token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
                          verify_tls=not args.awx_insecure)
@@ -62,26 +69,6 @@ def main(args: Any) -> int:
     finally:
         os.close(lock)
     return 0
-
-
-def load_secrets(path: str) -> dict[str, str]:
-    """The node secrets file: private (0600), a JSON object of non-empty strings; the message names the flaw."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise PubipError(f"pubip listen: secrets file {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise PubipError(f"pubip listen: secrets file {path} is not JSON: {exc}") from None
-    if mode & 0o077:
-        raise PubipError(f"pubip listen: secrets file {path} is readable by others (mode {mode:o}): chmod 600 it")
-    if not isinstance(data, dict) or not data:
-        raise PubipError(f"pubip listen: secrets file {path} must be a JSON object: node name -> secret")
-    for node, secret in data.items():
-        if not isinstance(secret, str) or len(secret) < 16:
-            raise PubipError(f"pubip listen: secrets file {path}: the secret of {node!r} must be a string of at "
-                             f"least 16 characters")
-    return data
 
 
 def state_lock(state_dir: str) -> int:

@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Any
 
-from .. import __version__, logs, protocol
-from . import realtime, sdnotify
+from .. import __version__, logs, protocol, sdnotify
+from . import realtime
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .daemon import Watchdog
 from .metrics import Metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pubip.node import sdnotify
+from pubip import sdnotify
 
 
 def test_notify_sends_the_state_to_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
-"""systemd's notify protocol for `Type=notify` with `WatchdogSec`: READY=1 once the watchdog runs, WATCHDOG=1
-after every check, so systemd restarts a watchdog whose checks hang. Does nothing outside systemd."""
+"""systemd's notify protocol for `Type=notify` with `WatchdogSec`: READY=1 once the service serves, WATCHDOG=1
+while its loops run (the watchdog's checks, the listener's liveness watch), so systemd restarts a service whose
+loop hangs. Does nothing outside systemd. Shared by both sides."""
 
 from __future__ import annotations
 
