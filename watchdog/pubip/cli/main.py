@@ -163,6 +163,36 @@ def _secrets(args: argparse.Namespace) -> int:
     return secrets.main(args)
 
 
+def _completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError:
+        from ..errors import PubipError
+
+        raise PubipError("pubip completion needs shtab (pip install 'pubip[controller]')") from None
+    print(shtab.complete(parser(), shell=args.shell))
+    return 0
+
+
+# The help of options whose parsers do not give one: one text per name, the same everywhere.
+HELPS = {
+    "name": "the lab's name (default: demo)", "nodes": "how many hosts (default: 3)",
+    "host": "a node's name, as in the inventory (e.g. node1)", "ip": "a public IP (address, or address/prefix)",
+    "json": "print JSON instead of a table", "seconds": "how long, in seconds", "timeout": "seconds to wait at most",
+    "no_watchdog": "do not start its watchdog", "action": "what to do with the host's sshd",
+    "cmd": "the command and its arguments",
+}
+
+
+def _helps(p: argparse.ArgumentParser) -> None:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _helps(sub)
+        elif not action.help and action.dest in HELPS:
+            action.help = HELPS[action.dest]
+
+
 def _plan(args: argparse.Namespace) -> int:
     from . import plan
 
@@ -180,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--input", required=True, help="JSON file, or - for standard input")
     pl.add_argument("--explain", action="store_true", help="also print the moves, unassigned IPs and log lines")
     pl.set_defaults(func=_plan)
+
+    co = sub.add_parser("completion", help="print a shell completion script: eval \"$(pubip completion bash)\"")
+    co.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
+    co.set_defaults(func=_completion)
 
     se = sub.add_parser("secrets", help="make every secret a cluster needs, for an Ansible inventory's group_vars")
     se.add_argument("--nodes", required=True, help="the nodes' inventory names, comma-separated")
@@ -315,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", default="demo")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     ex.set_defaults(func=_lab_exec)
+    _helps(p)
     return p
 
 

@@ -100,7 +100,7 @@ def _logging(cfg: Config, verbose: bool = False) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pubip-watchdog", description="CTDB's recovery-daemon check on each host")
     ap.add_argument("--version", action="version",
                     version=f"pubip-watchdog {__version__} (protocol {protocol.VERSION})")
@@ -112,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="graceful shutdown (the pubip-watchdog-leave unit's ExecStop): ask the listener to move this "
                     "node's public IPs away, and wait until the others hold them (exit 0) or --timeout (exit 1)")
     ap.add_argument("--timeout", type=float, default=15.0, help="how long --leave waits")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = arguments()
     args = ap.parse_args(argv)
     try:
         cfg = load(args.config)
