@@ -80,7 +80,7 @@ def size_mb(path: Path) -> float:
 @pytest.mark.parametrize("python", pythons())
 def test_node_venv_plans_and_checks_a_config_without_ansible(wheel: Path, python: str, tmp_path: Path) -> None:
     bin_dir = venv(python, tmp_path / "node", str(wheel))
-    assert run([str(bin_dir / "pubip"), "--version"], tmp_path).stdout.strip() == "pubip 0.1.0"
+    assert run([str(bin_dir / "pubip"), "--version"], tmp_path).stdout.strip() == "pubip 0.2.0"
     vectors = json.loads(VECTORS.read_text())[:5]
     plan = run([str(bin_dir / "pubip"), "plan", "--input", "-"], tmp_path, input=json.dumps(vectors))
     assert plan.returncode == 0, plan.stderr
@@ -142,12 +142,12 @@ def test_execution_environment_definition_builds_a_context(tmp_path: Path) -> No
                            "--context", str(tmp_path / "ctx")], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert (tmp_path / "ctx/_build/dist/pubip-cluster-0.1.0.tar.gz").exists()
-    assert "dist/pubip-cluster-0.1.0.tar.gz" in (tmp_path / "ctx/_build/requirements.yml").read_text()
+    assert (tmp_path / "ctx/_build/dist/pubip-cluster-0.2.0.tar.gz").exists()
+    assert "dist/pubip-cluster-0.2.0.tar.gz" in (tmp_path / "ctx/_build/requirements.yml").read_text()
     assert "ansible-galaxy collection install" in (tmp_path / "ctx/Dockerfile").read_text()
     import tarfile
 
-    with tarfile.open(tmp_path / "dist/pubip-cluster-0.1.0.tar.gz") as tar:
+    with tarfile.open(tmp_path / "dist/pubip-cluster-0.2.0.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"meta/execution-environment.yml", "requirements.txt", "bindep.txt",
             "playbooks/takeover_run.yml"} <= names

@@ -7,4 +7,4 @@ Layers, lowest first; a module imports only from its own layer or below:
 - cli: the `pubip` command (pubip.cli); lab: the local test lab (pubip.lab), imported by the CLI only.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
