@@ -10,7 +10,7 @@ hook directory, in name order, as ``HOOK EVENT ARGS...``:
 * ``ipreallocated``
 * ``monitor`` (the watchdog, every monitor_interval: a non-zero exit makes the node UNHEALTHY)
 
-argv only: no shell, no string built from inputs.
+argv only: no shell, no string built from inputs; the environment is environment()'s on every path.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ import os
 import subprocess
 
 EVENTS = ("takeip", "releaseip", "updateip", "ipreallocated", "monitor")
+# A hook sees the same environment on every path - a takeover run's module over SSH, the watchdog's fast paths,
+# its monitor event, a leave: this, and nothing inherited from whatever runs it.
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def environment(hook_dir, event):
+    return {"PATH": PATH, "LANG": "C.UTF-8", "PUBIP_HOOK_DIR": hook_dir, "PUBIP_EVENT": event}
 
 
 class HookError(Exception):
@@ -78,7 +85,7 @@ def run_hooks(hook_dir, event, args, timeout=30.0):
         argv = [path, event] + [str(a) for a in args]
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=timeout, close_fds=True, check=False,
+                                  timeout=timeout, close_fds=True, check=False, env=environment(hook_dir, event),
                                   preexec_fn=_normal_scheduling if _realtime() else None)
         except subprocess.TimeoutExpired:
             raise HookError(path, event, "timed out after %ss" % timeout)

@@ -22,6 +22,27 @@ def test_hooks_run_in_name_order_with_argv(tmp_path):
     assert log.read_text().splitlines() == ["10.a takeip eth0 198.51.100.1 24", "20.b takeip eth0 198.51.100.1 24"]
 
 
+def test_a_hook_sees_the_same_environment_whoever_runs_it(tmp_path, monkeypatch):
+    """The takeover run's module over SSH and the watchdog under systemd run the same hooks: they see one
+    environment, not their caller's."""
+    hook_dir = tmp_path / "hooks"
+    hook_dir.mkdir(mode=0o755)
+    out = tmp_path / "env"
+    hook = hook_dir / "10.env"
+    hook.write_text("#!/bin/sh\nenv | sort > %s\n" % out)
+    hook.chmod(0o755)
+    seen = []
+    for extra in ({"ANSIBLE_MODULE_ARGS": "x", "SSH_CONNECTION": "192.0.2.254 1 192.0.2.1 22"},
+                  {"NOTIFY_SOCKET": "/run/systemd/notify", "INVOCATION_ID": "abc"}):
+        for key, value in extra.items():
+            monkeypatch.setenv(key, value)
+        hooks.run_hooks(str(hook_dir), "takeip", ["eth0", "198.51.100.1", 24])
+        seen.append({k: v for k, v in (line.split("=", 1) for line in out.read_text().splitlines())
+                     if k not in ("PWD", "SHLVL", "_")})
+    assert seen[0] == seen[1] == {"LANG": "C.UTF-8", "PATH": hooks.PATH, "PUBIP_EVENT": "takeip",
+                                  "PUBIP_HOOK_DIR": str(hook_dir)}
+
+
 def test_a_hook_anyone_may_change_is_refused_and_not_run(tmp_path):
     hook_dir = tmp_path / "hooks"
     hook_dir.mkdir(mode=0o755)
