@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -118,6 +119,24 @@ def test_hooks_get_ctdb_argv_and_a_failing_hook_names_itself(lab: labkit.LabHand
     assert log.read_text().splitlines() == [
         "first takeip eth0 198.51.100.1 24", "second takeip eth0 198.51.100.1 24",
         "first releaseip eth0 198.51.100.1 24", "second releaseip eth0 198.51.100.1 24"]
+    # the shipped per-IP policy routing hook: the IP's own table and rule while it is held here, none after
+    hook_dir = Path(paths(lab)["hook_dir"])
+    routing = hook_dir / "11.routing"
+    routing.write_text((labkit.ROOT / "collection/ansible_collections/pubip/cluster/extensions/hooks/11.routing")
+                       .read_text())
+    routing.chmod(0o755)
+    (hook_dir / "policy_routing").write_text("# public IP, destination, gateway\n198.51.100.1 0.0.0.0/0 192.0.2.254\n"
+                                             "198.51.100.1 203.0.113.0/24\n")
+    call(lab, state="present", addresses=[{"ip": VIP, "interfaces": ["eth0"]}])
+    rule = re.search(r"from 198\.51\.100\.1 lookup (\d+)", lab.in_host("node1", "ip", "-4", "rule").stdout)
+    assert rule is not None
+    table = lab.in_host("node1", "ip", "-4", "route", "show", "table", rule.group(1)).stdout
+    assert "default via 192.0.2.254 dev eth0" in table and "203.0.113.0/24 dev eth0" in table
+    assert table.count("src 198.51.100.1") == 2
+    call(lab, state="absent", addresses=[{"ip": VIP}])
+    assert "198.51.100.1" not in lab.in_host("node1", "ip", "-4", "rule").stdout
+    assert lab.in_host("node1", "ip", "-4", "route", "show", "table", rule.group(1)).stdout.strip() == ""
+    routing.unlink()
     bad = write_hook(lab, "node1", "30.broken", 'echo "service refused $3" >&2\nexit 3\n')
     failed = call(lab, state="present", addresses=[{"ip": VIP, "interfaces": ["eth0"]}])
     assert failed["failed"] is True
