@@ -109,6 +109,13 @@ class _Reader:
         self.what, self.raw = what, raw
         self.seen: set[str] = set()
 
+    def need(self, key: str, check: Callable[[Any], Any]) -> Any:
+        """A key the message cannot be without."""
+        value = self.get(key, check)
+        if value is None:
+            raise Rejected(400, f"{self.what}: {key!r} is missing")
+        return value
+
     def get(self, key: str, check: Callable[[Any], Any], default: Any = None) -> Any:
         self.seen.add(key)
         value = self.raw.get(key)
@@ -233,12 +240,10 @@ class RecordReport:
     @classmethod
     def parse(cls, raw: Any) -> RecordReport:
         r = _Reader("heartbeat record", raw)
-        generation = r.get("generation", _integer)
-        if generation is None:
-            raise Rejected(400, "heartbeat record: 'generation' is missing")
-        out = cls(generation, marked=r.get("marked", _flag, False), run_id=r.get("run_id", _text(64)),
-                  public_ips=r.get("public_ips", _objects), nodes=r.get("nodes", _object),
-                  run_started=r.get("run_started", _moment), run_finished=r.get("run_finished", _moment))
+        out = cls(r.need("generation", _integer), marked=r.get("marked", _flag, False),
+                  run_id=r.get("run_id", _text(64)), public_ips=r.get("public_ips", _objects),
+                  nodes=r.get("nodes", _object), run_started=r.get("run_started", _moment),
+                  run_finished=r.get("run_finished", _moment))
         r.done()
         return out
 
@@ -254,10 +259,7 @@ class Health:
     @classmethod
     def parse(cls, raw: Any) -> Health:
         r = _Reader("heartbeat health", raw)
-        ok = r.get("ok", _flag)
-        if ok is None:
-            raise Rejected(400, "heartbeat health: 'ok' is missing")
-        out = cls(ok, r.get("hook", _text(200), ""), r.get("message", _text(500), ""))
+        out = cls(r.need("ok", _flag), r.get("hook", _text(200), ""), r.get("message", _text(500), ""))
         r.done()
         return out
 
@@ -274,10 +276,8 @@ class OrderResult:
     @classmethod
     def parse(cls, raw: Any) -> OrderResult:
         r = _Reader("order result", raw)
-        order_id = r.get("id", _integer)
-        if order_id is None:
-            raise Rejected(400, "order result: 'id' is missing")
-        out = cls(order_id, r.get("taken", _texts(), []), r.get("errors", _texts(), []), r.get("refused", _text(500)))
+        out = cls(r.need("id", _integer), r.get("taken", _texts(), []), r.get("errors", _texts(), []),
+                  r.get("refused", _text(500)))
         r.done()
         return out
 
@@ -325,10 +325,7 @@ class Heartbeat:
         return out
 
     def wire(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v not in (None, [], False) or k in ("holds", "version")}
-        if self.done:
-            out["done"] = [d.wire() for d in self.done]
-        return out
+        return {k: v for k, v in asdict(self).items() if v not in (None, [], False) or k in ("holds", "version")}
 
 
 @dataclass(frozen=True)
