@@ -159,8 +159,7 @@ class NodeStates:
         why = None
         if state == "banned":
             why = "banned"
-        elif state == "unhealthy" and any(n in live and n not in self.unhealthy(live) and n != node
-                                           for n in self._nodes):
+        elif state == "unhealthy" and live - self.unhealthy(live) - {node}:
             why = "unhealthy"
         if why is None:
             self._stepping.pop(node, None)

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,10 @@ class LastPlacement:
         self._p = Placement.from_json(read(self._path))
 
     def get(self) -> Placement:
-        """A copy: the caller may read it at leisure."""
+        """A copy to read at leisure (the liveness loop asks every tick: not a deep one). Only declared_dead is
+        changed in place here, so only it is copied; a new placement replaces every other container whole."""
         with self._lock:
-            return copy.deepcopy(self._p)
+            return replace(self._p, declared_dead=dict(self._p.declared_dead))
 
     def set(self, placement: Placement) -> None:
         with self._lock:
