@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "watchdog" / "pubip"
 SHARED = {"pubip", "pubip.errors", "pubip.protocol", "pubip.membership", "pubip.secrets", "pubip.awx", "pubip.logs",
-          "pubip.sdnotify", "pubip._collection"}
+          "pubip.sdnotify", "pubip.yamlfile", "pubip._collection"}
 # layer -> the layers it may import (its own included)
 ALLOWED = {
     "shared": {"shared"},

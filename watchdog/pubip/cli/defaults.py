@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
+from .. import yamlfile
 from ..errors import PubipError
 
 CONFIG = "/etc/pubip/cli.yml"
@@ -36,18 +36,7 @@ def fill(args: argparse.Namespace) -> None:
 
 
 def read(path: str) -> dict[str, object]:
-    from ruamel.yaml import YAML, YAMLError
-
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise PubipError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        raise PubipError(f"{path}: not valid YAML: {exc}") from None
+    data = yamlfile.load(path, missing=None)
     if data is None:
         return {}
     if not isinstance(data, dict) or set(data) - {"listener", "secrets"}:

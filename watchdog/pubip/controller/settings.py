@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from .. import yamlfile
 from ..errors import PubipError
 
 # key -> (type, default); the command line's --some-option is the file's some_option
@@ -57,14 +58,7 @@ def settle(args: argparse.Namespace) -> None:
 
 
 def read(path: str) -> dict[str, Any]:
-    from ruamel.yaml import YAML, YAMLError
-
-    try:
-        data = YAML(typ="safe").load(Path(path).read_text())
-    except OSError as exc:
-        raise PubipError(f"pubip listen: cannot read {path}: {exc.strerror}") from None
-    except YAMLError as exc:
-        raise PubipError(f"pubip listen: {path} is not valid YAML: {exc}") from None
+    data = yamlfile.load(path, what="the listener's settings ")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 
+from .. import yamlfile
 from ..awx import AwxBackend
 from ..errors import PubipError
 from ..secrets import SecretError, read_secret
@@ -163,14 +162,7 @@ def _positive(where: str, name: str, value: float, minimum: float = 0.0) -> None
 
 def load(path: str = DEFAULT_PATH) -> Config:
     where = path
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the watchdog configuration {path}: {exc.strerror}") from None
-    try:
-        data = YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    data = yamlfile.load(path, ConfigError, "the watchdog configuration ", round_trip=True)
     if data is None:
         data = CommentedMap()
     top = _check("", data, TOP, where)
