@@ -4,15 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 COLL := collection/ansible_collections/pubip/cluster
-APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump make git python3-venv systemd unzip
+APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump make git python3-venv systemd systemd-container unzip
 LAB ?= demo
 NODES ?= 3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv demo check test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover bench-listener build clean
+.PHONY: help deps venv demo check test test-unit molecule chaos chaos-short lint sanity bench bench-plan bench-takeover bench-watchdog bench-failover bench-listener build wheelhouse clean
 
 help:
-	@echo "make demo | check | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | bench-listener | build | clean"
+	@echo "make demo | check | test | molecule | chaos | chaos-short | lint | bench | bench-plan | bench-takeover | bench-watchdog | bench-failover | bench-listener | build | wheelhouse | clean"
 
 # System packages a fresh Debian 12 lacks (idempotent, quiet when present).
 deps:
@@ -118,6 +118,12 @@ bench-listener: venv
 build: venv
 	$(BIN)/pip wheel -q --no-deps -w dist .
 	$(BIN)/ansible-galaxy collection build --force --output-path dist $(COLL)
+
+# Every wheel the wheel needs, with the controller extra, for hosts that reach no index (docs/install.md);
+# for this machine's Python and platform (pip download --python-version / --platform for others).
+wheelhouse: build
+	rm -rf dist/wheelhouse
+	$(BIN)/pip download -q -d dist/wheelhouse "$$(ls dist/pubip-*.whl | tail -1)[controller]"
 
 clean:
 	-[ -x $(BIN)/pubip ] && $(BIN)/pubip lab down --all

@@ -339,7 +339,7 @@ def main():
     settings = _host.Settings(
         node=node, hook_dir=p["hook_dir"], hook_timeout=p["hook_timeout"], announce_count=p["announce_count"],
         announce_interval=p["announce_interval"], record_path=p["record_path"], lock_path=p["lock_path"],
-        lock_timeout=p["lock_timeout"], adopt=p["adopt"], kill_connections=p["kill_connections"],
+        lock_timeout=p["lock_timeout"], adopt=p["adopt"], kill_connections=p["kill_connections"], hook_sandbox=True,
         tickles={str(k).split("/", 1)[0]: v for k, v in (p["tickles"] or {}).items() if isinstance(v, list)})
     with _netlink.Netlink() as nl:
         ifaces = nl.interfaces()
@@ -446,7 +446,8 @@ def _record_state(module, nl, settings, existing):
             module.fail_json(msg="cannot write the assignment record %s: %s" % (settings.record_path, exc))
     if module.params["ipreallocated"] and not module.check_mode:
         try:
-            result["hooks"] = _hooks.run_hooks(settings.hook_dir, "ipreallocated", [], settings.hook_timeout)
+            result["hooks"] = _hooks.run_hooks(settings.hook_dir, "ipreallocated", [], settings.hook_timeout,
+                                               settings.hook_sandbox)
         except _hooks.HookError as exc:
             module.fail_json(msg=str(exc), **result)
     if module._diff:

@@ -27,10 +27,11 @@ class Settings(object):
 
     def __init__(self, node=None, hook_dir=None, hook_timeout=30.0, announce_count=3, announce_interval=0.05,
                  record_path="/var/lib/pubip/record.json", lock_path="/run/pubip/interfaces.lock",
-                 lock_timeout=30.0, adopt=False, kill_connections=True, tickles=None):
+                 lock_timeout=30.0, adopt=False, kill_connections=True, tickles=None, hook_sandbox=False):
         self.node = node
         self.hook_dir = hook_dir
         self.hook_timeout = hook_timeout
+        self.hook_sandbox = hook_sandbox  # True outside the watchdog's unit: hooks.run_hooks(sandboxed=True)
         self.announce_count = announce_count
         self.announce_interval = announce_interval
         self.record_path = record_path
@@ -259,10 +260,11 @@ def _take_hooks(nl, act, settings):
     try:
         if act.old_iface is not None:
             _hooks.run_hooks(settings.hook_dir, "updateip",
-                             [act.old_iface.name, iface.name, pip.address, pip.prefixlen], settings.hook_timeout)
+                             [act.old_iface.name, iface.name, pip.address, pip.prefixlen], settings.hook_timeout,
+                             settings.hook_sandbox)
         else:
             _hooks.run_hooks(settings.hook_dir, "takeip", [iface.name, pip.address, pip.prefixlen],
-                             settings.hook_timeout)
+                             settings.hook_timeout, settings.hook_sandbox)
     except _hooks.HookError:
         if act.old_iface is None:
             nl.delete_address(iface, pip.address, pip.prefixlen)  # do not hold an IP whose services failed
@@ -271,7 +273,8 @@ def _take_hooks(nl, act, settings):
 
 def _release(nl, act, settings):
     pip, iface = act.pip, act.iface
-    _hooks.run_hooks(settings.hook_dir, "releaseip", [iface.name, pip.address, act.prefixlen], settings.hook_timeout)
+    _hooks.run_hooks(settings.hook_dir, "releaseip", [iface.name, pip.address, act.prefixlen], settings.hook_timeout,
+                     settings.hook_sandbox)
     killed = _netlink.kill_tcp(pip.address, pip.version) if settings.kill_connections else 0
     nl.delete_address(iface, pip.address, act.prefixlen)
     if settings.kill_connections:

@@ -16,6 +16,8 @@ import json
 import os
 import tempfile
 
+RUNS_DIR = "/run/pubip/runs"
+
 
 class RunLocked(Exception):
     """Another takeover run of this cluster is running; the message names it."""
@@ -24,8 +26,9 @@ class RunLocked(Exception):
 def path_for(cluster_key, directory=None):
     """The lock file of the cluster whose identity is CLUSTER_KEY (inventory, group, hosts)."""
     digest = hashlib.sha256(cluster_key.encode()).hexdigest()[:16]
-    if directory is None:
-        directory = "/run/pubip" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    if directory is None:  # shared by root's runs and the listener's user (its unit's RuntimeDirectory)
+        shared = os.access(RUNS_DIR, os.W_OK) or (not os.path.exists(RUNS_DIR) and os.access("/run", os.W_OK))
+        directory = RUNS_DIR if shared else tempfile.gettempdir()
     return os.path.join(directory, "takeover-run-%s.lock" % digest)
 
 

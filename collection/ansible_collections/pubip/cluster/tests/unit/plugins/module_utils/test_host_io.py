@@ -43,6 +43,35 @@ def test_a_hook_sees_the_same_environment_whoever_runs_it(tmp_path, monkeypatch)
                                   "PUBIP_HOOK_DIR": str(hook_dir)}
 
 
+def test_the_sandbox_file_gives_a_takeover_runs_hooks_the_watchdogs_unit(tmp_path):
+    """Outside the watchdog (a takeover run's module), each hook runs in a transient unit with the properties of
+    HOOK_DIR/.sandbox, through env -i with the one environment; without systemd or the file, as before."""
+    hook_dir = tmp_path / "hooks"
+    hook_dir.mkdir(mode=0o755)
+    systemd = tmp_path / "systemd"
+    assert hooks.sandbox_properties(str(hook_dir), str(systemd)) is None  # no file
+    sandbox = hook_dir / hooks.SANDBOX_FILE
+    sandbox.write_text("# the unit's\nProtectSystem=strict\n\nReadWritePaths=-/var/lib/pubip /var/log/pubip\n")
+    sandbox.chmod(0o644)
+    assert hooks.sandbox_properties(str(hook_dir), str(systemd)) is None  # no systemd
+    systemd.mkdir()
+    props = hooks.sandbox_properties(str(hook_dir), str(systemd))
+    assert props == ["ProtectSystem=strict", "ReadWritePaths=-/var/lib/pubip /var/log/pubip"]
+    argv = hooks.sandboxed_argv(["/etc/pubip/events.d/10.log", "takeip", "eth0"],
+                                hooks.environment(str(hook_dir), "takeip"), props, 30)
+    assert argv[:2] == ["systemd-run", "--quiet"] and "--wait" in argv and "--pipe" in argv
+    assert "--property=ProtectSystem=strict" in argv and "--property=RuntimeMaxSec=30s" in argv
+    tail = argv[argv.index("--") + 1:]
+    assert tail[:2] == ["/usr/bin/env", "-i"] and tail[-3:] == ["/etc/pubip/events.d/10.log", "takeip", "eth0"]
+    assert "PUBIP_EVENT=takeip" in tail and "PATH=%s" % hooks.PATH in tail
+    sandbox.write_text("ProtectSystem=strict\nsh -c 'id'\n")
+    with pytest.raises(hooks.HookError, match=r"line 2 is not a systemd property"):
+        hooks.sandbox_properties(str(hook_dir), str(systemd))
+    sandbox.chmod(0o666)
+    with pytest.raises(hooks.HookError, match=r"refused: .*\.sandbox is writable by group or others"):
+        hooks.sandbox_properties(str(hook_dir), str(systemd))
+
+
 def test_a_hook_anyone_may_change_is_refused_and_not_run(tmp_path):
     hook_dir = tmp_path / "hooks"
     hook_dir.mkdir(mode=0o755)
