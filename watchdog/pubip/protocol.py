@@ -301,6 +301,7 @@ class Heartbeat:
     retake: list[str] | None = None  # the IPs it asks to retake
     leave: bool = False  # it asks to leave (graceful shutdown)
     leaving: bool = False  # its watchdog is leaving
+    term: int = 0  # the newest leadership term its record has seen (fencing)
     version: int = VERSION
 
     @classmethod
@@ -320,7 +321,8 @@ class Heartbeat:
                   done=[OrderResult.parse(d) for d in r.get("done", _objects, [])],
                   record=r.get("record", RecordReport.parse), health=r.get("health", Health.parse),
                   connections=r.get("connections", conns), retake=r.get("retake", _texts()),
-                  leave=r.get("leave", _flag, False), leaving=r.get("leaving", _flag, False), version=version)
+                  leave=r.get("leave", _flag, False), leaving=r.get("leaving", _flag, False),
+                  term=r.get("term", _integer, 0), version=version)
         r.done()
         return out
 
@@ -336,17 +338,18 @@ class Order:
     generation: int
     ips: list[dict[str, Any]]  # {ip, interfaces, from, tickles?}
     run_id: str | None = None
+    term: int = 0  # the ordering leader's term: a node that has seen a newer one refuses it (fencing)
 
     @classmethod
     def parse(cls, raw: Any) -> Order:
         r = _Reader("order", raw)
         out = cls(r.get("id", _integer, 0), r.get("generation", _integer, 0), r.get("ips", _objects, []),
-                  r.get("run_id", _text(64)))
+                  r.get("run_id", _text(64)), r.get("term", _integer, 0))
         r.done()
         return out
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "generation": self.generation, "ips": self.ips,
+        return {"id": self.id, "generation": self.generation, "ips": self.ips, "term": self.term,
                 **({"run_id": self.run_id} if self.run_id is not None else {})}
 
 
@@ -366,6 +369,8 @@ class HeartbeatAnswer:
     leave: bool = False  # this node is leaving (or left)
     gratarp: list[str] = field(default_factory=list)  # IPs to announce again
     held_elsewhere: dict[str, str] = field(default_factory=dict)  # IPs asked to retake -> who holds them
+    leader: bool = True  # the answering listener leads (a standby's answer acknowledges and orders nothing)
+    term: int = 0  # the leader's term as the answering listener knows it (0: a single listener)
     version: int = VERSION
 
     @classmethod
@@ -385,7 +390,8 @@ class HeartbeatAnswer:
                   generation=r.get("generation", _integer), lease_ack=r.get("lease_ack", _flag, False),
                   tick=r.get("tick", _number), step_down=r.get("step_down", _text(64)),
                   leave=r.get("leave", _flag, False), gratarp=r.get("gratarp", _texts(), []),
-                  held_elsewhere=r.get("held_elsewhere", names, {}), version=version)
+                  held_elsewhere=r.get("held_elsewhere", names, {}), leader=r.get("leader", _flag, True),
+                  term=r.get("term", _integer, 0), version=version)
         r.done()
         return out
 
@@ -438,6 +444,10 @@ class Status:
     accepted_requests: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
     fast_takeover_orders: list[dict[str, Any]] = field(default_factory=list)
+    leader: str | None = None  # the leading listener's name (None: no leader known)
+    term: int | None = None  # its term
+    role: str = "leader"  # this listener's: leader, standby, unknown
+    leadership: str = ""  # why (etcd's answer, or the embedded single listener)
     version: int = VERSION
 
     @classmethod
@@ -459,7 +469,9 @@ class Status:
         out = cls(nodes, public, r.get("failover", _flag, True), r.get("generation", _integer),
                   r.get("pending_requests", _integer, 0),
                   r.get("running", _integer), r.get("runs", _objects, []), r.get("accepted_requests", _integer, 0),
-                  r.get("rejections", _object, {}), r.get("fast_takeover_orders", _objects, []), version)
+                  r.get("rejections", _object, {}), r.get("fast_takeover_orders", _objects, []),
+                  r.get("leader", _text(64)), r.get("term", _integer), r.get("role", _text(16), "leader"),
+                  r.get("leadership", _text(500), ""), version)
         r.done()
         return out
 

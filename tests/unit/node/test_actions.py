@@ -112,3 +112,14 @@ def test_under_a_runs_mark_what_that_run_does_not_give_here_is_released(release:
 def test_a_mark_past_its_deadline_does_not_keep_a_foreign_ip(release: Any) -> None:
     dead_run = {**marked("run-5", left=-1), "run_after": []}  # its run died mid-way: the record speaks
     assert release(dead_run, dead_run) == [IP]
+
+
+def test_a_deposed_leaders_order_replayed_with_its_old_term_is_refused(carry_out: Any) -> None:
+    """Fencing: a node whose record has seen term 7 (a newer leader) carries out no order of term 6 - one a
+    deposed leader sent, replayed or late - and the orders of term 7 and later as usual."""
+    assert carry_out(record(4, term=7), {"generation": 4, "term": 7})["taken"] == [IP]
+    assert carry_out(record(4, term=7), {"generation": 4, "term": 8})["taken"] == [IP]
+    refused = carry_out(record(4, term=7), {"generation": 4, "term": 6})["refused"]
+    assert refused == "fenced: term 6 is older than term 7, the newest this node has seen: a newer listener leads"
+    assert carry_out(record(4, term=7), {"generation": 4})["refused"].startswith("fenced: term 0")
+    assert carry_out(record(4), {"generation": 4})["taken"] == [IP]  # a single listener: term 0 throughout

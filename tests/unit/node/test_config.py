@@ -75,7 +75,7 @@ def test_good_config(tmp_path: Path, secret: Path) -> None:
     (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: https://192.0.2.254:8750/v1/takeover-run\n"
       "  ca_file: /nonexistent/ca.pem"), "'listener.ca_file' /nonexistent/ca.pem is not a file"),
     (("  url: http://192.0.2.254:8750/v1/takeover-run", "  url: http://192.0.2.254:8750/v1/takeover-run\n"
-      "  ca_file: /etc/hostname"), "'listener.ca_file' needs an https:// listener url"),
+      "  ca_file: /etc/hostname"), "'listener.ca_file' needs https:// listener urls"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, secret: Path, edit: tuple[str, str], message: str) -> None:
     text = GOOD.format(secret=secret).replace(*edit)

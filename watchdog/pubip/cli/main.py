@@ -263,6 +263,12 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--awx-api-prefix", help="/api/v2/ (the default), or /api/controller/v2/ for AAP 2.5 and newer")
     ls.add_argument("--awx-insecure", action="store_true", default=None, help="do not verify AWX's TLS certificate")
     ls.add_argument("--log-file", help="log here as well as to standard error")
+    ls.add_argument("--name", help="this listener's name among HA listeners, in status and in etcd (default: the "
+                    "host name)")
+    ls.add_argument("--etcd", help="HA listeners: etcd v3 endpoints, comma-separated (http://192.0.2.250:2379,...); "
+                    "one listener leads through a lease there, the others stand by. Unset: the only listener")
+    ls.add_argument("--cluster", help="the cluster's name in etcd (the leader key /pubip/CLUSTER/leader; default: "
+                    "pubip)")
     ls.set_defaults(func=_listen)
 
     for name, helptext, description in (

@@ -1,6 +1,8 @@
 """`pubip listen`: the controller side of CTDB's recovery master - the composition root.
 
 It builds the parts, each owning its state, and wires them explicitly:
+- leadership (whether this listener leads: the embedded single listener always does; HA listeners through a
+  lease in etcd, and a standby orders nothing, runs nothing and acknowledges no lease),
 - auth (who may talk), placement (the last placement), holdings (what heartbeats say), nodeview (membership,
   death), nodestates (bans, health, stepping down), ordering and drops (fast takeover orders), retakegate,
   runqueue (one takeover run at a time), operations, statusview; recovery runs once, at start-up.
@@ -22,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from . import fasttakeover, recovery
 from .auth import Auth
 from .drops import Drops
 from .holdings import Holdings
+from .leadership import Leadership
 from .nodestates import NodeStates
 from .nodeview import NodeView
 from .operations import Operations
@@ -47,6 +51,7 @@ from .store import Store
 
 log = logging.getLogger("pubip.listener")
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
+FENCE_WAIT = 1.5  # seconds a new leader waits at most for the live nodes to report its term (> an order's age)
 
 
 class Listener:
@@ -56,13 +61,19 @@ class Listener:
                  probe_timeout: float = 0.25, fast_takeover: bool = True, awx: AwxBackend | None = None,
                  ansible_cfg: str | None = None, trusted_proxy: str | None = None, address: str | None = None,
                  ban_credits: int = 3, ban_period: float = 300.0, read_token: str | None = None,
-                 runner: Runner | None = None, clock: Callable[[], float] = time.monotonic):
+                 runner: Runner | None = None, leadership: Leadership | None = None, name: str = "listener",
+                 clock: Callable[[], float] = time.monotonic):
         self.inventory = inventory
         self.trusted_proxy = trusted_proxy  # a TLS-terminating reverse proxy whose X-Forwarded-For is believed
         self.max_body = max_body
         self.stopping = threading.Event()
         self._fast = fast_takeover
         self.clock = clock  # monotonic: every part measures on it
+        self.leadership = leadership or Leadership.alone(name)
+        self._terms: dict[str, int] = {}  # node -> the newest term its heartbeats report
+        self._won: tuple[int, float] | None = None  # (term, when this listener won it)
+        self._fenced: int | None = None  # the term every live node has reported (logged once)
+        self.leadership.on_change(self._leadership_changed)
         self._accepted = 0
         state = Path(state_dir)
         (state / "runner").mkdir(parents=True, exist_ok=True)
@@ -89,11 +100,13 @@ class Listener:
                               order_lock=self._order_lock, stopping=self.stopping, placement=self.placement,
                               holdings=self.holdings, view=self.view, states=self.states, policy=self.policy,
                               drops=self.drops, runner_dir=state / "runner", fast=fast_takeover, address=address,
-                              retry_initial=retry_initial, retry_max=retry_max, clock=clock)
+                              retry_initial=retry_initial, retry_max=retry_max, leading=self.ordering_term,
+                              clock=clock)
         self.gate = RetakeGate(self.holdings, self.view, self.run, self.runner)
         self.statusview = StatusView(auth=self.auth, placement=self.placement, holdings=self.holdings,
                                      view=self.view, states=self.states, store=self.store, run=self.run,
-                                     policy=self.policy, timing=timing, accepted=lambda: self._accepted, clock=clock)
+                                     policy=self.policy, timing=timing, accepted=lambda: self._accepted,
+                                     leadership=self.leadership.view, clock=clock)
         self.operations = Operations(auth=self.auth, placement=self.placement, holdings=self.holdings,
                                      view=self.view, states=self.states, store=self.store, queue=self.queue,
                                      status=self.statusview)
@@ -123,10 +136,43 @@ class Listener:
             if plan.skipped and self._fast:
                 self.policy.want()
 
+    # --- leadership ---------------------------------------------------------------------------------------------
+    def _leadership_changed(self, view: Any) -> None:
+        if view.role == "leader":
+            self._won = (view.term, self.clock())
+
+    def ordering_term(self) -> int | None:
+        """The term under which this listener may order and run now, else None: it leads, and its term is
+        fenced in - every live node reports it (none can still carry out an older leader's order), or FENCE_WAIT
+        passed since it won (an older order is past its deadline by then). The embedded listener: term 0."""
+        term = self.leadership.leading()
+        if not term:
+            return term
+        won = self._won
+        if won is None or won[0] != term:
+            return None
+        behind = sorted(n for n in self.view.live() if self._terms.get(n, 0) < term)
+        waited = self.clock() - won[1]
+        if behind and waited < FENCE_WAIT:
+            return None
+        if self._fenced != term:
+            self._fenced = term
+            log.warning("Leading in term %d: %s %.2fs after winning", term,
+                        f"{', '.join(behind)} not heard with it" if behind else "every live node reports it", waited)
+        return term
+
     # --- the four entries ----------------------------------------------------------------------------------------
     def heartbeat_answer(self, node: str, peer: str | None, beat: protocol.Heartbeat) -> protocol.HeartbeatAnswer:
-        """What a heartbeat's signed answer carries."""
-        orders = self.heartbeat(node, peer, beat)
+        """What a heartbeat's signed answer carries. A standby hears (its view stays warm) but orders nothing,
+        acknowledges no lease and tells nothing to do: the listeners are one voter, the leader."""
+        term = self.leadership.leading()
+        orders = self.heartbeat(node, peer, beat, self.ordering_term())
+        if term is None:
+            view = self.leadership.view()
+            return protocol.HeartbeatAnswer(
+                declared_dead=self.placement.declared_dead(node), running=self.run.running() is not None,
+                retake_wait=True, retake_floor=self.placement.retake_generation(node),
+                generation=self.placement.completed(), tick=self.clock(), leader=False, term=view.term or 0)
         ack = not self.view.shuns(node)
         step_down = self.states.step_down(node, self.view.live())  # before the tick: a later report echoes it
         answer = protocol.HeartbeatAnswer(
@@ -134,7 +180,7 @@ class Listener:
             retake_wait=self.gate.waits(node, beat.retake), retake_floor=self.placement.retake_generation(node),
             generation=self.placement.completed(), lease_ack=ack, tick=self.clock(), step_down=step_down,
             leave=self.view.is_leaving(node), gratarp=self.operations.gratarp_for(node),
-            held_elsewhere=self.gate.held_elsewhere(node, beat.retake))
+            held_elsewhere=self.gate.held_elsewhere(node, beat.retake), term=term)
         self.gate.answered(node, beat, answer)
         return answer
 
@@ -158,10 +204,12 @@ class Listener:
         return self.queue.wait_for(request_id, timeout)
 
     # --- heartbeats ----------------------------------------------------------------------------------------------
-    def heartbeat(self, node: str, peer: str | None = None, beat: protocol.Heartbeat | None = None
-                  ) -> list[protocol.Order]:
-        """A sign of life; returns the fast takeover orders for NODE (orders.py)."""
+    def heartbeat(self, node: str, peer: str | None = None, beat: protocol.Heartbeat | None = None,
+                  term: int | None = 0) -> list[protocol.Order]:
+        """A sign of life; returns the fast takeover orders for NODE (orders.py), under TERM (None: not leading,
+        none)."""
         beat = beat or protocol.Heartbeat(node)
+        self._terms[node] = beat.term
         self.view.hear(node, peer)
         self.holdings.report(node, beat)
         if beat.health is not None:
@@ -183,7 +231,7 @@ class Listener:
             self.states.give_back(node)
             self.requests.ask(f"node {node} is back", news=True)
             self.queue.cancel_for_return(node)
-        return self.policy.deliver(node)
+        return [] if term is None else [replace(o, term=term) for o in self.policy.deliver(node)]
 
     def _hand_over(self, node: str) -> None:
         """A node stepping down said it holds nothing: its IPs go to the others now, as for a dead node."""
@@ -191,7 +239,7 @@ class Listener:
         why = self.states.to_hand_over(node, holds, tick)
         if why:
             log.info("Node %s (%s) holds no public IP now: fast takeover of its IPs", node, why)
-            if self._fast:
+            if self._fast and self.ordering_term() is not None:
                 self.policy.issue(exclude=self.view.suspected(), gone={node})
 
     def _leave_when_empty(self, node: str) -> None:
@@ -203,7 +251,7 @@ class Listener:
             return
         self.view.gone(node)
         self.node_died(node, None, "it left gracefully and holds no public IP")
-        if self._fast:
+        if self._fast and self.ordering_term() is not None:
             self.policy.issue(exclude=self.view.suspected())
         self.requests.ask(f"node {node} left")
 
@@ -231,7 +279,9 @@ class Listener:
                     continue  # the others fall within moments: one batch for all
             ready_since = None
             exclude = self.view.suspected() | set(shunned)
-            if self.policy.wanted() and self._fast:
+            if self.ordering_term() is None:
+                pass  # a standby declares deaths (its view stays warm) and orders nothing
+            elif self.policy.wanted() and self._fast:
                 self.policy.issue(exclude=exclude)
             elif self._fast and not died and self.run.running() is None and self.view.hears_quorum(leases_on):
                 self.drops.order_dropped(exclude=exclude)
@@ -243,7 +293,7 @@ class Listener:
             if died:
                 for d in died:
                     self.node_died(d.node, d.silent_for, d.why)
-                if self._fast:  # one batch of orders for all (a later death's batch waits for this one)
+                if self._fast and self.ordering_term() is not None:  # one batch of orders for all
                     self.policy.issue(exclude=exclude)
                 names = [d.node for d in died]
                 self.requests.ask(f"node{'s' if len(names) > 1 else ''} {', '.join(names)} dead", news=True)

@@ -37,7 +37,8 @@ class RunQueue:
                  order_lock: threading.Lock, stopping: threading.Event, placement: LastPlacement,
                  holdings: Holdings, view: NodeView, states: NodeStates, policy: OrderPolicy, drops: Drops,
                  runner_dir: Path, fast: bool, address: str | None, retry_initial: float = 0.5,
-                 retry_max: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 retry_max: float = 5.0, leading: Callable[[], int | None] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._store, self._requests, self._runner, self._run = store, requests, runner, run
         self._order_lock = order_lock
         self._run_lock = threading.Lock()  # one ansible run at a time, real or check
@@ -46,6 +47,7 @@ class RunQueue:
         self._policy, self._drops = policy, drops
         self._runner_dir, self._fast, self._address = runner_dir, fast, address
         self._retry_initial, self._retry_max, self._clock = retry_initial, retry_max, clock
+        self._leading = leading  # the term while this listener leads, else None: a standby runs nothing
         self._last_found: dict[str, Any] = {}  # the last run's plan, failures and what followed from them
         self._awaited: set[int] = set()  # requests of operations waiting for the first run that covers them
         self._attempts: dict[int, dict[str, Any]] = {}  # such a request -> that run's outcome
@@ -62,6 +64,9 @@ class RunQueue:
             pending = self._store.pending()
             if not pending:
                 self._requests.wait(1.0)
+                continue
+            if self._leading() is None:
+                self._requests.wait(0.2)  # a standby: requests wait for whoever leads
                 continue
             if not self._view.hears_quorum(self._holdings.leases_on()):
                 self._requests.wait(0.1)  # no run can complete, and a failed one only blocks fast paths after
@@ -95,7 +100,10 @@ class RunQueue:
             if state_file and self._run.read()["cancelled"]:
                 ok, generation, detail = False, None, "cancelled before it started"
             else:
-                extravars = {**self.extravars(dead, moves, pin=True),
+                term = self._leading()
+                if term is None:
+                    raise RuntimeError("this listener no longer leads")
+                extravars = {**self.extravars(dead, moves, pin=True), "pubip_term": term,
                              **({"pubip_run_state": state_file} if state_file else {})}
                 with self._run_lock:
                     ok, generation, detail = self.run(run_id, dead, extravars)

@@ -40,7 +40,19 @@ def main(args: Any) -> int:
         awx = AwxBackend(url=args.awx_url.rstrip("/"), job_template=args.awx_job_template,
                          token=read_secret(args.awx_token_file, "AWX token"), api_prefix=args.awx_api_prefix,
                          verify_tls=not args.awx_insecure)
-    listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease,
+    leadership = None
+    if args.etcd:
+        from .etcdelector import EtcdElector
+        from .leadership import Leadership, Timing
+        from .settings import etcd_endpoints
+
+        timing = Timing()
+        leadership = Leadership(args.name, EtcdElector(etcd_endpoints(args.etcd), args.cluster, timing.timeout),
+                                timing)
+        log.info("HA listener %s: leads through a lease in etcd (%s), cluster %s", args.name, args.etcd,
+                 args.cluster)
+    listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease, leadership=leadership,
+                        name=args.name,
                         probe_port=args.probe_port, fast_takeover=not args.no_fast_takeover, awx=awx,
                         playbook=args.playbook, ansible_cfg=args.ansible_cfg, trusted_proxy=args.trusted_proxy,
                         address=args.bind if args.bind not in ("0.0.0.0", "::") else None,
@@ -62,11 +74,18 @@ def main(args: Any) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    import threading
+
+    leading = threading.Thread(target=listener.leadership.run, args=(listener.stopping,), name="pubip-leadership",
+                               daemon=True)
+    leading.start()
     try:
         serve(listener, args.bind, args.port, tls)
     except KeyboardInterrupt:
         log.info("Listener stopping")
     finally:
+        listener.stopping.set()
+        leading.join(2.0)  # a leader resigns: a standby leads at once
         os.close(lock)
     return 0
 

@@ -30,6 +30,7 @@ KEYS: dict[str, tuple[type, Any]] = {
     "probe_port": (int, 22), "no_fast_takeover": (bool, False), "backend": (str, "runner"),
     "awx_url": (str, None), "awx_job_template": (int, None), "awx_token_file": (str, None),
     "awx_api_prefix": (str, "/api/v2/"), "awx_insecure": (bool, False), "log_file": (str, None),
+    "name": (str, None), "etcd": (str, None), "cluster": (str, "pubip"),
 }
 REQUIRED = ("inventory", "secrets", "bind")
 BACKENDS = ("runner", "awx")
@@ -55,6 +56,16 @@ def settle(args: argparse.Namespace) -> None:
         raise PubipError(f"pubip listen: port {args.port} is not a TCP port")
     if not (math.isfinite(args.lease) and args.lease > 0):
         raise PubipError(f"pubip listen: lease {args.lease} must be a positive number of seconds")
+    args.name = args.name or socket.gethostname()
+    if args.etcd:
+        for url in etcd_endpoints(args.etcd):
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("http", "https") or ":" not in rest:
+                raise PubipError(f"pubip listen: etcd endpoint {url!r} is not http(s)://HOST:PORT")
+
+
+def etcd_endpoints(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
 
 
 def read(path: str) -> dict[str, Any]:

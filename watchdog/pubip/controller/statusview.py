@@ -11,6 +11,7 @@ from .. import protocol
 from ..membership import Timing
 from .auth import Auth
 from .holdings import Holdings
+from .leadership import View
 from .nodestates import NodeStates
 from .nodeview import NodeView
 from .ordering import OrderPolicy
@@ -22,10 +23,12 @@ from .store import Store
 class StatusView:
     def __init__(self, *, auth: Auth, placement: LastPlacement, holdings: Holdings, view: NodeView,
                  states: NodeStates, store: Store, run: CurrentRun, policy: OrderPolicy, timing: Timing,
-                 accepted: Callable[[], int], clock: Callable[[], float] = time.monotonic) -> None:
+                 accepted: Callable[[], int], leadership: Callable[[], View],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._auth, self._placement, self._holdings, self._view = auth, placement, holdings, view
         self._states, self._store, self._run, self._policy = states, store, run, policy
         self._timing, self._accepted, self._clock = timing, accepted, clock
+        self._leadership = leadership
 
     def status(self) -> protocol.Status:
         now = self._clock()
@@ -51,11 +54,13 @@ class StatusView:
                            "runtime_state": states.get(node, "enabled"),
                            "banned_for": round(bans[node] - wall, 1) if bans.get(node, 0) > wall else None,
                            "health": self._states.health_of(node), "ban_credits": self._states.credits_of(node)}
+        lead = self._leadership()
         return protocol.Status(nodes=nodes, public_ips=self.where_now(now), failover=self._holdings.failover(),
                                generation=p.generation,
                                pending_requests=len(self._store.pending()), running=self._run.running(),
                                runs=self._store.last_runs(5), accepted_requests=self._accepted(),
-                               rejections=self._auth.rejections(), fast_takeover_orders=self._policy.recent())
+                               rejections=self._auth.rejections(), fast_takeover_orders=self._policy.recent(),
+                               leader=lead.leader, term=lead.term, role=lead.role, leadership=lead.why)
 
     def where_now(self, now: float, fresh: float = 2.0) -> list[dict[str, Any]]:
         """Each public IP of the last placement: where it is now (`node`, `holders`: what live nodes said they

@@ -80,6 +80,8 @@ def take_ordered(cfg: Config, nl: Any, order: dict[str, Any], received: float) -
                 out["refused"] = f"order {order.get('id')} arrived {age:.2f}s ago (limit {cfg.order_max_age}s)"
             elif record is None:
                 out["refused"] = "no assignment record"
+            elif _record.stale_term(record, order.get("term", 0)):
+                out["refused"] = f"fenced: {_record.stale_term(record, order.get('term', 0))}"
             elif _record.marked(record) and not ordered_by_marking_run(record, order):
                 # a mark past its deadline too: that run died mid-way and may have placed IPs it never recorded
                 out["refused"] = "a takeover run is in progress"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,14 @@ class ConfigError(PubipError):
 
 @dataclass
 class ListenerBackend:
-    url: str
+    url: str  # the first listener's
     secret: str
     timeout: float = 2.0
     ca_file: str | None = None  # https:// listener: the CA that signed its certificate (else the system's)
+    urls: list[str] = field(default_factory=list)  # every listener's (HA listeners: heartbeats go to each)
+
+    def __post_init__(self) -> None:
+        self.urls = self.urls or [self.url]
 
 
 @dataclass
@@ -110,8 +114,8 @@ TOP = {
 }
 PEERS = {"secret": (str, False), "secret_file": (str, False), "nodes": (dict, True), "port": (int, False),
          "bind": (str, False)}
-LISTENER = {"url": (str, True), "secret": (str, False), "secret_file": (str, False), "timeout": (float, False),
-            "ca_file": (str, False)}
+LISTENER = {"url": (str, False), "urls": (list, False), "secret": (str, False), "secret_file": (str, False),
+            "timeout": (float, False), "ca_file": (str, False)}
 AWX = {"url": (str, True), "job_template": (int, True), "token": (str, False), "token_file": (str, False),
        "api_prefix": (str, False), "timeout": (float, False), "verify_tls": (bool, False)}
 WEBHOOK = {"url": (str, True), "token": (str, False), "token_file": (str, False), "timeout": (float, False)}
@@ -194,13 +198,12 @@ def load(path: str = DEFAULT_PATH) -> Config:
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"{where}: 'backend'{_line(data, 'backend')} must be one of {', '.join(BACKENDS)}")
     if cfg.backend == "listener":
-        lst = _backend_section(top, data, "listener", LISTENER, "url, secret_file", where)
+        lst = _backend_section(top, data, "listener", LISTENER, "url (or urls), secret_file", where)
         if lst.get("ca_file") and not Path(lst["ca_file"]).is_file():
             raise ConfigError(f"{where}: 'listener.ca_file' {lst['ca_file']} is not a file")
-        if lst.get("ca_file") and not lst["url"].startswith("https://"):
-            raise ConfigError(f"{where}: 'listener.ca_file' needs an https:// listener url")
-        cfg.listener = ListenerBackend(url=lst["url"], secret=_secret(lst, "secret", where), ca_file=lst.get("ca_file"),
-                                       timeout=lst.get("timeout", 2.0))
+        urls = lst.get("urls") or [lst["url"]]
+        cfg.listener = ListenerBackend(url=urls[0], secret=_secret(lst, "secret", where), ca_file=lst.get("ca_file"),
+                                       timeout=lst.get("timeout", 2.0), urls=urls)
     elif cfg.backend == "awx":
         awx = _backend_section(top, data, "awx", AWX, "url, job_template, token_file", where)
         cfg.awx = AwxBackend(url=awx["url"].rstrip("/"), job_template=awx["job_template"],
@@ -265,6 +268,17 @@ def _backend_section(top: dict[str, Any], data: Any, name: str, schema: Mapping[
     if name not in top:
         raise ConfigError(f"{where}: backend {name} needs a '{name}' section ({needs})")
     section = _check(f"{name}.", data[name], schema, where)
+    if "urls" in schema:  # the listener: url, or urls (HA listeners, each gets the heartbeats)
+        if ("url" in section) == ("urls" in section):
+            raise ConfigError(f"{where}: give '{name}.url' (one listener) or '{name}.urls' (HA listeners), not both")
+        urls = section.get("urls") or [section["url"]]
+        if not urls or not all(isinstance(u, str) for u in urls) or len(set(urls)) != len(urls):
+            raise ConfigError(f"{where}: '{name}.urls' must be a list of different URLs, got {urls!r}")
+        for i, url in enumerate(urls):
+            _url(where, f"{name}.urls[{i}]" if "urls" in section else f"{name}.url", url)
+        if section.get("ca_file") and not all(u.startswith("https://") for u in urls):
+            raise ConfigError(f"{where}: 'listener.ca_file' needs https:// listener urls")
+        return section
     _url(where, f"{name}.url", section["url"])
     return section
 

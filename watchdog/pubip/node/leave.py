@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import urllib.request
+from dataclasses import replace
 from typing import Any
 
 from .. import _collection, protocol
@@ -32,14 +33,23 @@ def _held(cfg: Config, nl: Any) -> list[str]:
 
 
 def _holders(cfg: Config) -> dict[str, list[str]]:
+    """Who holds each public IP, by the leading listener's status (HA: the first that says it leads)."""
     assert cfg.listener is not None
-    base = cfg.listener.url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0]
-    req = urllib.request.Request(base + protocol.STATUS_PATH,
-                                 headers=protocol.read_headers({cfg.node: cfg.listener.secret}, protocol.STATUS_PATH))
-    context = tls_context(cfg.listener.ca_file) if base.startswith("https://") else None
-    with urllib.request.urlopen(req, timeout=cfg.listener.timeout, context=context) as resp:
-        status = protocol.Status.parse(json.loads(resp.read()))
-    return {e["ip"]: list(e.get("holders") or []) for e in status.public_ips}
+    failed: Exception | None = None
+    for url in cfg.listener.urls:
+        base = url.rsplit(protocol.TAKEOVER_RUN_PATH, 1)[0]
+        req = urllib.request.Request(base + protocol.STATUS_PATH, headers=protocol.read_headers(
+            {cfg.node: cfg.listener.secret}, protocol.STATUS_PATH))
+        context = tls_context(cfg.listener.ca_file) if base.startswith("https://") else None
+        try:
+            with urllib.request.urlopen(req, timeout=cfg.listener.timeout, context=context) as resp:
+                status = protocol.Status.parse(json.loads(resp.read()))
+        except OSError as exc:
+            failed = exc
+            continue
+        if status.role == "leader":
+            return {e["ip"]: list(e.get("holders") or []) for e in status.public_ips}
+    raise failed or OSError("no listener leads")
 
 
 def leave(cfg: Config, timeout: float = 15.0) -> bool:
@@ -51,13 +61,18 @@ def leave(cfg: Config, timeout: float = 15.0) -> bool:
     nl = _netlink.Netlink()
     mine = _held(cfg, nl)
     log.warning("Leaving the cluster: asking the listener to move %s away", ", ".join(mine) or "nothing")
-    try:
-        _status, answer, signed, path = listener_exchange(
-            cfg.listener, cfg.node, protocol.Heartbeat(cfg.node, leave=True, leaving=True).wire(),
-            protocol.HEARTBEAT_PATH)
-        signed_answer(cfg.listener, answer, signed, path)
-    except (RequestFailed, protocol.Rejected) as exc:
-        log.error("Leave: the listener did not answer (%s); nothing moved", exc)
+    told = []  # every listener hears it (HA: whoever leads now or next)
+    for url in cfg.listener.urls:
+        backend = replace(cfg.listener, url=url)
+        try:
+            _status, answer, signed, path = listener_exchange(
+                backend, cfg.node, protocol.Heartbeat(cfg.node, leave=True, leaving=True).wire(),
+                protocol.HEARTBEAT_PATH)
+            told.append(signed_answer(backend, answer, signed, path).leader)
+        except (RequestFailed, protocol.Rejected) as exc:
+            log.error("Leave: the listener at %s did not answer (%s)", url, exc)
+    if not any(told):
+        log.error("Leave: no leading listener answered; nothing moved")
         return False
     while _held(cfg, nl) and time.monotonic() < deadline:  # the running watchdog releases them
         time.sleep(0.02)

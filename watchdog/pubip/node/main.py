@@ -75,7 +75,9 @@ def run_forever(dog: Watchdog) -> None:
     if cfg.netlink:
         threading.Thread(target=dog.netlink_events, name="pubip-netlink", daemon=True).start()
     if cfg.backend == "listener" and cfg.listener is not None:
-        threading.Thread(target=dog.exchange.run, args=(dog.stopped,), name="pubip-heartbeat", daemon=True).start()
+        for i, url in enumerate(cfg.listener.urls):  # HA listeners: each hears every node
+            threading.Thread(target=dog.exchange.run, args=(dog.stopped, url),
+                             name="pubip-heartbeat" + (f"-{i + 1}" if i else ""), daemon=True).start()
     if cfg.peers is not None and dog.keeper.on():
         from .peers import Peers
 

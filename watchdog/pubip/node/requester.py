@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -315,9 +316,22 @@ class Requester:
         self.failed = 0
         self.in_flight_max = 0
 
+    def _to_listeners(self, payload: dict[str, Any]) -> str:
+        """Every listener queues the request (HA: a standby's runs once it leads); sent once one took it."""
+        assert self.cfg.listener is not None
+        said, failed = [], None
+        for url in self.cfg.listener.urls:
+            try:
+                said.append(listener_send(replace(self.cfg.listener, url=url), self.cfg.node, payload))
+            except RequestFailed as exc:
+                failed = exc
+        if not said and failed is not None:
+            raise failed
+        return "; ".join(said)
+
     def send_once(self, payload: dict[str, Any]) -> str:
         if self.cfg.backend == "listener" and self.cfg.listener:
-            return listener_send(self.cfg.listener, self.cfg.node, payload)
+            return self._to_listeners(payload)
         if self.cfg.backend == "awx" and self.cfg.awx:
             return awx_send(self.cfg.awx, self.cfg.node, payload)
         if self.cfg.backend == "webhook" and self.cfg.webhook:

@@ -45,6 +45,7 @@ HOST_SETTINGS = {
     "announce_interval": "pubip_announce_interval",
     "lease_path": "pubip_lease_path",
     "run_timeout": "pubip_run_timeout",
+    "term": "pubip_term",  # the leader's term (HA listeners): a node that has seen a newer one refuses the run
 }
 
 ARGUMENT_SPEC = dict(

@@ -144,6 +144,13 @@ options:
       - The watchdog's lease file. With O(state=present), a node whose lease has run out takes nothing (it
         lost the cluster). O(state=query) reports the lease. Unset or absent file means no lease is kept.
     type: path
+  term:
+    description:
+      - The leadership term of the listener that runs this takeover run (HA listeners; the leader key's create
+        revision in etcd, which only grows). Under the interface lock, a node whose record has seen a newer term
+        refuses to change anything (fencing: a deposed leader's run), and a run records its term. Unset - not
+        fenced (a run from an operator, or a single listener's, term 0).
+    type: int
   record:
     description:
       - With O(state=record), the record to write. C(this_node) is derived from O(node).
@@ -266,6 +273,11 @@ refused_before_change:
       leave the mark's keep list (V(record)), so the watchdog retakes none of them either.
   returned: when a take is refused that way (the task fails)
   type: bool
+fenced:
+  description:
+    - True when the run's O(term) is older than the newest this node has seen: nothing was changed.
+  returned: when the run is refused that way (the task fails)
+  type: bool
   sample: true
 hooks:
   description: The ipreallocated hooks that ran.
@@ -309,6 +321,7 @@ ARGUMENT_SPEC = dict(
     tickles=dict(type="dict"),
     run_timeout=dict(type="float", default=120.0),
     lease_path=dict(type="path", default="/run/pubip/lease.json"),
+    term=dict(type="int"),
     record=dict(type="dict", options=dict(
         generation=dict(type="int", required=True),
         public_ips=dict(type="list", elements="dict", required=True),
@@ -399,6 +412,7 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
                     actions = _release_actions(p, ifaces, specs, existing)
                     changed = any(a.changes for a in actions)
                     before, after = _host.diff_lists(ifaces, actions, public)
+                _refuse_stale_term(module, settings)
                 if p["run_started"] is not None:
                     _mark_run_started(module, settings, existing)
                 _host.apply_actions(nl, actions, settings)
@@ -407,6 +421,7 @@ def _change_state(module, nl, ifaces, specs, existing, settings):
             module.fail_json(msg=str(exc))
     elif p["run_started"] is not None and not module.check_mode and not unkept_release:
         with InterfaceLock(settings.lock_path, settings.lock_timeout):
+            _refuse_stale_term(module, settings)
             _mark_run_started(module, settings, existing)
     result = dict(changed=changed, actions=[a.as_dict() for a in actions], messages=[a.message for a in actions])
     result.update(_host.report(ifaces, specs, _record.read(settings.record_path), settings))
@@ -428,19 +443,29 @@ def node_name(settings):
     return settings.node or "this node"
 
 
+def _refuse_stale_term(module, settings):
+    """Under the interface lock: a run of an older leader's term changes nothing here (fencing)."""
+    stale = _record.stale_term(_record.read(settings.record_path), module.params["term"])
+    if stale:
+        module.fail_json(msg="Takeover run refused on %s: %s" % (node_name(settings), stale), fenced=True)
+
+
 def _mark_run_started(module, settings, existing):
     p = module.params
-    _record.write(settings.record_path, _record.mark(existing, settings.node, p["run_started"], p["run_id"],
-                                                     p["run_timeout"], keep=p["keep"]))
+    _record.write(settings.record_path, _record.with_term(
+        _record.mark(existing, settings.node, p["run_started"], p["run_id"], p["run_timeout"], keep=p["keep"]),
+        p["term"]))
 
 
 def _record_state(module, nl, settings, existing):
-    new = _record.from_run(module.params["record"], settings.node)
+    new = _record.with_term(_record.from_run(module.params["record"], settings.node),
+                            max(_record.term(existing), module.params["term"] or 0))
     changed = new != existing
     result = dict(changed=changed, hooks=[])
     if changed and not module.check_mode:
         try:
             with InterfaceLock(settings.lock_path, settings.lock_timeout):
+                _refuse_stale_term(module, settings)
                 _record.write(settings.record_path, new)
         except (LockTimeout, OSError) as exc:
             module.fail_json(msg="cannot write the assignment record %s: %s" % (settings.record_path, exc))

@@ -48,6 +48,30 @@ def write(path, data):
     _files.write_json(path, data, ".record.")
 
 
+def term(record):
+    """The newest leadership term this node has seen (0: none; a single listener's runs and orders are term 0)."""
+    found = (record or {}).get("term")
+    return found if isinstance(found, int) and not isinstance(found, bool) and found > 0 else 0
+
+
+def stale_term(record, given):
+    """Why a takeover run or an order of term GIVEN may not change this node: the record has seen a newer
+    leader's term (fencing). None: it may (also when GIVEN is None: not fenced)."""
+    seen = term(record)
+    if given is None or given >= seen:
+        return None
+    return "term %d is older than term %d, the newest this node has seen: a newer listener leads" % (given, seen)
+
+
+def with_term(record, given):
+    """RECORD noting term GIVEN too (the newest stays)."""
+    new = dict(record)
+    newest = max(term(record), given or 0)
+    if newest:
+        new["term"] = newest
+    return new
+
+
 def from_run(given, node):
     """The record NODE keeps for a takeover run's result GIVEN (generation, nodes, public_ips, run times).
 

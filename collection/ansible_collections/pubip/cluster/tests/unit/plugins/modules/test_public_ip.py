@@ -125,3 +125,21 @@ def test_a_take_without_a_lease_takes_back_what_the_run_kept_here_so_the_watchdo
     record.write(str(tmp_path / "record.json"), marked)
     run_module(dict(take, run_id="run-5"))
     assert record.kept(record.read(str(tmp_path / "record.json"))) == ["198.51.100.2/24"]
+
+
+def test_a_run_of_an_older_term_changes_nothing_and_a_run_records_its_term(run_module, tmp_path):
+    """Fencing (HA listeners): a node whose record has seen term 7 refuses a deposed leader's run of term 6 -
+    nothing written - and keeps the newest term through every later run."""
+    args = dict(paths(tmp_path), state="record", node="n1", record=RECORD)
+    assert not run_module(dict(args, term=7)).failed
+    assert json.loads((tmp_path / "record.json").read_text())["term"] == 7
+    newer = dict(RECORD, generation=4)
+    stale = run_module(dict(args, record=newer, term=6))
+    assert stale.failed and stale.result["fenced"]
+    assert stale.result["msg"] == ("Takeover run refused on n1: term 6 is older than term 7, the newest this node "
+                                   "has seen: a newer listener leads")
+    assert json.loads((tmp_path / "record.json").read_text())["generation"] == 3
+    assert not run_module(dict(args, record=newer, term=8)).failed
+    assert not run_module(dict(args, record=dict(RECORD, generation=5))).failed  # an operator's run: not fenced
+    written = json.loads((tmp_path / "record.json").read_text())
+    assert (written["generation"], written["term"]) == (5, 8)
