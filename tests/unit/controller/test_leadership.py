@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 from pubip.controller import leadership
-from pubip.controller.listener import FENCE_WAIT, Listener
+from pubip.controller.fence import FENCE_WAIT
+from pubip.controller.listener import Listener
 from pubip.controller.placement import Placement
 from tests.support.cluster import IPS, SECRETS, advance, run_plan
 from tests.support.listeners import Clock, heartbeat_answer, make_listener, runner_of

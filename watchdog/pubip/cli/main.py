@@ -12,7 +12,7 @@ def _lab_up(args: argparse.Namespace) -> int:
 
     vips = args.vips if args.vips is not None else 2 * args.nodes
     the_lab = lab.Lab(args.name, args.nodes, vips, ipv6=args.ipv6 or args.vips6 is not None, vips6=args.vips6,
-                      eth1=args.eth1,
+                      eth1=args.eth1, listeners=args.listeners,
                       watchdog=not args.no_watchdog, fast_retake=not args.no_fast_retake)
     info = the_lab.up(progress=lambda line: print(line, flush=True))
     ok = lab.start_services(info, watchdogs=not args.no_watchdog, listener=not args.no_listener,
@@ -301,6 +301,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--vips6", type=int, default=None, help="number of IPv6 public IPs (implies --ipv6; "
                     "default: as many as --vips)")
     up.add_argument("--eth1", action="store_true", help="give every host a second interface on a second bridge")
+    up.add_argument("--listeners", type=int, default=1,
+                    help="HA listeners: 2 or 3 listener hosts (listener1..N), one leading through a lease in a "
+                    "3-member etcd on listener1..3 (or etcd3 beside 2); default 1, the embedded listener")
     up.add_argument("--no-watchdog", action="store_true", help="do not start watchdogs and listener")
     up.add_argument("--no-takeover", action="store_true", help="do not run the first takeover run")
     up.add_argument("--no-listener", action="store_true", help="start the watchdogs but not the listener")

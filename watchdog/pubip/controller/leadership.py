@@ -110,6 +110,13 @@ class Leadership:
                 return View(UNKNOWN, None, None, "could not renew the leader lease in etcd")
             return self._view
 
+    def leading_until(self) -> float | None:
+        """While leading: the moment (this part's clock) it stops ordering unless a renewal succeeds before."""
+        with self._lock:
+            if self._elector is None or self._renewed_at is None:
+                return None
+            return self._renewed_at + self._timing.ttl - self._timing.margin
+
     def leading(self) -> int | None:
         """The term while this listener may order and run, else None."""
         v = self.view()

@@ -34,6 +34,7 @@ from ..membership import Timing
 from . import fasttakeover, recovery
 from .auth import Auth
 from .drops import Drops
+from .fence import TermFence
 from .holdings import Holdings
 from .leadership import Leadership
 from .nodestates import NodeStates
@@ -51,7 +52,6 @@ from .store import Store
 
 log = logging.getLogger("pubip.listener")
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
-FENCE_WAIT = 1.5  # seconds a new leader waits at most for the live nodes to report its term (> an order's age)
 
 
 class Listener:
@@ -70,10 +70,8 @@ class Listener:
         self._fast = fast_takeover
         self.clock = clock  # monotonic: every part measures on it
         self.leadership = leadership or Leadership.alone(name)
-        self._terms: dict[str, int] = {}  # node -> the newest term its heartbeats report
-        self._won: tuple[int, float] | None = None  # (term, when this listener won it)
-        self._fenced: int | None = None  # the term every live node has reported (logged once)
-        self.leadership.on_change(self._leadership_changed)
+        self.fence = TermFence(clock)
+        self.leadership.on_change(lambda v: self.fence.won(v.term if v.role == "leader" else None))
         self._accepted = 0
         state = Path(state_dir)
         (state / "runner").mkdir(parents=True, exist_ok=True)
@@ -137,28 +135,12 @@ class Listener:
                 self.policy.want()
 
     # --- leadership ---------------------------------------------------------------------------------------------
-    def _leadership_changed(self, view: Any) -> None:
-        if view.role == "leader":
-            self._won = (view.term, self.clock())
-
     def ordering_term(self) -> int | None:
-        """The term under which this listener may order and run now, else None: it leads, and its term is
-        fenced in - every live node reports it (none can still carry out an older leader's order), or FENCE_WAIT
-        passed since it won (an older order is past its deadline by then). The embedded listener: term 0."""
-        term = self.leadership.leading()
-        if not term:
-            return term
-        won = self._won
-        if won is None or won[0] != term:
-            return None
-        behind = sorted(n for n in self.view.live() if self._terms.get(n, 0) < term)
-        waited = self.clock() - won[1]
-        if behind and waited < FENCE_WAIT:
-            return None
-        if self._fenced != term:
-            self._fenced = term
-            log.warning("Leading in term %d: %s %.2fs after winning", term,
-                        f"{', '.join(behind)} not heard with it" if behind else "every live node reports it", waited)
+        """The term under which this listener may order and run now (the embedded listener: 0), else None: it
+        leads and its term is fenced in (fence.py)."""
+        term, first = self.fence.fenced(self.leadership.leading(), self.view.live())
+        if first and self._fast:
+            self.policy.want()  # the dead nodes' IPs (declared while a standby) are ordered at once
         return term
 
     # --- the four entries ----------------------------------------------------------------------------------------
@@ -171,7 +153,7 @@ class Listener:
             view = self.leadership.view()
             return protocol.HeartbeatAnswer(
                 declared_dead=self.placement.declared_dead(node), running=self.run.running() is not None,
-                retake_wait=True, retake_floor=self.placement.retake_generation(node),
+                retake_wait=True, retake_floor=self.placement.retake_generation(node) or 0,  # 0: send me records
                 generation=self.placement.completed(), tick=self.clock(), leader=False, term=view.term or 0)
         ack = not self.view.shuns(node)
         step_down = self.states.step_down(node, self.view.live())  # before the tick: a later report echoes it
@@ -209,7 +191,7 @@ class Listener:
         """A sign of life; returns the fast takeover orders for NODE (orders.py), under TERM (None: not leading,
         none)."""
         beat = beat or protocol.Heartbeat(node)
-        self._terms[node] = beat.term
+        self.fence.reported(node, beat.term)
         self.view.hear(node, peer)
         self.holdings.report(node, beat)
         if beat.health is not None:

@@ -2,7 +2,8 @@
 their own sshd, a bridge and a controller namespace.
 
 - base: names, paths, lab.json, commands inside namespaces, processes;
-- build: lab up / down, the inventory, starting the watchdogs and the listener;
+- build: lab up / down, the inventory, the watchdogs' configuration;
+- services: starting and stopping the watchdogs and the listener (HA: the listeners and etcd, etcd.py);
 - faults: a host dies, is cut off, boots again, restarts its network;
 - observe: public IPs in each kernel, ARP answers, the listener's status;
 - pyc_cache: with PUBIP_LAB_PYC_CACHE (the test suite), the hosts cache the bytecode of Ansible's modules.
@@ -35,12 +36,6 @@ from .build import (
     public_ips,
     render_inventory,
     run_playbook,
-    start_listener,
-    start_missing,
-    start_services,
-    start_watchdog,
-    stop_listener,
-    stop_watchdog,
     target,
     validate,
     watchdog_yaml,
@@ -64,6 +59,15 @@ from .observe import (
     public_held,
     status,
     wait_listener_idle,
+)
+from .services import (
+    start_etcd,
+    start_listener,
+    start_missing,
+    start_services,
+    start_watchdog,
+    stop_listener,
+    stop_watchdog,
 )
 
 __all__ = [
@@ -99,6 +103,7 @@ __all__ = [
     "run_playbook",
     "save",
     "set_host_links",
+    "start_etcd",
     "start_listener",
     "start_missing",
     "start_services",

@@ -47,6 +47,9 @@ CONTROLLER_ADDR = f"{HOST_NET}.254"
 LISTENER_PORT = 8750
 
 
+MAX_LISTENERS = 3
+
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -182,10 +185,16 @@ def connect_in(netns: str, address: tuple[str, int], timeout: float) -> socket.s
 
 
 def host_entry(info: dict[str, Any], host: str) -> dict[str, Any]:
-    for h in info["hosts"]:
+    """A node's entry, or an HA lab's listener or etcd host's (controllers, extra_hosts)."""
+    for h in [*info["hosts"], *ha_hosts(info)]:
         if h["name"] == host:
             return h
     raise LabError(f"lab {info['name']} has no host {host!r}")
+
+
+def ha_hosts(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """An HA lab's listener hosts and etcd-only hosts (none in a lab of one listener)."""
+    return [c for c in info.get("controllers", []) if c.get("ports")] + list(info.get("extra_hosts", []))
 
 
 def controller_env(info: dict[str, Any]) -> dict[str, str]:

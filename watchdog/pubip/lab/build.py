@@ -15,11 +15,9 @@ directories, the inventory and ``lab.json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from .base import (
     ETH1_NET,
     HOST_NET,
     LISTENER_PORT,
+    MAX_LISTENERS,
     MAX_NODES,
     MAX_VIPS,
     NAME_RE,
@@ -40,10 +39,7 @@ from .base import (
     VIP6_NET,
     VIP_NET,
     LabError,
-    alive,
-    connect_in,
     controller_env,
-    host_entry,
     ip_batch,
     kill_netns_processes,
     lab_dir,
@@ -53,7 +49,6 @@ from .base import (
     run,
     save,
 )
-from .observe import await_first_run
 
 
 def validate(name: str, nodes: int, vips: int) -> None:
@@ -85,10 +80,13 @@ class Lab:
     watchdog: bool = True
     fast_retake: bool = True
     vips6: int | None = None
+    listeners: int = 1  # 2 or more: HA listeners listener1..N, leading through a lease in a 3-member etcd
     dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         validate(self.name, self.nodes, self.vips)
+        if not 1 <= self.listeners <= MAX_LISTENERS:
+            raise LabError(f"--listeners {self.listeners} is out of range: a lab has 1 to {MAX_LISTENERS}")
         if self.vips6 is not None and not 0 <= self.vips6 <= MAX_VIPS:
             raise LabError(f"--vips6 {self.vips6} is out of range: a lab has 0 to {MAX_VIPS} IPv6 public IPs")
         self.dir = lab_dir(self.name)
@@ -107,6 +105,18 @@ class Lab:
     @property
     def ctl_ns(self) -> str:
         return ns_name(self.name, "ctl")
+
+    def controller_hosts(self) -> list[dict[str, Any]]:
+        """The listener hosts (HA: listener1..N; listener1 is the controller namespace) and the hosts of the etcd
+        members (listener1..3, or etcdK beside 2 listeners): {name, netns, address, tag}."""
+        if self.listeners == 1:
+            return []
+        hosts = [{"name": f"listener{k}", "netns": self.ctl_ns if k == 1 else ns_name(self.name, f"listener{k}"),
+                  "address": f"{HOST_NET}.{255 - k}", "tag": "ctl" if k == 1 else f"l{k}", "listener": True}
+                 for k in range(1, self.listeners + 1)]
+        hosts += [{"name": f"etcd{k}", "netns": ns_name(self.name, f"etcd{k}"), "address": f"{HOST_NET}.{250 - k}",
+                   "tag": f"x{k}", "listener": False} for k in range(self.listeners + 1, 4)]
+        return hosts
 
     @property
     def interfaces(self) -> list[str]:
@@ -185,6 +195,7 @@ class Lab:
             lines += [f"link add {br} type bridge", f"link set {br} up"]
         ip_batch(self.br_ns, lines)
         ends = [(self.ctl_ns, "ctl", [(0, CONTROLLER_ADDR)])]
+        ends += [(h["netns"], h["tag"], [(0, h["address"])]) for h in self.controller_hosts() if h["tag"] != "ctl"]
         for i in range(1, self.nodes + 1):
             addrs = [(0, f"{HOST_NET}.{i}")] + ([(1, f"{ETH1_NET}.{i}")] if self.eth1 else [])
             ends.append((self.host_ns(i), f"h{i}", addrs))
@@ -197,7 +208,7 @@ class Lab:
                              f"link set {peer} master br{idx}", f"link set {peer} up"]
                 ns_lines += [f"addr add {addr}/24 dev eth{idx}", f"link set eth{idx} up"]
             ip_batch(self.br_ns, br_lines)
-            if tag == "ctl":
+            if tag == "ctl" or tag.startswith("l"):
                 # The controller reaches public IPs on-link, so it sees ARP / NA.
                 ns_lines += [f"route add {VIP_NET}.0/24 dev eth0"]
                 if self.ipv6:
@@ -235,7 +246,21 @@ class Lab:
             "python": sys.executable,
             "watchdog": self.watchdog,
             "fast_retake": self.fast_retake,
+            **self._ha(),
         }
+
+    def _ha(self) -> dict[str, Any]:
+        """lab.json's controllers (the first is `controller`) and etcd members: {name, netns, address}."""
+        extra = self.controller_hosts()
+        for h in extra:
+            h["dir"] = str(self.dir / "hosts" / h["name"])
+            h["ports"] = [f"{h['tag']}e0"]
+            Path(h["dir"]).mkdir(parents=True, exist_ok=True)
+        if not extra:
+            return {"controllers": [{"name": "controller", "netns": self.ctl_ns, "address": CONTROLLER_ADDR}],
+                    "etcd": []}
+        return {"controllers": [h for h in extra if h["listener"]], "etcd": [h for h in extra][:3],
+                "extra_hosts": [h for h in extra if not h["listener"]]}
 
     def _write_inventory(self, info: dict[str, Any]) -> None:
         (self.dir / "inventory.yml").write_text(render_inventory(info))
@@ -271,7 +296,7 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
         *([] if fast_retake else ["fast_retake: false"]),  # on by default with the listener backend
         "backend: listener",
         "listener:",
-        f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.TAKEOVER_RUN_PATH}",
+        *listener_urls(info),
         f"  secret_file: {d}/secret",
         "retry:",
         "  initial: 0.2",
@@ -288,78 +313,18 @@ def watchdog_yaml(h: dict[str, Any], info: dict[str, Any], fast_retake: bool) ->
     ])
 
 
-def start_watchdog(info: dict[str, Any], host: str) -> int:
-    """Start HOST's watchdog as a process inside its namespace (no systemd in the lab)."""
-    h = host_entry(info, host)
-    log = open(Path(h["dir"]) / "watchdog.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(["ip", "netns", "exec", h["netns"], info["python"], "-m", "pubip.node.main",
-                             "--config", h["watchdog_config"]], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    h["watchdog_pid"] = proc.pid
-    return proc.pid
+def listener_urls(info: dict[str, Any]) -> list[str]:
+    """watchdog.yml's listener.url, or listener.urls for HA listeners (each gets the heartbeats)."""
+    ha = [c for c in info.get("controllers", []) if c.get("ports")]
+    if not ha:
+        return [f"  url: http://{CONTROLLER_ADDR}:{LISTENER_PORT}{protocol.TAKEOVER_RUN_PATH}"]
+    return ["  urls:", *[f"    - http://{c['address']}:{LISTENER_PORT}{protocol.TAKEOVER_RUN_PATH}" for c in ha]]
 
 
-def start_listener(info: dict[str, Any]) -> int:
-    """Start the listener in the controller namespace, on the lab's inventory and secrets."""
-    d = Path(info["dir"])
-    log = open(d / "listener.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(["ip", "netns", "exec", info["controller"]["netns"], info["python"], "-m", "pubip.cli",
-                             "listen", "--inventory", info["inventory"], "--secrets", str(d / "listener-secrets.json"),
-                             "--state-dir", str(d / "listener"), "--bind", CONTROLLER_ADDR,
-                             "--port", str(LISTENER_PORT), "--log-file", str(d / "listener.log")],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    info["listener_pid"] = proc.pid
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # ready when the port answers
-        with contextlib.suppress(OSError):
-            connect_in(info["controller"]["netns"], (CONTROLLER_ADDR, LISTENER_PORT), 1).close()
-            return proc.pid
-        time.sleep(0.1)
-    raise LabError(f"the listener did not start: see {d / 'listener.out'}")
-
-
-def stop(owner: dict[str, Any], key: str, sig: int) -> None:
-    """Signal the process whose pid OWNER[KEY] holds and wait (3 s at most) until it is gone."""
-    pid = owner.get(key)
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + 3
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        owner[key] = None
-
-
-def stop_listener(info: dict[str, Any]) -> None:
-    """SIGKILL: the listener dies as a crash would (tests check that it recovers)."""
-    stop(info, "listener_pid", signal.SIGKILL)
-
-
-def stop_watchdog(info: dict[str, Any], host: str) -> None:
-    stop(host_entry(info, host), "watchdog_pid", signal.SIGTERM)
-
-
-def start_missing(info: dict[str, Any]) -> list[str]:
-    """Start the listener and every live host's watchdog that is not running; returns what was started."""
-    started = []
-    if not (info.get("listener_pid") and alive(info["listener_pid"])):
-        start_listener(info)
-        started.append("listener")
-    for h in info["hosts"]:
-        if not (h.get("sshd_pid") and alive(h["sshd_pid"])):
-            continue  # a dead host runs nothing
-        if not (h.get("watchdog_pid") and alive(h["watchdog_pid"])):
-            start_watchdog(info, h["name"])
-            started.append(f"watchdog {h['name']}")
-    save(info)
-    return started
-
-
-def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
+def render_inventory(info: dict[str, Any], from_root: bool = False, controller: dict[str, Any] | None = None) -> str:
     """The lab's Ansible inventory, in the contract the takeover run consumes; FROM_ROOT: for Ansible in the
-    root namespace (inventory-root.yml, used by Molecule)."""
+    root namespace (inventory-root.yml, used by Molecule); CONTROLLER: an HA listener host's own (its SSH
+    control sockets and run lock in its directory)."""
     d = info["dir"]
     hosts = {}
     for h in info["hosts"]:
@@ -384,6 +349,10 @@ def render_inventory(info: dict[str, Any], from_root: bool = False) -> str:
             for ip in info["public_ips"]
         ],
     }
+    if controller is not None:
+        Path(controller["dir"], "cp").mkdir(mode=0o700, exist_ok=True)
+        group_vars["ansible_control_path_dir"] = f"{controller['dir']}/cp"
+        group_vars["pubip_run_lock_dir"] = controller["dir"]
     if from_root:  # through the controller namespace: the root namespace has no route into the lab
         proxy = f"ip netns exec {info['controller']['netns']} {info['python']} -m pubip.lab.nsproxy %h %p"
         group_vars["ansible_ssh_common_args"] += f" -o ProxyCommand=\"{proxy}\""
@@ -425,32 +394,6 @@ def exec_in_controller(name: str, cmd: list[str]) -> int:
     return subprocess.call(argv, env=controller_env(info))
 
 
-def start_services(info: dict[str, Any], *, watchdogs: bool = True, listener: bool = True, takeover: bool = True,
-                   progress: Any = print) -> bool:
-    """Start the lab's watchdogs and listener, as `lab up` does, and see the first takeover run done. With the
-    listener, the first takeover run is its start-up run, which lab up waits for (the main job run here as
-    well would be a second run straight after it, changing nothing); without it, the main job here, first.
-    False: the first takeover run failed (the lab stays up)."""
-    first = takeover and bool(info["public_ips"])
-    ok = True
-    if first and not (watchdogs and listener):
-        progress(f"lab {info['name']}: first takeover run")
-        ok = run_playbook(info, "takeover_run.yml") == 0
-    if not watchdogs:
-        return ok
-    if listener:
-        start_listener(info)
-        progress(f"lab {info['name']}: listener on {CONTROLLER_ADDR}:{LISTENER_PORT}")
-    for h in info["hosts"]:
-        start_watchdog(info, h["name"])
-    save(info)
-    progress(f"lab {info['name']}: watchdogs started (fast retake {'on' if info.get('fast_retake', True) else 'off'})")
-    if first and listener:
-        progress(f"lab {info['name']}: first takeover run (the listener's start-up run)")
-        ok = await_first_run(info) is not None
-    return ok
-
-
 def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:
     """Run one of the collection's playbooks (takeover_run.yml, deploy.yml) from the controller namespace
     against the lab."""
@@ -461,8 +404,11 @@ def run_playbook(info: dict[str, Any], playbook: str, *extra: str) -> int:
 
 
 def target(name: str) -> dict[str, str]:
-    """How the operator commands reach lab NAME's listener: from its controller namespace, with its secrets."""
+    """How the operator commands reach lab NAME's listener: from its controller namespace, with its secrets; in
+    an HA lab, the leading listener, from its host (else the first that answers)."""
+    from .observe import leading_controller
+
     info = load(name)
-    return {"netns": info["controller"]["netns"], "python": info["python"],
-            "listener": f"http://{CONTROLLER_ADDR}:{LISTENER_PORT}",
+    c = leading_controller(info)
+    return {"netns": c["netns"], "python": info["python"], "listener": f"http://{c['address']}:{LISTENER_PORT}",
             "secrets": str(Path(info["dir"]) / "listener-secrets.json")}

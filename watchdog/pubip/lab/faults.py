@@ -17,6 +17,8 @@ from .observe import kernel_addresses, public_held, wait_listener_idle
 
 
 def bridge_ports(info: dict[str, Any], h: dict[str, Any]) -> list[str]:
+    if h.get("ports"):  # an HA lab's listener or etcd host
+        return list(h["ports"])
     i = h["pnn"] + 1
     return [f"h{i}e{idx}" for idx in range(len(h["interfaces"]))]
 
@@ -26,6 +28,8 @@ def cut_host(info: dict[str, Any], host: str) -> None:
     h = host_entry(info, host)
     kill_netns_processes(h["netns"])
     set_host_links(info, host, up=False)
+    if h.get("ports"):
+        h["dead"] = True
 
 
 def set_host_links(info: dict[str, Any], host: str, up: bool) -> None:
@@ -35,8 +39,18 @@ def set_host_links(info: dict[str, Any], host: str, up: bool) -> None:
 
 
 def revive_host(info: dict[str, Any], host: str) -> int:
-    """The host boots again: no public IPs, links up, sshd started. Returns sshd's pid."""
+    """The host boots again: no public IPs, links up, sshd started. Returns sshd's pid. An HA lab's listener or
+    etcd host: links up, its etcd member and its listener started (returns the listener's pid, or 0)."""
     h = host_entry(info, host)
+    if h.get("ports"):
+        from . import etcd
+        from .services import start_listener
+
+        set_host_links(info, host, up=True)
+        h.pop("dead", None)
+        if any(m["name"] == host for m in info.get("etcd", [])):
+            etcd.start_member(h, info["etcd"], state="existing")
+        return start_listener(info, host) if any(c["name"] == host for c in info.get("controllers", [])) else 0
     public = set(info["public_ips"])
     lines = [f"addr del {ip} dev {ifname}" for ifname, ips in kernel_addresses(h["netns"]).items()
              for ip in ips if ip in public]

@@ -73,13 +73,33 @@ def public_held(info: dict[str, Any], host: str) -> list[str]:
     return public_by_carrier(info, host_entry(info, host)["netns"])[0]
 
 
+def leading_controller(info: dict[str, Any]) -> dict[str, Any]:
+    """The controller whose listener leads (HA), else the first that answers, else the first."""
+    controllers = [c for c in info.get("controllers", []) if c.get("ports")]
+    if not controllers:
+        return {"name": "controller", "netns": info["controller"]["netns"], "address": CONTROLLER_ADDR}
+    answered = []
+    for c in controllers:
+        st = _status_of(info, c["netns"], c["address"], timeout=1)
+        if st is not None and st.get("role") == "leader":
+            return c
+        if st is not None:
+            answered.append(c)
+    return (answered or controllers)[0]
+
+
 def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The lab listener's /v1/status, asked from the controller namespace (None: no answer)."""
-    conn = http.client.HTTPConnection(CONTROLLER_ADDR, LISTENER_PORT, timeout=2)
+    """The lab listener's /v1/status (HA: the leader's), asked from its host's namespace (None: no answer)."""
+    c = leading_controller(info)
+    return _status_of(info, c["netns"], c["address"])
+
+
+def _status_of(info: dict[str, Any], netns: str, address: str, timeout: float = 2) -> dict[str, Any] | None:
+    conn = http.client.HTTPConnection(address, LISTENER_PORT, timeout=timeout)
     try:
         headers = protocol.read_headers(json.loads((Path(info["dir"]) / "listener-secrets.json").read_text()),
                                         protocol.STATUS_PATH)
-        conn.sock = connect_in(info["controller"]["netns"], (CONTROLLER_ADDR, LISTENER_PORT), 2)
+        conn.sock = connect_in(netns, (address, LISTENER_PORT), timeout)
         conn.request("GET", protocol.STATUS_PATH, headers=headers)
         resp = conn.getresponse()
         body = resp.read()

@@ -60,7 +60,7 @@ class Exchange:
         self._ticks: dict[str, float] = {}  # each listener's clock in its last answer, echoed in the next
         self._term = _record.term(_record.read(cfg.record_path)) if cfg.listener else 0  # the newest term seen
         self._leader: str | None = None  # the URL of the listener whose answers count
-        self._generation: int | None = None  # the retake floor in the listener's last answer
+        self._known: dict[str, int | None] = {}  # each listener's retake floor in its last answer: what it knows
         self._connections: dict[str, list[list[Any]]] | None = None  # listed since the last heartbeat carried them
         self._stepped_down: str | None = None  # why the listener said to hold nothing (banned, unhealthy)
         self._leaving = False  # this host is shutting down: it holds and takes nothing
@@ -97,7 +97,7 @@ class Exchange:
         done = self._orders.results()
         connections, self._connections = self._connections, None
         with self._lock:
-            tick, known = self._ticks.get(url), self._generation
+            tick, known = self._ticks.get(url), self._known.get(url)
         beat = heartbeat_payload(
             self._cfg.node, self._keeper.report(tick), kernel.held_public(self._cfg), self._taking(),
             self._orders.held(), done, kernel.record_report(self._cfg, known),
@@ -115,11 +115,10 @@ class Exchange:
         with self._lock:
             if answer.tick is not None:
                 self._ticks[url] = answer.tick
+            self._known[url] = answer.retake_floor  # a standby adopts the placement from the records it lacks
         if not self._counts(url, answer):
             self._orders.put_back(done)  # a standby's answer: the leader hears of them
             return answer
-        with self._lock:
-            self._generation = answer.retake_floor
         if answer.lease_ack:
             self._keeper.acknowledged(LISTENER, sent)
         if answer.leave and not self._leaving:
