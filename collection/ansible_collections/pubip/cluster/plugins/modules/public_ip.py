@@ -148,7 +148,7 @@ options:
     description:
       - The leadership term of the listener that runs this takeover run (HA listeners; the leader key's create
         revision in etcd, which only grows). Under the interface lock, a node whose record has seen a newer term
-        refuses to change anything (fencing: a deposed leader's run), and a run records its term. Unset - not
+        refuses to change anything (fencing, against a deposed leader's run), and a run records its term. Unset - not
         fenced (a run from an operator, or a single listener's, term 0).
     type: int
   record:
@@ -275,7 +275,7 @@ refused_before_change:
   type: bool
 fenced:
   description:
-    - True when the run's O(term) is older than the newest this node has seen: nothing was changed.
+    - True when the run's O(term) is older than the newest this node has seen; nothing was changed.
   returned: when the run is refused that way (the task fails)
   type: bool
   sample: true
