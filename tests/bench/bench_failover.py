@@ -12,7 +12,13 @@ trial` (its verifying run, if any, is running) and `idle` (no run running or pen
    listener, and the death 0-1.5 s after that run began changing hosts (releasing, taking, recording).
 3. Partition with carrier: node3 cut off from the others and the listener by blackhole routes (alive,
    links up), until the survivors hold its IPs - after its lease ran out and it let go; then healed.
-Targets: seed scenario p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s (from idle).
+4. HA listeners (a 3-host lab with `--listeners 2`): the leader's host and node3 killed at the same moment,
+   until the survivors hold node3's IPs; the leader's host alone, until the standby leads (its status says
+   so). Then both hosts are revived before the next trial.
+5. A single listener SIGKILLed, node3 killed meanwhile (0.5-3 s later), the listener restarted 1 s after the
+   death: from the restart until the survivors hold node3's IPs.
+Targets: seed scenario p95 <= 0.3 s; host death p95 <= 2.5 s; partition p95 <= 3 s (from idle); leader and
+node killed p95 <= 5 s; a new leader p95 <= 3 s; after a listener restart p95 <= 2 s.
 """
 
 from __future__ import annotations
@@ -151,12 +157,107 @@ def partition_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]
                         lab.heal, rng, ("idle",))
 
 
+def leader_of(info: dict) -> tuple[dict | None, dict | None]:
+    """(the leading controller, a standby) of an HA lab, by their own status."""
+    from pubip.lab.observe import _status_of
+
+    lead, stand = None, None
+    for c in info["controllers"]:
+        st = _status_of(info, c["netns"], c["address"], timeout=1)
+        if st and st.get("role") == "leader":
+            lead = c
+        elif st:
+            stand = c
+    return lead, stand
+
+
+def ha_trials(tag: str, trials: int, with_node: bool, rng: random.Random) -> list[tuple[str, float]]:
+    """WITH_NODE: seconds from killing the leader's host and node3 until the survivors hold node3's IPs; else
+    from killing the leader's host until the standby says it leads."""
+    from pubip.lab.observe import _status_of
+
+    out = []
+    name = f"{tag}{os.getpid() % 10000}"
+    try:
+        info = lab.Lab(name, 3, 6, listeners=2).up(progress=lambda _l: None)
+        lab.start_services(info, progress=lambda _l: None)
+        for i in range(trials):
+            moment = "idle" if i % 2 == 0 else "1 s after the previous trial"
+            if moment == "idle":
+                lab.wait_listener_idle(info)
+                time.sleep(rng.uniform(0.3, 1.5))
+            else:
+                time.sleep(1.0)
+            lead, stand = leader_of(info)
+            if lead is None or stand is None:
+                time.sleep(2.0)
+                lead, stand = leader_of(info)
+            assert lead is not None and stand is not None, "no leader and standby"
+            lost = lab.public_held(info, "node3")
+            t0 = time.monotonic()
+            lab.cut_host(info, lead["name"])
+            if with_node:
+                lab.cut_host(info, "node3")
+            while time.monotonic() - t0 < 60:
+                if with_node:
+                    held = set(lab.public_held(info, "node1")) | set(lab.public_held(info, "node2"))
+                    if set(lost) <= held:
+                        break
+                else:
+                    st = _status_of(info, stand["netns"], stand["address"], timeout=0.3)
+                    if st and st.get("role") == "leader":
+                        break
+                time.sleep(0.01)
+            out.append((moment, time.monotonic() - t0))
+            print(f"{tag} trial {i + 1} ({moment}): {out[-1][1]:.2f}s", flush=True)
+            lab.revive_host(info, lead["name"])
+            if with_node:
+                lab.revive_host(info, "node3")
+                lab.start_watchdog(info, "node3")
+            lab.save(info)
+            deadline = time.monotonic() + 60
+            while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        lab.down(name)
+    return out
+
+
+def restart_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]:
+    """Seconds from a listener restart until the survivors hold node3's IPs: the listener SIGKILLed, node3
+    killed 0.5-3 s later, the listener started 1 s after the death."""
+    out = []
+    with running_lab(f"bfor{os.getpid() % 10000}") as info:
+        for i in range(trials):
+            lab.wait_listener_idle(info)
+            lost = lab.public_held(info, "node3")
+            lab.stop_listener(info)
+            time.sleep(rng.uniform(0.5, 3.0))
+            lab.cut_host(info, "node3")
+            time.sleep(1.0)
+            lab.start_listener(info)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 60:
+                if set(lost) <= set(lab.public_held(info, "node1")) | set(lab.public_held(info, "node2")):
+                    break
+                time.sleep(0.01)
+            out.append(("listener restarted", time.monotonic() - t0))
+            print(f"restart trial {i + 1}: {out[-1][1]:.2f}s", flush=True)
+            lab.revive_host(info, "node3")
+            lab.start_watchdog(info, "node3")
+            deadline = time.monotonic() + 60
+            while len(lab.public_held(info, "node3")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--death-trials", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", choices=["seed", "death", "partition"], help="one scenario (the seed: both)")
+    ap.add_argument("--only", choices=["seed", "death", "partition", "ha", "restart"],
+                    help="one scenario (the seed: both; ha: both HA rows)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     rows, records = [], []
@@ -167,6 +268,11 @@ def main() -> None:
         ("death", "host death (3 hosts)", lambda: death_trials(args.death_trials, rng), 2.5),
         ("partition", "partition with carrier (3 hosts)",
          lambda: partition_trials(max(3, args.death_trials // 2), rng), 3.0),
+        ("ha", "leader's host and a node killed (2 listeners)", lambda: ha_trials("bfoh", args.trials, True, rng),
+         5.0),
+        ("ha", "leader's host killed: a new leader (2 listeners)",
+         lambda: ha_trials("bfol", args.trials, False, rng), 3.0),
+        ("restart", "listener restarted after a node died meanwhile", lambda: restart_trials(args.trials, rng), 2.0),
     )
     for kind, label, run, target in scenarios:
         if args.only and kind != args.only:

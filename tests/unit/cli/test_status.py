@@ -39,3 +39,15 @@ def test_every_problem_is_named() -> None:
 def test_without_leases_status_says_loudly_that_failover_is_off() -> None:
     table = render_status(status({"node1": "alive"}, {IP1: ["node1"]}, failover=False))
     assert table.startswith(FAILOVER_OFF)
+
+
+def test_ha_listeners_status_names_the_leader_and_says_when_none_leads() -> None:
+    st = status({"node1": "alive"}, {IP1: ["node1"]})
+    assert "Leader" not in render_status(st)  # a single listener: term 0, nothing to say
+    led = {**st, "leader": "listener2", "term": 4, "role": "standby", "leadership": "listener2 leads"}
+    assert "Leader listener2, term 4; this listener is the standby" in render_status(led) and problems(led) == []
+    none = {**st, "leader": None, "term": None, "role": "unknown",
+            "leadership": "etcd unreachable: etcd http://192.0.2.254:2379: ConnectionTimeoutError"}
+    assert problems(none) == ["no listener leads (etcd unreachable: etcd http://192.0.2.254:2379: "
+                              "ConnectionTimeoutError): no orders, no takeover runs"]
+    assert render_status(none).startswith("WARNING: no listener leads (etcd unreachable")

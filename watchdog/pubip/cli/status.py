@@ -86,6 +86,8 @@ def problems(st: dict[str, Any]) -> list[str]:
     """What keeps the cluster from being well, as `ctdb status` would say it: a node dead or unreachable, a public
     IP held by no node or by two. `pubip status` exits 1 when there is any."""
     out = [f"node {node} is {_liveness(v)}" for node, v in st["nodes"].items() if _liveness(v) != "alive"]
+    if st.get("role", "leader") != "leader" and not st.get("leader"):
+        out.append(f"no listener leads ({st.get('leadership') or 'unknown'}): no orders, no takeover runs")
     for e in st.get("public_ips") or []:
         holders = e.get("holders") or []
         if not holders:
@@ -95,8 +97,19 @@ def problems(st: dict[str, Any]) -> list[str]:
     return out
 
 
+def leadership_line(st: dict[str, Any]) -> str | None:
+    """HA listeners: who leads, in which term, and what the answering listener is (None: a single listener)."""
+    if not st.get("term") and st.get("role", "leader") == "leader":
+        return None
+    if not st.get("leader"):
+        return f"WARNING: no listener leads ({st.get('leadership') or 'unknown'}): no orders, no takeover runs"
+    return f"Leader {st['leader']}, term {st['term']}; this listener is the {st.get('role')}"
+
+
 def render_status(st: dict[str, Any]) -> str:
     out = [FAILOVER_OFF, ""] if st.get("failover") is False else []
+    lead = leadership_line(st)
+    out += [lead, ""] if lead else []
     out += [render(["Node", "PNN", "State", "Health", "Liveness", "Last heartbeat", "Lease", "Does not hear"],
                   [[n, v.get("pnn") if v.get("pnn") is not None else "-", _state(v), _health(v.get("health")),
                     _liveness(v) if _liveness(v) == "alive" else _liveness(v).upper(),

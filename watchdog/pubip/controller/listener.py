@@ -71,7 +71,7 @@ class Listener:
         self.clock = clock  # monotonic: every part measures on it
         self.leadership = leadership or Leadership.alone(name)
         self.fence = TermFence(clock)
-        self.leadership.on_change(lambda v: self.fence.won(v.term if v.role == "leader" else None))
+        self.leadership.on_change(self._leadership_changed)
         self._accepted = 0
         state = Path(state_dir)
         (state / "runner").mkdir(parents=True, exist_ok=True)
@@ -135,6 +135,11 @@ class Listener:
                 self.policy.want()
 
     # --- leadership ---------------------------------------------------------------------------------------------
+    def _leadership_changed(self, view: Any) -> None:
+        self.fence.won(view.term if view.role == "leader" else None)
+        if view.role != "leader":
+            self.queue.cancel_for_leadership()
+
     def ordering_term(self) -> int | None:
         """The term under which this listener may order and run now (the embedded listener: 0), else None: it
         leads and its term is fenced in (fence.py)."""

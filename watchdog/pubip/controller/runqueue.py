@@ -289,6 +289,17 @@ class RunQueue:
         log.warning("Takeover run %s cancelled before it changed any host (the listener lost the quorum): it "
                     "could not complete; runs wait for the quorum", self._run.running() or "starting")
 
+    def cancel_for_leadership(self) -> None:
+        """This listener no longer leads (HA): cancel its run if it has changed no host yet; one that has goes on
+        and the nodes that saw the new term refuse what is left of it (fencing)."""
+        with self._order_lock:
+            if self._run.state_file() is None:
+                return
+            if self._run.read()["cancelled"] or not self._run.cancel():
+                return
+        log.warning("Takeover run %s cancelled before it changed any host: this listener no longer leads",
+                    self._run.running() or "starting")
+
     def cancel_for_return(self, node: str) -> None:
         """NODE, which the running run was started without, is back: cancel that run if it has changed no host
         yet, so the next one includes NODE now. Not while some public IP is held by no live node: the run places
