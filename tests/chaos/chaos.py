@@ -35,6 +35,9 @@ sys.path.insert(0, str(ROOT / "tests/bench"))
 from _report import report  # noqa: E402
 
 from pubip import lab  # noqa: E402
+from pubip.lab import base as labbase  # noqa: E402
+from pubip.lab import etcd as labetcd  # noqa: E402
+from pubip.lab import observe as labobserve  # noqa: E402
 from tests.support import labkit  # noqa: E402
 
 CONVERGE_TARGET = 5.0
@@ -54,6 +57,11 @@ class Chaos:
             "cut_off": self.cut_off, "listener_restart": self.listener_restart, "foreign_ip": self.foreign_ip,
             "partition": self.partition, "sshd_death": self.sshd_death, "host_death": self.host_death,
         }
+        self.listeners = [c["name"] for c in info.get("controllers", []) if c.get("ports")]
+        if self.listeners:  # HA listeners: their hosts die, the leader is isolated, etcd members die
+            self.kinds.pop("listener_restart")
+            self.kinds.update({"listener_host_death": self.listener_host_death,
+                               "leader_isolated": self.leader_isolated, "etcd_member_death": self.etcd_member_death})
 
     def host(self) -> dict[str, Any]:
         return self.rng.choice(self.info["hosts"])
@@ -88,12 +96,13 @@ class Chaos:
 
     def partition(self) -> str:
         """A split that keeps carrier (blackhole routes): one host alone, or the cluster in two, the listener
-        on a random side; 3-7 s."""
+        (each listener host and etcd host) on a random side; 3-7 s."""
         names = [h["name"] for h in self.info["hosts"]]
         self.rng.shuffle(names)
         cut = 1 if self.rng.random() < 0.5 else self.rng.randint(1, len(names) // 2)
         a, b = names[:cut], names[cut:]
-        (a if self.rng.random() < 0.3 else b).append("listener")
+        for member in [h["name"] for h in labbase.ha_hosts(self.info)] or ["listener"]:
+            (a if self.rng.random() < 0.3 else b).append(member)
         lab.partition(self.info, a, b)
         time.sleep(self.rng.uniform(3.0, 7.0))
         lab.heal(self.info)
@@ -125,6 +134,44 @@ class Chaos:
         time.sleep(self.rng.uniform(0.2, 2.0))
         lab.start_listener(self.info)
         return "listener"
+
+    def leader(self) -> str:
+        c = labobserve.leading_controller(self.info)
+        return str(c["name"])
+
+    def listener_host_death(self) -> str:
+        """A listener host dies (its listener and etcd member with it) and boots again 3-6 s later."""
+        name = self.rng.choice(self.listeners)
+        lab.cut_host(self.info, name)
+        time.sleep(self.rng.uniform(3.0, 6.0))
+        lab.revive_host(self.info, name)
+        return name
+
+    def leader_isolated(self) -> str:
+        """The leader's host cut off with carrier: from everyone (its etcd member too), or from the nodes only
+        (it still reaches etcd and the other listeners); 3-7 s."""
+        leader = self.leader()
+        nodes = [h["name"] for h in self.info["hosts"]]
+        others = [h["name"] for h in labbase.ha_hosts(self.info) if h["name"] != leader]
+        whole = self.rng.random() < 0.5
+        lab.partition(self.info, [leader], nodes + (others if whole else []))
+        time.sleep(self.rng.uniform(3.0, 7.0))
+        lab.heal(self.info)
+        return f"{leader} from {'all' if whole else 'the nodes'}"
+
+    def etcd_member_death(self) -> str:
+        """One etcd member is killed and started again 2-5 s later."""
+        member = self.rng.choice(self.info["etcd"])
+        entry = lab.host_entry(self.info, member["name"])
+        pid = entry.get("etcd_pid") or member.get("etcd_pid")
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(self.rng.uniform(2.0, 5.0))
+        if not entry.get("dead"):
+            labetcd.start_member(entry, self.info["etcd"], state="existing")
+            member["etcd_pid"] = entry["etcd_pid"]
+        return member["name"]
 
     def foreign_ip(self) -> str:
         holders = self.handle.holders()
@@ -233,14 +280,18 @@ def by_kind(events: list[dict[str, Any]], doubles: list[dict[str, Any]],
 
 def coalescing(info: dict[str, Any]) -> tuple[int, int, int]:
     """(runs started, requests, requests covered by a run that also covered an earlier one)."""
-    db = sqlite3.connect(Path(info["dir"]) / "listener" / "listener.sqlite")
-    try:
-        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        requests = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        per_run = db.execute("SELECT COUNT(*) FROM requests WHERE run_id IS NOT NULL GROUP BY run_id").fetchall()
-    finally:
-        db.close()
-    return runs, requests, sum(max(0, n - 1) for (n,) in per_run)
+    dirs = [Path(c["dir"]) for c in info.get("controllers", []) if c.get("ports")] or [Path(info["dir"])]
+    runs = requests = coalesced = 0
+    for d in dirs:  # HA: each listener's own
+        db = sqlite3.connect(d / "listener" / "listener.sqlite")
+        try:
+            runs += db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            requests += db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+            per_run = db.execute("SELECT COUNT(*) FROM requests WHERE run_id IS NOT NULL GROUP BY run_id").fetchall()
+        finally:
+            db.close()
+        coalesced += sum(max(0, n - 1) for (n,) in per_run)
+    return runs, requests, coalesced
 
 
 def keep_logs(name: str, seed: int) -> Path:
@@ -267,6 +318,7 @@ def main() -> int:
     ap.add_argument("--name", default=None)
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards (pubip lab down removes it)")
     ap.add_argument("--no-fast-retake", action="store_true", help="run the watchdogs without the fast path")
+    ap.add_argument("--listeners", type=int, default=1, help="HA listeners (2 or 3) with a 3-member etcd")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -282,7 +334,7 @@ def main() -> int:
     say(f"chaos: seed {seed}; lab {name}: {args.hosts} hosts, {args.vips} IPv4 + {args.vips6} IPv6 public IPs")
     try:
         info = lab.Lab(name, args.hosts, args.vips, ipv6=args.vips6 > 0, vips6=args.vips6,
-                       fast_retake=not args.no_fast_retake).up(progress=say)
+                       fast_retake=not args.no_fast_retake, listeners=args.listeners).up(progress=say)
         if not lab.start_services(info, progress=say):
             raise SystemExit("chaos: the first takeover run failed")
         chaos = Chaos(info, rng, say)

@@ -110,3 +110,17 @@ def test_the_run_queue_of_a_standby_starts_no_run(tmp_path: Path) -> None:
     lst.stopping.set()
     worker.join(5)
     assert runner_of(lst).runs == 0 and lst.queue  # its start-up request waits for whoever leads
+
+
+def test_a_leader_that_steps_aside_resigns_and_campaigns_for_none_meanwhile(tmp_path: Path) -> None:
+    lst, part, elector = ha_listener(tmp_path)
+    elector.holder = ("listener1", 7)
+    part.step()
+    part.step_aside(5.0, "it hears no quorum of the nodes")
+    assert part.leading() is None and elector.holder == (None, None)  # resigned: the key is free
+    elector.holder = ("listener1", 9)  # would win again at once
+    part.step()
+    assert part.leading() is None  # but campaigns for none yet
+    advance(lst, 5.0)
+    part.step()
+    assert part.leading() == 9

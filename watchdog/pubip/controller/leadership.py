@@ -93,6 +93,7 @@ class Leadership:
         self._view = View(LEADER, name, 0, "the only listener") if elector is None else \
             View(UNKNOWN, None, None, "not asked etcd yet")
         self._listeners: list[Callable[[View], None]] = []
+        self._aside_until = -1.0  # no campaign before this moment: this listener stepped aside
 
     @classmethod
     def alone(cls, name: str) -> Leadership:
@@ -151,6 +152,8 @@ class Leadership:
             else:
                 self._set(View(STANDBY, None, None, f"term {before.term} ended: the leader key is not ours"))
             return
+        if sent < self._aside_until:
+            return
         try:
             holder, term = self._elector.campaign(self._name, self._timing.ttl)
         except OSError as exc:
@@ -162,6 +165,15 @@ class Leadership:
             self._set(View(LEADER, self._name, term, "won the leader key in etcd"))
         else:
             self._set(View(STANDBY, holder, term, f"{holder} leads" if holder else "no leader yet"))
+
+    def step_aside(self, seconds: float, why: str) -> None:
+        """Give the leadership up and campaign for none for SECONDS: a leader that hears no quorum of the nodes
+        lets a standby that does lead (as Raft's CheckQuorum)."""
+        if self.leading() is None:
+            return
+        log.warning("Stepping aside as the leader for %.0fs: %s", seconds, why)
+        self._aside_until = self._clock() + seconds
+        self.resign()
 
     def resign(self) -> None:
         term = self.leading()

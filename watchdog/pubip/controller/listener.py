@@ -52,6 +52,7 @@ from .store import Store
 
 log = logging.getLogger("pubip.listener")
 BATCH_WAIT = 0.5  # seconds a death waits for other nodes a quorum already shuns, to share one batch of orders
+STEP_ASIDE_AFTER, STEP_ASIDE_FOR = 2.0, 5.0  # an HA leader that hears no quorum of voters lets a standby lead
 
 
 class Listener:
@@ -249,12 +250,17 @@ class Listener:
         other nodes a quorum already shuns. Between deaths, the IPs dropped are ordered (drops.py)."""
         ready_since: float | None = None
         pinged = -math.inf
+        deaf_since: float | None = None  # leading (HA) without hearing a quorum of voters since
         while not self.stopping.is_set():
             if self.clock() - pinged >= 1.0:  # systemd restarts a listener whose liveness watch hangs
                 sdnotify.notify("WATCHDOG=1")
                 pinged = self.clock()
             leases_on = self.holdings.leases_on()
-            self.view.hears_quorum(leases_on)  # also while a run runs: awaits_retakes must know a partition
+            hears = self.view.hears_quorum(leases_on)  # also while a run runs: awaits_retakes must know a partition
+            deaf_since = None if hears or not self.leadership.leading() else (deaf_since or self.clock())
+            if deaf_since is not None and self.clock() - deaf_since >= STEP_ASIDE_AFTER:
+                self.leadership.step_aside(STEP_ASIDE_FOR, "it hears no quorum of the nodes")
+                deaf_since = None
             died, shunned = self.view.verdicts(
                 self.holdings.reports(), self.holdings.timing(), self.holdings.grace_left,
                 lambda n: self.holdings.in_grace(n, self.clock() + self.holdings.start_grace(n)))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import CONTROLLER_ADDR, LabError, host_entry, ip_batch, kill_netns_processes, run, save
+from .base import CONTROLLER_ADDR, LabError, ha_hosts, host_entry, ip_batch, kill_netns_processes, run, save
 from .build import SSHD, wait_pidfile
 from .observe import kernel_addresses, public_held, wait_listener_idle
 
@@ -117,7 +117,7 @@ def partition(info: dict[str, Any], *sides: list[str]) -> None:
 
 def heal(info: dict[str, Any]) -> None:
     """Remove every partition: all blackhole routes in the lab's hosts and controller."""
-    for netns in [info["controller"]["netns"], *(h["netns"] for h in info["hosts"])]:
+    for netns in dict.fromkeys([info["controller"]["netns"], *(h["netns"] for h in [*info["hosts"], *ha_hosts(info)])]):
         out = run(["ip", "-n", netns, "-j", "route", "show", "type", "blackhole"], check=False).stdout
         lines = [f"route del blackhole {r['dst']}" for r in json.loads(out or "[]") if r.get("dst")]
         if lines:
