@@ -82,7 +82,7 @@ def test_the_listener_runs_takeover_runs_as_awx_jobs(lab: labkit.LabHandle) -> N
         assert set(launch["body"]["extra_vars"]) == {"pubip_dead_nodes", "pubip_moveip", "pubip_state_overrides",
                                                         "pubip_reported_holds", "pubip_rebalance_nodes",
                                                         "pubip_listener_address", "pubip_tickles",
-                                                        "pubip_generation_floor", "pubip_may_hold"}
+                                                        "pubip_generation_floor", "pubip_may_hold", "pubip_term"}
         log = (lab.dir / "listener.log").read_text()
         assert "AWX job 100 of template 7 launched" in log and "AWX job 100 successful" in log
         # A preview goes to AWX as a check job and changes nothing.

@@ -71,6 +71,17 @@ def test_deploy_writes_a_valid_config_private_secret_and_hardened_units(lab_fact
     second = deploy(handle)
     assert second.returncode == 0
     assert " changed=0 " in second.stdout.replace("changed=0    ", " changed=0 ")
+    # HA listeners: two pubip_controller hosts - every watchdog heartbeats both
+    doc = handle.inventory_doc()
+    doc["all"]["children"]["pubip_controller"] = {"hosts": {
+        "ctl1": {"ansible_host": "192.0.2.254", "listener_bind": "192.0.2.254"},
+        "ctl2": {"ansible_host": "192.0.2.253"}}}
+    handle.write_inventory(doc)
+    ha = handle.playbook("playbooks/deploy.yml", "--limit", "pubip_nodes")
+    assert ha.returncode == 0, ha.stdout[-3000:]
+    cfg = wdconfig.load(str(Path(handle.hosts[0]["dir"]) / "etc" / "watchdog.yml"))
+    assert cfg.listener is not None and cfg.listener.urls == [
+        "http://192.0.2.254:8750/v1/takeover-run", "http://192.0.2.253:8750/v1/takeover-run"]
 
 
 def test_deploy_refuses_a_cluster_without_leases_and_runs_the_webhook_backend(lab_factory) -> None:  # type: ignore
