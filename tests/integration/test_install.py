@@ -42,12 +42,7 @@ def blocks(kind: str) -> list[str]:
 def build_release(dest: Path) -> Path:
     """The document's bash block, in a copy of the checkout (a build in this one would race other tests'),
     with this checkout's venv; returns the dist directory."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
-                           capture_output=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)  # mtimes kept: make sees the venv up to date
+    labkit.copy_checkout(dest)  # mtimes kept: make sees the venv up to date
     (script,) = blocks("bash")
     env = {**os.environ, "VENV": str(ROOT / ".venv")}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=dest, env=env, text=True,

@@ -17,6 +17,20 @@ PUBIP = [sys.executable, "-m", "pubip.cli"]
 _counter = itertools.count()
 
 
+def copy_checkout(dest: Path) -> Path:
+    """This checkout's files (tracked and new, not ignored) copied to DEST, their mtimes kept: a wheel built from
+    the copy builds in its own build/ (two builds in this tree at once collide there)."""
+    import shutil
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
+                           capture_output=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def unique_name(tag: str = "t") -> str:
     return f"{tag}{os.getpid() % 100000}x{next(_counter)}"
 
