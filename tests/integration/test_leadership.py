@@ -35,9 +35,12 @@ class Candidate:
     seen: list[tuple[float, leadership.View]]
 
 
-def candidate(name: str, netns: str, members: list[dict[str, Any]]) -> Candidate:
+def candidate(name: str, netns: str, members: list[dict[str, Any]], tls: dict[str, str] | None = None,
+              cert: bool = True) -> Candidate:
     seen: list[tuple[float, leadership.View]] = []
-    part = leadership.Leadership(name, EtcdElector(etcd.endpoints(members), "lab", TIMING.timeout), TIMING)
+    elector = EtcdElector(etcd.endpoints(members, tls), "lab", TIMING.timeout, *(
+        (tls["ca"], tls["cert"] if cert else None, tls["key"] if cert else None) if tls else ()))
+    part = leadership.Leadership(name, elector, TIMING)
     part.on_change(lambda view: seen.append((time.monotonic(), view)))
     stopping = threading.Event()
 
@@ -138,3 +141,25 @@ def test_no_leader_without_etcd_quorum_and_one_again_when_it_is_back(cluster: An
             os.kill(m["etcd_pid"], signal.SIGCONT)
         a.stopping.set()
         a.thread.join(5)
+
+
+def test_over_tls_with_a_client_certificate_it_leads_and_without_one_etcd_refuses(lab_factory: Any,
+                                                                                   tmp_path: Any) -> None:
+    """etcd with TLS everywhere (a CA, member certificates, client certificates required), as the install
+    guide sets it up: a listener with its client certificate leads; one without is refused, and says so."""
+    handle = lab_factory("--nodes", "4", "--vips", "0", "--no-watchdog", "--no-takeover")
+    members = [{"name": h["name"], "netns": h["netns"], "address": h["address"], "dir": h["dir"]}
+               for h in handle.hosts[:3]]
+    tls = etcd.make_tls(tmp_path / "tls", members)
+    etcd.start_cluster(members)
+    a = candidate("listener1", handle.hosts[3]["netns"], members, tls)
+    b = candidate("listener2", handle.hosts[3]["netns"], members, tls, cert=False)
+    try:
+        wait_for(lambda: a.part.leading() is not None, 5, "listener1 leading over TLS")
+        wait_for(lambda: "etcd" in b.part.view().why and b.part.view().role == leadership.UNKNOWN, 5,
+                 "listener2 refused without a client certificate")
+        assert b.part.leading() is None
+    finally:
+        for c in (a, b):
+            c.stopping.set()
+            c.thread.join(5)

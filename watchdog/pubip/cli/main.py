@@ -269,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
                     "one listener leads through a lease there, the others stand by. Unset: the only listener")
     ls.add_argument("--cluster", help="the cluster's name in etcd (the leader key /pubip/CLUSTER/leader; default: "
                     "pubip)")
+    ls.add_argument("--etcd-ca-file", help="https etcd: the CA that signed its certificates (else the system's)")
+    ls.add_argument("--etcd-cert-file", help="https etcd: this listener's client certificate (with --etcd-key-file)")
+    ls.add_argument("--etcd-key-file", help="https etcd: the client certificate's private key")
     ls.set_defaults(func=_listen)
 
     for name, helptext, description in (

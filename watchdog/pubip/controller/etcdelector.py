@@ -8,6 +8,7 @@ renews its lease and checks, in the same round, that the key is still the one it
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 from ..errors import PubipError
@@ -17,8 +18,25 @@ def _b64(data: str) -> str:
     return base64.b64encode(data.encode()).decode()
 
 
+def _session(ca_file: str | None, cert_file: str | None, key_file: str | None) -> Any:
+    """requests' session for etcd: its CA and client certificate, and nothing from the environment (a
+    REQUESTS_CA_BUNDLE would replace the CA, an HTTPS_PROXY would route the lease through a proxy)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    system = "/etc/ssl/certs/ca-certificates.crt"  # Debian's and Ubuntu's bundle of the system's CAs
+    session.verify = ca_file or (system if os.path.isfile(system) else True)
+    if cert_file and key_file:
+        session.cert = (cert_file, key_file)
+    return session
+
+
 class EtcdElector:
-    def __init__(self, endpoints: list[str], cluster: str, timeout: float) -> None:
+    def __init__(self, endpoints: list[str], cluster: str, timeout: float, ca_file: str | None = None,
+                 cert_file: str | None = None, key_file: str | None = None) -> None:
+        """ENDPOINTS http(s)://HOST:PORT; over https, etcd's certificate checked against CA_FILE (else the system's
+        CAs), and this listener's client certificate CERT_FILE with KEY_FILE when etcd asks for one."""
         try:
             import etcd3gw
         except ImportError as exc:  # the controller extra has it
@@ -32,7 +50,8 @@ class EtcdElector:
             if scheme not in ("http", "https") or not host or not port.isdigit():
                 raise PubipError(f"pubip listen: etcd endpoint {url!r} is not http(s)://HOST:PORT")
             self._clients.append(etcd3gw.client(host=host.strip("[]"), port=int(port), protocol=scheme,
-                                                timeout=timeout, api_path="/v3/"))
+                                                timeout=timeout, api_path="/v3/",
+                                                session=_session(ca_file, cert_file, key_file)))
         self.key = f"/pubip/{cluster}/leader"
         self._lease_id: int | None = None
         self._current = 0

@@ -47,8 +47,9 @@ def main(args: Any) -> int:
         from .settings import etcd_endpoints
 
         timing = Timing()
-        leadership = Leadership(args.name, EtcdElector(etcd_endpoints(args.etcd), args.cluster, timing.timeout),
-                                timing)
+        elector = EtcdElector(etcd_endpoints(args.etcd), args.cluster, timing.timeout, args.etcd_ca_file,
+                              args.etcd_cert_file, args.etcd_key_file)
+        leadership = Leadership(args.name, elector, timing)
         log.info("HA listener %s: leads through a lease in etcd (%s), cluster %s", args.name, args.etcd,
                  args.cluster)
     listener = Listener(args.inventory, secrets, args.state_dir, lease=args.lease, leadership=leadership,

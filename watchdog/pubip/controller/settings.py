@@ -30,7 +30,8 @@ KEYS: dict[str, tuple[type, Any]] = {
     "probe_port": (int, 22), "no_fast_takeover": (bool, False), "backend": (str, "runner"),
     "awx_url": (str, None), "awx_job_template": (int, None), "awx_token_file": (str, None),
     "awx_api_prefix": (str, "/api/v2/"), "awx_insecure": (bool, False), "log_file": (str, None),
-    "name": (str, None), "etcd": (str, None), "cluster": (str, "pubip"),
+    "name": (str, None), "etcd": (str, None), "cluster": (str, "pubip"), "etcd_ca_file": (str, None),
+    "etcd_cert_file": (str, None), "etcd_key_file": (str, None),
 }
 REQUIRED = ("inventory", "secrets", "bind")
 BACKENDS = ("runner", "awx")
@@ -57,6 +58,8 @@ def settle(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.lease) and args.lease > 0):
         raise PubipError(f"pubip listen: lease {args.lease} must be a positive number of seconds")
     args.name = args.name or socket.gethostname()
+    if bool(args.etcd_cert_file) != bool(args.etcd_key_file):
+        raise PubipError("pubip listen: etcd_cert_file and etcd_key_file go together (etcd's client certificate)")
     if args.etcd:
         for url in etcd_endpoints(args.etcd):
             scheme, _, rest = url.partition("://")
@@ -95,7 +98,8 @@ def check(args: argparse.Namespace) -> list[str]:
         load_secrets(args.secrets)
     except PubipError as exc:
         problems.append(str(exc))
-    for key in ("inventory", "read_token_file", "tls_cert", "tls_key", "awx_token_file", "playbook"):
+    for key in ("inventory", "read_token_file", "tls_cert", "tls_key", "awx_token_file", "playbook", "etcd_ca_file",
+                "etcd_cert_file", "etcd_key_file"):
         path = getattr(args, key)
         if key == "playbook" and path and "/" not in path:
             continue  # a collection playbook's name
