@@ -159,11 +159,11 @@ def partition_trials(trials: int, rng: random.Random) -> list[tuple[str, float]]
 
 def leader_of(info: dict) -> tuple[dict | None, dict | None]:
     """(the leading controller, a standby) of an HA lab, by their own status."""
-    from pubip.lab.observe import _status_of
+    from pubip.lab.observe import status_of
 
     lead, stand = None, None
     for c in info["controllers"]:
-        st = _status_of(info, c["netns"], c["address"], timeout=1)
+        st = status_of(info, c["netns"], c["address"], timeout=1)
         if st and st.get("role") == "leader":
             lead = c
         elif st:
@@ -174,7 +174,7 @@ def leader_of(info: dict) -> tuple[dict | None, dict | None]:
 def ha_trials(tag: str, trials: int, with_node: bool, rng: random.Random) -> list[tuple[str, float]]:
     """WITH_NODE: seconds from killing the leader's host and node3 until the survivors hold node3's IPs; else
     from killing the leader's host until the standby says it leads."""
-    from pubip.lab.observe import _status_of
+    from pubip.lab.observe import status_of
 
     out = []
     name = f"{tag}{os.getpid() % 10000}"
@@ -204,7 +204,7 @@ def ha_trials(tag: str, trials: int, with_node: bool, rng: random.Random) -> lis
                     if set(lost) <= held:
                         break
                 else:
-                    st = _status_of(info, stand["netns"], stand["address"], timeout=0.3)
+                    st = status_of(info, stand["netns"], stand["address"], timeout=0.3)
                     if st and st.get("role") == "leader":
                         break
                 time.sleep(0.01)

@@ -80,7 +80,7 @@ def leading_controller(info: dict[str, Any]) -> dict[str, Any]:
         return {"name": "controller", "netns": info["controller"]["netns"], "address": CONTROLLER_ADDR}
     answered = []
     for c in controllers:
-        st = _status_of(info, c["netns"], c["address"], timeout=1)
+        st = status_of(info, c["netns"], c["address"], timeout=1)
         if st is not None and st.get("role") == "leader":
             return c
         if st is not None:
@@ -91,10 +91,10 @@ def leading_controller(info: dict[str, Any]) -> dict[str, Any]:
 def listener_status(info: dict[str, Any]) -> dict[str, Any] | None:
     """The lab listener's /v1/status (HA: the leader's), asked from its host's namespace (None: no answer)."""
     c = leading_controller(info)
-    return _status_of(info, c["netns"], c["address"])
+    return status_of(info, c["netns"], c["address"])
 
 
-def _status_of(info: dict[str, Any], netns: str, address: str, timeout: float = 2) -> dict[str, Any] | None:
+def status_of(info: dict[str, Any], netns: str, address: str, timeout: float = 2) -> dict[str, Any] | None:
     conn = http.client.HTTPConnection(address, LISTENER_PORT, timeout=timeout)
     try:
         headers = protocol.read_headers(json.loads((Path(info["dir"]) / "listener-secrets.json").read_text()),
