@@ -32,6 +32,15 @@ def _session(ca_file: str | None, cert_file: str | None, key_file: str | None) -
     return session
 
 
+def parse_endpoint(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an etcd endpoint http(s)://HOST:PORT; PubipError naming it otherwise."""
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if scheme not in ("http", "https") or not host or not port.isdigit():
+        raise PubipError(f"pubip listen: etcd endpoint {url!r} is not http(s)://HOST:PORT")
+    return scheme, host.strip("[]"), int(port)
+
+
 class EtcdElector:
     def __init__(self, endpoints: list[str], cluster: str, timeout: float, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None) -> None:
@@ -45,11 +54,8 @@ class EtcdElector:
             raise PubipError("pubip listen: etcd needs at least one endpoint")
         self._clients = []
         for url in endpoints:
-            scheme, _, rest = url.partition("://")
-            host, _, port = rest.rstrip("/").rpartition(":")
-            if scheme not in ("http", "https") or not host or not port.isdigit():
-                raise PubipError(f"pubip listen: etcd endpoint {url!r} is not http(s)://HOST:PORT")
-            self._clients.append(etcd3gw.client(host=host.strip("[]"), port=int(port), protocol=scheme,
+            scheme, host, port = parse_endpoint(url)
+            self._clients.append(etcd3gw.client(host=host, port=port, protocol=scheme,
                                                 timeout=timeout, api_path="/v3/",
                                                 session=_session(ca_file, cert_file, key_file)))
         self.key = f"/pubip/{cluster}/leader"

@@ -144,7 +144,10 @@ class Listener:
     def ordering_term(self) -> int | None:
         """The term under which this listener may order and run now (the embedded listener: 0), else None: it
         leads and its term is fenced in (fence.py)."""
-        term, first = self.fence.fenced(self.leadership.leading(), self.view.live())
+        term = self.leadership.leading()
+        if not term:  # not leading, or the embedded listener (term 0): nothing to fence
+            return term
+        term, first = self.fence.fenced(term, self.view.live())
         if first and self._fast:
             self.policy.want()  # the dead nodes' IPs (declared while a standby) are ordered at once
         return term
@@ -272,7 +275,8 @@ class Listener:
                     continue  # the others fall within moments: one batch for all
             ready_since = None
             exclude = self.view.suspected() | set(shunned)
-            if self.ordering_term() is None:
+            ordering = self.ordering_term() is not None
+            if not ordering:
                 pass  # a standby declares deaths (its view stays warm) and orders nothing
             elif self.policy.wanted() and self._fast:
                 self.policy.issue(exclude=exclude)
@@ -286,7 +290,7 @@ class Listener:
             if died:
                 for d in died:
                     self.node_died(d.node, d.silent_for, d.why)
-                if self._fast and self.ordering_term() is not None:  # one batch of orders for all
+                if self._fast and ordering:  # one batch of orders for all (a later death's batch waits for this one)
                     self.policy.issue(exclude=exclude)
                 names = [d.node for d in died]
                 self.requests.ask(f"node{'s' if len(names) > 1 else ''} {', '.join(names)} dead", news=True)

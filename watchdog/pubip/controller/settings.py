@@ -61,10 +61,10 @@ def settle(args: argparse.Namespace) -> None:
     if bool(args.etcd_cert_file) != bool(args.etcd_key_file):
         raise PubipError("pubip listen: etcd_cert_file and etcd_key_file go together (etcd's client certificate)")
     if args.etcd:
+        from .etcdelector import parse_endpoint
+
         for url in etcd_endpoints(args.etcd):
-            scheme, _, rest = url.partition("://")
-            if scheme not in ("http", "https") or ":" not in rest:
-                raise PubipError(f"pubip listen: etcd endpoint {url!r} is not http(s)://HOST:PORT")
+            parse_endpoint(url)
 
 
 def etcd_endpoints(value: str) -> list[str]:

@@ -77,9 +77,6 @@ class Exchange:
         """The TCP connections to the public IPs held here (tickle_interval): sent with the next heartbeat."""
         self._connections = connections
 
-    def term(self) -> int:
-        return self._term
-
     def exchange(self, retake: list[str] | None = None, url: str | None = None) -> protocol.HeartbeatAnswer:
         """One signed heartbeat to the listener at URL (default: the leader, else the first), reporting on orders
         carried out since the last one (and asking to RETAKE those IPs); carries out what a leader's answer
@@ -90,10 +87,10 @@ class Exchange:
         channels = getattr(self._channels, "open", None)
         if channels is None:
             channels = self._channels.open = {}
-        channel = channels.get(url)
-        if channel is None:
-            channel = channels[url] = Channel(url, listener.timeout, listener.ca_file)
-        backend = listener if url == listener.url else replace(listener, url=url)
+        if url not in channels:  # this thread's connection to URL, and URL's backend settings
+            channels[url] = (Channel(url, listener.timeout, listener.ca_file),
+                             listener if url == listener.url else replace(listener, url=url))
+        channel, backend = channels[url]
         done = self._orders.results()
         connections, self._connections = self._connections, None
         with self._lock:
